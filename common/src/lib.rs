@@ -1,0 +1,26 @@
+//! Vetting's shared model: the wire protocol, stages, run states, profiles,
+//! thresholds, host specs and their diff.
+//!
+//! Layout:
+//! - [`wire`]: every `/api/v1` body; the only types that cross HTTP.
+//! - [`stage`], [`run_state`]: DefaultStageOrder, stage states, the run state machine.
+//! - [`profile`]: the ProfileRegistry (quick, deep, soak) and default thresholds.
+//! - [`threshold`]: ops, severities, glob key selectors, override merge.
+//! - [`measurement`]: kinds, units, finite values, samples.
+//! - [`spec`], [`inventory`], [`version`]: host spec YAML, inventory, spec diff.
+//! - [`time`], [`mac`]: the timestamp format and MAC addresses.
+//!
+//! Architecture invariant: this crate does no I/O and never reads the clock;
+//! callers pass `now`. Everything here is a pure function of its inputs.
+
+pub mod inventory;
+pub mod mac;
+pub mod measurement;
+pub mod profile;
+pub mod run_state;
+pub mod spec;
+pub mod stage;
+pub mod threshold;
+pub mod time;
+pub mod version;
+pub mod wire;

@@ -1,0 +1,221 @@
+//! Measurements: kinds, their units, and the finite-value type that makes
+//! NaN and infinity unrepresentable on the wire.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::time::Timestamp;
+
+/// What a sample measures. Spelled as in DESIGN.md's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Temp,
+    Fan,
+    PsuVolt,
+    Power,
+    SmartAttr,
+    Fio,
+    Iperf,
+    Stress,
+    Mem,
+    Kmsg,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Temp,
+        Kind::Fan,
+        Kind::PsuVolt,
+        Kind::Power,
+        Kind::SmartAttr,
+        Kind::Fio,
+        Kind::Iperf,
+        Kind::Stress,
+        Kind::Mem,
+        Kind::Kmsg,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Temp => "temp",
+            Kind::Fan => "fan",
+            Kind::PsuVolt => "psu_volt",
+            Kind::Power => "power",
+            Kind::SmartAttr => "smart_attr",
+            Kind::Fio => "fio",
+            Kind::Iperf => "iperf",
+            Kind::Stress => "stress",
+            Kind::Mem => "mem",
+            Kind::Kmsg => "kmsg",
+        }
+    }
+
+    /// Every unit a measurement of this kind may carry (`''` for raw values).
+    pub fn units(self) -> &'static [&'static str] {
+        match self {
+            Kind::Temp => &["C"],
+            Kind::Fan => &["rpm"],
+            Kind::PsuVolt => &["V"],
+            Kind::Power => &["W"],
+            Kind::SmartAttr => &[""],
+            Kind::Fio => &["MB/s", "IOPS", "µs"],
+            Kind::Iperf => &["bit/s", "count", "%"],
+            Kind::Stress => &["ops/s"],
+            Kind::Mem | Kind::Kmsg => &["count"],
+        }
+    }
+
+    /// The unit a key of this kind is measured in, when the key's last part
+    /// says it (fio and iperf keys end in their metric); otherwise the
+    /// kind's only unit, or `None` when the kind has several.
+    pub fn unit_for_key(self, key: &str) -> Option<&'static str> {
+        let metric = key.rsplit('/').next().unwrap_or(key);
+        match self {
+            Kind::Fio if metric.ends_with("_bw_mbps") => Some("MB/s"),
+            Kind::Fio if metric.ends_with("_iops") => Some("IOPS"),
+            Kind::Fio if metric.ends_with("_us") => Some("µs"),
+            Kind::Iperf if metric == "bps" => Some("bit/s"),
+            Kind::Iperf if metric == "retransmits" => Some("count"),
+            Kind::Iperf if metric == "lost_pct" => Some("%"),
+            _ => match self.units() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether `unit` is acceptable for `key` of this kind. `''` means "the
+    /// kind's unit" and is always accepted; `us` is accepted for `µs`.
+    pub fn accepts_unit(self, key: &str, unit: &str) -> bool {
+        if unit.is_empty() {
+            return true;
+        }
+        let unit = if unit == "us" { "µs" } else { unit };
+        match self.unit_for_key(key) {
+            Some(want) => want == unit,
+            None => self.units().contains(&unit),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown measurement kind {0:?} (temp fan psu_volt power smart_attr fio iperf stress mem kmsg)")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_string()))
+    }
+}
+
+/// An `f64` that is known to be finite. Deserializing NaN or ±infinity fails.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct Finite(f64);
+
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("value is not a finite number: {0}")]
+pub struct NotFinite(pub f64);
+
+impl Finite {
+    pub fn new(v: f64) -> Result<Self, NotFinite> {
+        if v.is_finite() {
+            Ok(Finite(v))
+        } else {
+            Err(NotFinite(v))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Finite {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        Finite::new(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One measurement as the agent sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    pub ts: Timestamp,
+    pub kind: Kind,
+    pub key: String,
+    pub value: Finite,
+    #[serde(default)]
+    pub unit: String,
+    /// Ordinal of the stage the sample belongs to; `None` between stages.
+    #[serde(default)]
+    pub stage: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_by_kind_and_key() {
+        let cases = [
+            (Kind::Temp, "coretemp/Core 0", "C", true),
+            (Kind::Temp, "coretemp/*", "F", false),
+            (Kind::Temp, "x", "", true),
+            (Kind::Fio, "*/read_bw_mbps", "MB/s", true),
+            (Kind::Fio, "nvme0n1/read_bw_mbps", "IOPS", false),
+            (Kind::Fio, "sda/write_clat_p99_us", "us", true),
+            (Kind::Fio, "sda/write_clat_p99_us", "µs", true),
+            (Kind::Fio, "*", "IOPS", true),
+            (Kind::Fio, "*", "rpm", false),
+            (Kind::Iperf, "eth0/bps", "bit/s", true),
+            (Kind::Iperf, "eth0/lost_pct", "%", true),
+            (Kind::Iperf, "eth0/lost_pct", "bit/s", false),
+            (Kind::SmartAttr, "sda/5_Reallocated_Sector_Ct", "", true),
+            (Kind::SmartAttr, "sda/5_Reallocated_Sector_Ct", "C", false),
+            (Kind::Power, "rapl/package-0", "W", true),
+            (Kind::Kmsg, "io_error/sda", "count", true),
+        ];
+        for (kind, key, unit, ok) in cases {
+            assert_eq!(kind.accepts_unit(key, unit), ok, "{kind} {key} {unit}");
+        }
+    }
+
+    #[test]
+    fn finite_refuses_nan_and_infinity() {
+        assert!(Finite::new(f64::NAN).is_err());
+        assert!(Finite::new(f64::INFINITY).is_err());
+        assert!(Finite::new(f64::NEG_INFINITY).is_err());
+        assert_eq!(Finite::new(1.5).unwrap().get(), 1.5);
+        assert!(serde_json::from_str::<Finite>("1e999").is_err());
+        assert!(serde_json::from_str::<Finite>("\"NaN\"").is_err());
+    }
+
+    #[test]
+    fn sample_wire_shape() {
+        let s: Sample = serde_json::from_str(
+            r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"temp","key":"coretemp/Core 0","value":61.5,"unit":"C","stage":4}"#,
+        )
+        .unwrap();
+        assert_eq!(s.kind, Kind::Temp);
+        assert_eq!(s.stage, Some(4));
+        assert!(serde_json::from_str::<Sample>(r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"heat","key":"k","value":1}"#).is_err());
+        assert!(serde_json::from_str::<Sample>(r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"temp","key":"k","value":"1"}"#).is_err());
+    }
+}

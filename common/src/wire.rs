@@ -1,0 +1,425 @@
+//! `/api/v1` request and response bodies: the only types that cross HTTP.
+//!
+//! Field names of operator-facing objects (hosts, runs, stages, events) are
+//! the seed's column names, so `vetctl --json` prints what the database holds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::FirmwareComponent;
+use crate::mac::Mac;
+use crate::measurement::Sample;
+use crate::profile::{Durations, Profile};
+use crate::run_state::RunState;
+use crate::stage::StageState;
+use crate::threshold::Rule;
+use crate::time::Timestamp;
+
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Error body of every 4xx/5xx answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    /// With code `batch_gap`: the batch number the coordinator expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub time: Timestamp,
+}
+
+/// Power action attached to `release` and `done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Power {
+    #[default]
+    None,
+    Poweroff,
+    Reboot,
+}
+
+impl Power {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Power::None => "none",
+            Power::Poweroff => "poweroff",
+            Power::Reboot => "reboot",
+        }
+    }
+}
+
+/// What the agent must do next: the answer to every stage report, heartbeat
+/// and batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "directive", rename_all = "snake_case")]
+pub enum Directive {
+    Continue,
+    Wait { secs: u64 },
+    Hold { public_key: String },
+    AbortStage { reason: String },
+    Release { power: Power },
+    Done { power: Power },
+}
+
+// ---- agent side -----------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub macs: Vec<Mac>,
+    pub boot_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// Lets destructive stages write over a partition table or filesystem
+    /// signature. Never lifts any other refusal.
+    #[serde(default)]
+    pub wipe: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub ordinal: u32,
+    pub name: String,
+    pub state: StageState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Iperf3Servers {
+    /// Address the agent connects to; `None` means the coordinator's own host.
+    pub host: Option<String>,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    pub run_id: i64,
+    pub token: String,
+    pub host: String,
+    pub profile: Profile,
+    pub non_destructive: bool,
+    pub overrides: Overrides,
+    /// Every stage with its current state; the agent starts at `resume_from`.
+    pub stages: Vec<StagePlan>,
+    pub resume_from: u32,
+    pub durations: Durations,
+    pub thresholds: Vec<Rule>,
+    pub sidecar_interval_ms: u64,
+    pub heartbeat_interval_s: u64,
+    pub iperf3: Iperf3Servers,
+    /// The coordinator's clock at the answer; the agent corrects by it.
+    pub coordinator_time: Timestamp,
+    /// The number the next measurement batch must carry.
+    pub next_batch_seq: u64,
+}
+
+/// Outcome of a stage as the agent saw it. The coordinator decides the final
+/// state: a `passed` stage with a critical breach still fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageOutcome {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubStepReport {
+    pub ordinal: u32,
+    pub name: String,
+    pub state: StageState,
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub summary: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageStart {
+    #[serde(default)]
+    pub at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageFinish {
+    pub outcome: StageOutcome,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub at: Option<Timestamp>,
+    #[serde(default)]
+    pub summary: Option<serde_json::Value>,
+    #[serde(default)]
+    pub sub_steps: Vec<SubStepReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageVerdict {
+    pub ordinal: u32,
+    pub name: String,
+    pub state: StageState,
+    /// Why the stage failed (agent reason, critical breaches, spec diffs).
+    pub reasons: Vec<String>,
+    pub directive: Directive,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasurementBatch {
+    /// 1, 2, 3, … per run.
+    pub seq: u64,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAck {
+    pub seq: u64,
+    pub stored: u64,
+    /// True when this batch had been stored before (a resend).
+    pub duplicate: bool,
+    pub directive: Directive,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    #[serde(default)]
+    pub stage: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectiveResponse {
+    pub state: RunState,
+    pub directive: Directive,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirmwareReport {
+    pub components: Vec<FirmwareComponent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldReport {
+    pub hold_ip: String,
+}
+
+/// Sent once at the end: how many samples the agent produced in total.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunComplete {
+    pub samples_produced: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    pub id: i64,
+    pub run_id: i64,
+    pub stage_id: Option<i64>,
+    pub kind: String,
+    pub path: String,
+    pub sha256: String,
+    pub blake3: String,
+    pub size_bytes: i64,
+}
+
+// ---- operator side --------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostCreate {
+    pub name: String,
+    pub mac: Mac,
+    /// `IP` or `IP:PORT` for the Wake-on-LAN packet; absent → none is sent.
+    #[serde(default)]
+    pub wol_broadcast: Option<String>,
+    #[serde(default)]
+    pub expected_spec_yaml: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostUpdate {
+    pub expected_spec_yaml: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: i64,
+    pub name: String,
+    pub mac: String,
+    pub wol_broadcast_ip: String,
+    pub wol_port: u16,
+    pub expected_spec_yaml: String,
+    pub notes: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_seen_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCreate {
+    pub host: String,
+    #[serde(default = "default_profile")]
+    pub profile: Profile,
+    #[serde(default)]
+    pub non_destructive: bool,
+    #[serde(default)]
+    pub overrides: Overrides,
+    #[serde(default)]
+    pub require_all_disks: bool,
+}
+
+fn default_profile() -> Profile {
+    Profile::Quick
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: i64,
+    pub host_id: i64,
+    pub host: String,
+    pub state: RunState,
+    pub result: Option<String>,
+    pub failed_stage: Option<String>,
+    pub next_boot_target: Option<String>,
+    pub started_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub report_path: Option<String>,
+    pub hold_ip: Option<String>,
+    pub override_flags_json: Option<String>,
+    pub non_destructive: bool,
+    pub profile: Profile,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubStep {
+    pub id: i64,
+    pub ordinal: u32,
+    pub name: String,
+    pub state: StageState,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub summary_json: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageView {
+    pub id: i64,
+    pub name: String,
+    pub ordinal: u32,
+    pub state: StageState,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub summary_json: Option<String>,
+    pub sub_steps: Vec<SubStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    pub host_id: Option<i64>,
+    pub ts: Timestamp,
+    pub level: String,
+    pub kind: String,
+    pub message: String,
+    pub data_json: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecDiffRow {
+    pub id: i64,
+    pub field: String,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+    pub severity: String,
+    pub ignored: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdRow {
+    pub id: i64,
+    pub stage_name: String,
+    pub kind: String,
+    pub key: String,
+    pub op: String,
+    pub threshold: f64,
+    pub nominal: f64,
+    pub unit: String,
+    pub severity: String,
+    pub source: String,
+    /// Samples evaluated against this rule, and how many breached it.
+    pub evaluated: i64,
+    pub breaches: i64,
+}
+
+/// `GET /runs/{id}`: one run with everything an operator reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub stages: Vec<StageView>,
+    pub events: Vec<Event>,
+    pub spec_diffs: Vec<SpecDiffRow>,
+    pub thresholds: Vec<ThresholdRow>,
+    pub measurements: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    #[serde(default)]
+    pub power: Power,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IgnoreDiffRequest {
+    pub field: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub id: i64,
+    pub stage_id: Option<i64>,
+    pub ts: Timestamp,
+    pub kind: String,
+    pub key: String,
+    pub value: Option<f64>,
+    pub unit: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_are_tagged() {
+        let cases = [
+            (Directive::Continue, r#"{"directive":"continue"}"#),
+            (Directive::Wait { secs: 5 }, r#"{"directive":"wait","secs":5}"#),
+            (Directive::Hold { public_key: "ssh-ed25519 AAAA".into() }, r#"{"directive":"hold","public_key":"ssh-ed25519 AAAA"}"#),
+            (Directive::AbortStage { reason: "hot".into() }, r#"{"directive":"abort_stage","reason":"hot"}"#),
+            (Directive::Release { power: Power::Poweroff }, r#"{"directive":"release","power":"poweroff"}"#),
+            (Directive::Done { power: Power::None }, r#"{"directive":"done","power":"none"}"#),
+        ];
+        for (d, json) in cases {
+            assert_eq!(serde_json::to_string(&d).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Directive>(json).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn claim_refuses_bad_macs() {
+        assert!(serde_json::from_str::<ClaimRequest>(r#"{"macs":["52:54:00:12:34:56"],"boot_id":"b"}"#).is_ok());
+        assert!(serde_json::from_str::<ClaimRequest>(r#"{"macs":["nope"],"boot_id":"b"}"#).is_err());
+        assert!(serde_json::from_str::<ClaimRequest>(r#"{"macs":"52:54:00:12:34:56","boot_id":"b"}"#).is_err());
+    }
+}
