@@ -1,0 +1,24 @@
+//! The Vetting coordinator: persists every measurement, owns the run state
+//! machine, gates the pipeline and serves `/api/v1`.
+//!
+//! Layout:
+//! - [`store`]: the persistence trait and its SQLite implementation.
+//! - [`gate`]: pure pass/fail and directive decisions.
+//! - [`api`]: the axum router, auth, errors; every route is in `api/mod.rs`.
+//! - [`lifecycle`]: run creation (threshold freezing, Wake-on-LAN), claim
+//!   tokens, hold keys, the silent-agent sweep.
+//! - [`wol`], [`auth`], [`config`]: Wake-on-LAN, tokens, configuration.
+//!
+//! Architecture invariant: nothing but SQL runs inside a store transaction;
+//! the gate is the only place pass/fail is decided.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod gate;
+pub mod lifecycle;
+pub mod store;
+pub mod wol;
+
+pub use api::serve;
+pub use config::Config;

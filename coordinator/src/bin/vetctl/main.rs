@@ -1,1 +1,205 @@
-fn main() {}
+//! `vetctl`: drive Vetting runs from a terminal. Reads `VET_COORDINATOR` and
+//! `VET_TOKEN`; `--json` prints the API's objects as they are.
+
+mod client;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use common::mac::Mac;
+use common::profile::Profile;
+use common::wire::{HostCreate, HostUpdate, IgnoreDiffRequest, Overrides, Power, ReleaseRequest, RunCreate};
+
+use client::Client;
+
+#[derive(Parser)]
+#[command(name = "vetctl", version, about = "Drive Vetting runs")]
+struct Cli {
+    /// Coordinator base URL.
+    #[arg(long, env = "VET_COORDINATOR", global = true, default_value = "http://127.0.0.1:8420")]
+    coordinator: String,
+    /// Operator token (the content of <data-dir>/operator.token).
+    #[arg(long, env = "VET_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register and inspect hosts.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Start, inspect, cancel, abort and release runs.
+    #[command(subcommand)]
+    Run(RunCmd),
+}
+
+#[derive(Subcommand)]
+enum HostCmd {
+    /// Register a host by the MAC its agent will claim with.
+    Add {
+        name: String,
+        #[arg(long)]
+        mac: Mac,
+        /// Wake-on-LAN target IP[:PORT]; without it no packet is ever sent.
+        #[arg(long)]
+        wol_broadcast: Option<String>,
+        /// Expected hardware spec (YAML).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Replace a host's spec.
+    Edit {
+        name: String,
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// List hosts.
+    List,
+    /// Show one host.
+    Show { name: String },
+}
+
+#[derive(Subcommand)]
+enum RunCmd {
+    /// Queue a run for a host (and wake it).
+    Start(StartArgs),
+    /// List runs.
+    List,
+    /// Show a run: stages, sub-steps, spec diffs, thresholds, events.
+    Show { run: i64 },
+    /// Cancel a run that no agent has claimed yet.
+    Cancel { run: i64 },
+    /// Abort a running run.
+    Abort { run: i64 },
+    /// End the hold of a failed host.
+    Release {
+        run: i64,
+        /// Power the host off after the hold.
+        #[arg(long, conflicts_with = "reboot")]
+        poweroff: bool,
+        /// Reboot the host after the hold.
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Mark a spec diff field (e.g. memory.total_gib) as ignored for the run.
+    IgnoreDiff { run: i64, field: String },
+}
+
+#[derive(Args)]
+struct StartArgs {
+    host: String,
+    #[arg(long, default_value = "quick", value_parser = parse_profile)]
+    profile: Profile,
+    /// Never write to disks: skips DiskSurface and WipeProbe.
+    #[arg(long)]
+    non_destructive: bool,
+    /// Overrides, e.g. `wipe=true` (may repeat).
+    #[arg(long = "override", value_name = "NAME=BOOL")]
+    overrides: Vec<String>,
+    /// Fail the run when any disk was refused by the safety interlock.
+    #[arg(long)]
+    require_all_disks: bool,
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    s.parse()
+}
+
+fn parse_overrides(list: &[String]) -> anyhow::Result<Overrides> {
+    let mut o = Overrides::default();
+    for item in list {
+        let (name, value) = item.split_once('=').with_context(|| format!("--override {item:?}: want NAME=true|false"))?;
+        let value: bool = value.parse().map_err(|_| anyhow::anyhow!("--override {item:?}: value must be true or false"))?;
+        match name {
+            "wipe" => o.wipe = value,
+            _ => anyhow::bail!("--override {item:?}: unknown override {name:?} (known: wipe)"),
+        }
+    }
+    Ok(o)
+}
+
+fn read_spec(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("vetctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.coordinator, cli.token.clone())?;
+    let json = cli.json;
+    match cli.command {
+        Command::Host(cmd) => match cmd {
+            HostCmd::Add { name, mac, wol_broadcast, spec, notes } => {
+                let spec = spec.as_ref().map(read_spec).transpose()?;
+                let host: common::wire::Host = client.post(
+                    "/hosts",
+                    &HostCreate { name, mac, wol_broadcast, expected_spec_yaml: spec, notes },
+                )?;
+                output::host(&host, json)
+            }
+            HostCmd::Edit { name, spec } => {
+                let host: common::wire::Host = client.patch(&format!("/hosts/{name}"), &HostUpdate { expected_spec_yaml: read_spec(&spec)? })?;
+                output::host(&host, json)
+            }
+            HostCmd::List => output::hosts(&client.get::<Vec<common::wire::Host>>("/hosts")?, json),
+            HostCmd::Show { name } => output::host(&client.get(&format!("/hosts/{name}"))?, json),
+        },
+        Command::Run(cmd) => match cmd {
+            RunCmd::Start(a) => {
+                let overrides = parse_overrides(&a.overrides)?;
+                let run: common::wire::Run = client.post(
+                    "/runs",
+                    &RunCreate {
+                        host: a.host,
+                        profile: a.profile,
+                        non_destructive: a.non_destructive,
+                        overrides,
+                        require_all_disks: a.require_all_disks,
+                    },
+                )?;
+                output::run(&run, json)
+            }
+            RunCmd::List => output::runs(&client.get::<Vec<common::wire::Run>>("/runs")?, json),
+            RunCmd::Show { run } => output::run_detail(&client.get(&format!("/runs/{run}"))?, json),
+            RunCmd::Cancel { run } => output::run(&client.post(&format!("/runs/{run}/cancel"), &serde_json::json!({}))?, json),
+            RunCmd::Abort { run } => output::run(&client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?, json),
+            RunCmd::Release { run, poweroff, reboot } => {
+                let power = if poweroff {
+                    Power::Poweroff
+                } else if reboot {
+                    Power::Reboot
+                } else {
+                    Power::None
+                };
+                output::run(&client.post(&format!("/runs/{run}/release"), &ReleaseRequest { power })?, json)
+            }
+            RunCmd::IgnoreDiff { run, field } => {
+                let v: serde_json::Value = client.post(&format!("/runs/{run}/ignore-diff"), &IgnoreDiffRequest { field })?;
+                output::value(&v, json)
+            }
+        },
+    }
+}

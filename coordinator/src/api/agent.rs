@@ -1,0 +1,267 @@
+//! Agent routes: claim (public) and everything under `/runs/{id}/` that a
+//! run token may write.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use common::profile::Profile;
+use common::stage::Stage;
+use common::wire::{
+    ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, DirectiveResponse, FirmwareReport, Health, HoldReport,
+    Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart, StageVerdict,
+};
+
+use super::error::{ApiError, AppJson};
+use super::{parse_id, AppState};
+use crate::auth;
+use crate::lifecycle::{self, now};
+use crate::store::NewArtifact;
+
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into(), time: now() })
+}
+
+pub async fn claim(State(app): State<AppState>, AppJson(req): AppJson<ClaimRequest>) -> Result<Json<ClaimResponse>, ApiError> {
+    if req.macs.is_empty() {
+        return Err(ApiError::BadRequest("macs must list at least one MAC address".into()));
+    }
+    if req.macs.len() > 256 {
+        return Err(ApiError::BadRequest("macs lists more than 256 addresses".into()));
+    }
+    let boot_id = req.boot_id.trim().to_string();
+    if boot_id.is_empty() || boot_id.len() > 128 {
+        return Err(ApiError::BadRequest("boot_id must be 1 to 128 characters".into()));
+    }
+    let token = auth::new_token();
+    let hash = auth::hash_token(&token);
+    let macs = req.macs.clone();
+    let claimed = app
+        .db(move |s| Ok(s.claim(&macs, &boot_id, &hash, now())?))
+        .await?
+        .ok_or_else(|| {
+            let list: Vec<String> = req.macs.iter().map(|m| m.to_string()).collect();
+            ApiError::NotFound(format!("no queued or running run for MACs {}", list.join(", ")))
+        })?;
+    let def = Profile::definition(claimed.run.profile);
+    Ok(Json(ClaimResponse {
+        run_id: claimed.run.id,
+        token,
+        host: claimed.run.host.clone(),
+        profile: claimed.run.profile,
+        non_destructive: claimed.run.non_destructive,
+        overrides: claimed.overrides,
+        stages: claimed.stages,
+        resume_from: claimed.resume_from,
+        durations: def.durations.clone(),
+        thresholds: claimed.thresholds,
+        sidecar_interval_ms: def.sidecar_interval_ms,
+        heartbeat_interval_s: def.heartbeat_interval_s,
+        iperf3: Iperf3Servers { host: app.config.iperf3_host.clone(), ports: app.config.iperf3_ports.clone() },
+        coordinator_time: now(),
+        next_batch_seq: claimed.next_batch_seq,
+    }))
+}
+
+fn parse_ordinal(s: &str) -> Result<u32, ApiError> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|o| Stage::from_ordinal(*o).is_some())
+        .ok_or_else(|| ApiError::BadRequest(format!("stage ordinal must be 0 to 11, got {s:?}")))
+}
+
+pub async fn stage_start(
+    State(app): State<AppState>,
+    Path((id, ordinal)): Path<(String, String)>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<StageStart>,
+) -> Result<Json<DirectiveResponse>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    let ordinal = parse_ordinal(&ordinal)?;
+    app.require_run(&headers, run_id).await?;
+    let facts = app
+        .db(move |s| {
+            let now = now();
+            Ok(s.start_stage(run_id, ordinal, body.at.unwrap_or(now), now)?)
+        })
+        .await?;
+    let (facts, directive) = app.directive(facts).await?;
+    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+}
+
+pub async fn stage_finish(
+    State(app): State<AppState>,
+    Path((id, ordinal)): Path<(String, String)>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<StageFinish>,
+) -> Result<Json<StageVerdict>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    let ordinal = parse_ordinal(&ordinal)?;
+    app.require_run(&headers, run_id).await?;
+    if body.sub_steps.len() > 1024 {
+        return Err(ApiError::BadRequest("more than 1024 sub_steps in one report".into()));
+    }
+    let result = app
+        .db(move |s| {
+            let run = s.run(run_id)?;
+            let stage = Stage::from_ordinal(ordinal).ok_or_else(|| ApiError::BadRequest(format!("no stage {ordinal}")))?;
+            // Judged from uploaded data, read before the transaction.
+            let diffs = lifecycle::computed_diffs(s, &run, stage)?;
+            Ok(s.finish_stage(run_id, ordinal, &body, diffs, now())?)
+        })
+        .await?;
+    let (_, directive) = app.directive(result.facts).await?;
+    Ok(Json(StageVerdict { ordinal: result.ordinal, name: result.name, state: result.state, reasons: result.reasons, directive }))
+}
+
+pub async fn batch(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    AppJson(batch): AppJson<MeasurementBatch>,
+) -> Result<Json<BatchAck>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    app.require_run(&headers, run_id).await?;
+    let (mut ack, facts) = app.db(move |s| Ok(s.append_batch(run_id, &batch, now())?)).await?;
+    let (_, directive) = app.directive(facts).await?;
+    ack.directive = directive;
+    Ok(Json(ack))
+}
+
+pub async fn heartbeat(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<DirectiveResponse>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    app.require_run(&headers, run_id).await?;
+    let facts = app.db(move |s| Ok(s.heartbeat(run_id, now())?)).await?;
+    let (facts, directive) = app.directive(facts).await?;
+    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+}
+
+pub async fn directive(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<DirectiveResponse>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    app.require_run(&headers, run_id).await?;
+    let facts = app.db(move |s| Ok(s.facts(run_id)?)).await?;
+    let (facts, directive) = app.directive(facts).await?;
+    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+}
+
+pub async fn firmware(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    AppJson(report): AppJson<FirmwareReport>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    app.require_run(&headers, run_id).await?;
+    for c in &report.components {
+        if c.component.is_empty() || c.version.is_empty() {
+            return Err(ApiError::BadRequest("firmware components need a component and a version".into()));
+        }
+    }
+    let n = report.components.len();
+    app.db(move |s| Ok(s.record_firmware(run_id, &report.components, now())?)).await?;
+    Ok(Json(serde_json::json!({"stored": n})))
+}
+
+pub async fn hold_ip(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    AppJson(report): AppJson<HoldReport>,
+) -> Result<Json<DirectiveResponse>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    app.require_run(&headers, run_id).await?;
+    let ip: std::net::IpAddr = report
+        .hold_ip
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("hold_ip {:?} is not an IP address", report.hold_ip)))?;
+    let facts = app.db(move |s| Ok(s.report_hold_ip(run_id, &ip.to_string(), now())?)).await?;
+    let (facts, directive) = app.directive(facts).await?;
+    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+}
+
+pub async fn complete(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<RunComplete>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    app.require_run(&headers, run_id).await?;
+    let (stored, facts) = app.db(move |s| Ok(s.complete(run_id, body.samples_produced, now())?)).await?;
+    let (facts, directive) = app.directive(facts).await?;
+    Ok(Json(serde_json::json!({
+        "samples_produced": body.samples_produced,
+        "samples_stored": stored,
+        "state": facts.state,
+        "directive": directive,
+    })))
+}
+
+/// Streams the body to a temporary file, hashing as it goes, then renames it
+/// to its BLAKE3 name and records it. Over the size limit: 413, nothing kept.
+pub async fn artifact(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ArtifactInfo>, ApiError> {
+    use sha2::Digest;
+    let run_id = parse_id(&id, "run id")?;
+    app.require_run(&headers, run_id).await?;
+    let kind = q.get("kind").cloned().unwrap_or_default();
+    if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest("query parameter kind must be 1 to 32 of [a-z0-9_]".into()));
+    }
+    if kind == "hold_key" || kind.starts_with("report") {
+        return Err(ApiError::BadRequest(format!("artifact kind {kind:?} is written by the coordinator only")));
+    }
+    let stage_ordinal = q.get("stage").map(|s| parse_ordinal(s)).transpose()?;
+    let limit = app.config.max_artifact_bytes;
+    let dir = app.config.artifacts_dir();
+    let tmp = dir.join(format!(".upload-{}.tmp", auth::new_token()));
+    let io = |e: std::io::Error| ApiError::Internal(format!("writing artifact: {e}"));
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    let mut sha = sha2::Sha256::new();
+    let mut b3 = blake3::Hasher::new();
+    let mut size: u64 = 0;
+    let mut stream = body.into_data_stream();
+    let outcome: Result<(), ApiError> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading upload: {e}")))?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(ApiError::TooLarge(format!("artifact larger than {limit} bytes")));
+            }
+            sha.update(&chunk);
+            b3.update(&chunk);
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    let blake3 = b3.finalize().to_hex().to_string();
+    let path = dir.join(&blake3);
+    tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+    let artifact = NewArtifact {
+        run_id,
+        stage_ordinal,
+        kind,
+        path: path.display().to_string(),
+        sha256: hex::encode(sha.finalize()),
+        blake3,
+        size_bytes: size as i64,
+    };
+    let info = app.db(move |s| Ok(s.record_artifact(&artifact, now())?)).await?;
+    Ok(Json(info))
+}

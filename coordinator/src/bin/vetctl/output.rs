@@ -1,0 +1,145 @@
+//! What vetctl prints: the API object as JSON with `--json`, otherwise a
+//! compact table.
+
+use std::io::Write;
+
+use common::wire::{Host, Run, RunDetail};
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+pub fn value(v: &serde_json::Value, _json: bool) -> anyhow::Result<()> {
+    print_json(v)
+}
+
+pub fn host(h: &Host, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(h);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "host {} (id {})", h.name, h.id)?;
+    writeln!(out, "  mac        {}", h.mac)?;
+    let wol = if h.wol_broadcast_ip.is_empty() { "none (no packet is sent)".to_string() } else { format!("{}:{}", h.wol_broadcast_ip, h.wol_port) };
+    writeln!(out, "  wol        {wol}")?;
+    writeln!(out, "  last seen  {}", opt(&h.last_seen_at))?;
+    if h.expected_spec_yaml.trim().is_empty() {
+        writeln!(out, "  spec       none")?;
+    } else {
+        writeln!(out, "  spec:")?;
+        for line in h.expected_spec_yaml.lines() {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    Ok(())
+}
+
+pub fn hosts(list: &[Host], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<5} {:<20} {:<18} {:<22} LAST SEEN", "ID", "NAME", "MAC", "WOL")?;
+    for h in list {
+        let wol = if h.wol_broadcast_ip.is_empty() { "-".to_string() } else { format!("{}:{}", h.wol_broadcast_ip, h.wol_port) };
+        writeln!(out, "{:<5} {:<20} {:<18} {:<22} {}", h.id, h.name, h.mac, wol, opt(&h.last_seen_at))?;
+    }
+    Ok(())
+}
+
+pub fn run(r: &Run, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(r);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "run {} on {}: {} (profile {}{}) result {} failed stage {}",
+        r.id,
+        r.host,
+        r.state,
+        r.profile,
+        if r.non_destructive { ", non-destructive" } else { "" },
+        opt(&r.result),
+        opt(&r.failed_stage)
+    )?;
+    Ok(())
+}
+
+pub fn runs(list: &[Run], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<5} {:<16} {:<14} {:<7} {:<6} {:<13} STARTED", "ID", "HOST", "STATE", "PROFILE", "RESULT", "FAILED STAGE")?;
+    for r in list {
+        writeln!(
+            out,
+            "{:<5} {:<16} {:<14} {:<7} {:<6} {:<13} {}",
+            r.id,
+            r.host,
+            r.state.as_str(),
+            r.profile.as_str(),
+            opt(&r.result),
+            opt(&r.failed_stage),
+            r.started_at
+        )?;
+    }
+    Ok(())
+}
+
+pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(d);
+    }
+    run(&d.run, false)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(ip) = &d.run.hold_ip {
+        writeln!(out, "held at {ip}: `vetctl run ssh {}` gives the command", d.run.id)?;
+    }
+    writeln!(out, "\nstages:")?;
+    for s in &d.stages {
+        let reasons = s
+            .summary_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .and_then(|v| v.get("reasons").cloned())
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+            .unwrap_or_default();
+        writeln!(out, "  {:>2} {:<13} {:<8} {}", s.ordinal, s.name, s.state.as_str(), reasons.join("; "))?;
+        for sub in &s.sub_steps {
+            writeln!(out, "       - {:<20} {}", sub.name, sub.state.as_str())?;
+        }
+    }
+    if !d.spec_diffs.is_empty() {
+        writeln!(out, "\nspec diffs:")?;
+        for s in &d.spec_diffs {
+            writeln!(
+                out,
+                "  {:<24} expected {:<16} actual {:<16} {}{}",
+                s.field,
+                opt(&s.expected),
+                opt(&s.actual),
+                s.severity,
+                if s.ignored { " (ignored)" } else { "" }
+            )?;
+        }
+    }
+    let breached: Vec<_> = d.thresholds.iter().filter(|t| t.breaches > 0).collect();
+    writeln!(out, "\nmeasurements: {}; thresholds: {} ({} breached)", d.measurements, d.thresholds.len(), breached.len())?;
+    for t in breached {
+        writeln!(out, "  {} {} {} {} {} {}: {} of {} samples breached", t.severity, t.stage_name, t.kind, t.key, t.op, t.threshold, t.breaches, t.evaluated)?;
+    }
+    writeln!(out, "\nevents:")?;
+    for e in &d.events {
+        writeln!(out, "  {} {:<5} {:<22} {}", e.ts, e.level, e.kind, e.message)?;
+    }
+    Ok(())
+}

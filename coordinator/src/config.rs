@@ -1,0 +1,174 @@
+//! Coordinator configuration in two stages: [`RawConfig`] collects what was
+//! given (TOML file < `VET_*` environment < flags), [`Config::resolve`]
+//! checks it and fails with a message that names the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use common::wire::Power;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// Seconds without a heartbeat before a running run is aborted.
+    pub heartbeat_timeout_s: Option<u64>,
+    /// Power action after a pass: none or poweroff.
+    pub pass_power: Option<String>,
+    /// Largest request body (measurement batches, JSON), bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Largest artifact upload, bytes.
+    pub max_artifact_bytes: Option<u64>,
+    /// iperf3 server ports handed to agents.
+    pub iperf3_ports: Option<Vec<u16>>,
+    /// Address agents use for iperf3 (default: the coordinator's host).
+    pub iperf3_host: Option<String>,
+}
+
+impl RawConfig {
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<RawConfig> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// Overlays `VET_*` variables (as given by `get`) on this config.
+    pub fn overlay_env(mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<RawConfig> {
+        use anyhow::Context;
+        fn num<T: std::str::FromStr>(name: &str, v: String) -> anyhow::Result<T> {
+            v.parse().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number"))
+        }
+        if let Some(v) = get("VET_LISTEN") {
+            self.listen = Some(v);
+        }
+        if let Some(v) = get("VET_DATA_DIR") {
+            self.data_dir = Some(v.into());
+        }
+        if let Some(v) = get("VET_HEARTBEAT_TIMEOUT_S") {
+            self.heartbeat_timeout_s = Some(num("VET_HEARTBEAT_TIMEOUT_S", v)?);
+        }
+        if let Some(v) = get("VET_PASS_POWER") {
+            self.pass_power = Some(v);
+        }
+        if let Some(v) = get("VET_MAX_BODY_BYTES") {
+            self.max_body_bytes = Some(num("VET_MAX_BODY_BYTES", v)?);
+        }
+        if let Some(v) = get("VET_MAX_ARTIFACT_BYTES") {
+            self.max_artifact_bytes = Some(num("VET_MAX_ARTIFACT_BYTES", v)?);
+        }
+        if let Some(v) = get("VET_IPERF3_PORTS") {
+            let ports = v
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| p.trim().parse::<u16>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("VET_IPERF3_PORTS={v:?}: want comma-separated ports"))?;
+            self.iperf3_ports = Some(ports);
+        }
+        if let Some(v) = get("VET_IPERF3_HOST") {
+            self.iperf3_host = Some(v);
+        }
+        Ok(self)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub heartbeat_timeout: Duration,
+    pub pass_power: Power,
+    pub max_body_bytes: usize,
+    pub max_artifact_bytes: u64,
+    pub iperf3_ports: Vec<u16>,
+    pub iperf3_host: Option<String>,
+}
+
+impl Config {
+    /// Defaults for a data directory (what tests use).
+    pub fn for_data_dir(dir: &Path) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+            data_dir: dir.to_path_buf(),
+            heartbeat_timeout: Duration::from_secs(120),
+            pass_power: Power::None,
+            max_body_bytes: 4 << 20,
+            max_artifact_bytes: 256 << 20,
+            iperf3_ports: Vec::new(),
+            iperf3_host: None,
+        }
+    }
+
+    pub fn resolve(raw: RawConfig) -> anyhow::Result<Config> {
+        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("./var"));
+        let mut c = Config::for_data_dir(&data_dir);
+        if let Some(l) = raw.listen {
+            c.listen = l.parse().map_err(|_| anyhow::anyhow!("listen: {l:?} is not IP:PORT"))?;
+        }
+        if let Some(t) = raw.heartbeat_timeout_s {
+            anyhow::ensure!(t >= 5, "heartbeat_timeout_s: {t} is below the minimum of 5 seconds");
+            c.heartbeat_timeout = Duration::from_secs(t);
+        }
+        if let Some(p) = raw.pass_power {
+            c.pass_power = match p.as_str() {
+                "none" => Power::None,
+                "poweroff" => Power::Poweroff,
+                _ => anyhow::bail!("pass_power: {p:?} is not none or poweroff"),
+            };
+        }
+        if let Some(b) = raw.max_body_bytes {
+            anyhow::ensure!(b >= 1024, "max_body_bytes: {b} is too small");
+            c.max_body_bytes = b;
+        }
+        if let Some(b) = raw.max_artifact_bytes {
+            c.max_artifact_bytes = b;
+        }
+        if let Some(p) = raw.iperf3_ports {
+            c.iperf3_ports = p;
+        }
+        c.iperf3_host = raw.iperf3_host;
+        Ok(c)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("vetting.db")
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+
+    pub fn operator_token_path(&self) -> PathBuf {
+        self.data_dir.join("operator.token")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_errors_name_the_setting() {
+        let raw: RawConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat_timeout_s = 60").unwrap();
+        let raw = raw
+            .overlay_env(|k| match k {
+                "VET_LISTEN" => Some("127.0.0.1:9001".into()),
+                "VET_IPERF3_PORTS" => Some("5201,5202".into()),
+                _ => None,
+            })
+            .unwrap();
+        let c = Config::resolve(raw).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(60));
+        assert_eq!(c.iperf3_ports, vec![5201, 5202]);
+        let err = Config::resolve(RawConfig { pass_power: Some("reboot".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("pass_power"), "{err}");
+        let err = RawConfig::default().overlay_env(|k| (k == "VET_HEARTBEAT_TIMEOUT_S").then(|| "soon".into())).unwrap_err();
+        assert!(err.to_string().contains("VET_HEARTBEAT_TIMEOUT_S"), "{err}");
+        assert!(toml::from_str::<RawConfig>("lisen = 1").is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Run lifecycle work that surrounds the store's transactions: creating a
+//! run (freezing thresholds, Wake-on-LAN), issuing hold keys, judging
+//! SpecValidate and Firmware from uploaded data, sweeping silent agents.
+//!
+//! Everything slow (sockets, files, key generation, hashing, YAML) happens
+//! here, outside any transaction, and the results go to the store.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use common::profile::Profile;
+use common::spec::{self, DiffSeverity, HostSpec, SpecDiff};
+use common::stage::Stage;
+use common::threshold;
+use common::time::Timestamp;
+use common::wire::{Host, Run, RunCreate};
+
+use crate::config::Config;
+use crate::store::{ComputedDiffs, NewArtifact, NewRun, RunFacts, Store, StoreError};
+use crate::wol;
+
+/// How recently a host-mode agent must have been seen for the host to count
+/// as in production (only non-destructive runs then).
+pub const HOST_MODE_RECENT_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn now() -> Timestamp {
+    Timestamp::from_datetime(chrono::Utc::now())
+}
+
+/// The host's spec, parsed. A stored spec was checked when it was stored.
+pub fn host_spec(host: &Host) -> Result<HostSpec, LifecycleError> {
+    HostSpec::parse(&host.expected_spec_yaml)
+        .map_err(|e| LifecycleError::Invalid(format!("host {}: stored {e}", host.name)))
+}
+
+/// Creates a queued run: checks the request, freezes profile thresholds plus
+/// the host's overrides, then sends the Wake-on-LAN packet (after commit).
+pub fn create_run(store: &dyn Store, req: &RunCreate, now: Timestamp) -> Result<Run, LifecycleError> {
+    if req.non_destructive && req.overrides.wipe {
+        return Err(LifecycleError::Invalid(
+            "override wipe=true contradicts --non-destructive: a non-destructive run never writes to disks".into(),
+        ));
+    }
+    let host = store.host(&req.host)?;
+    if !req.non_destructive {
+        if let Some(seen) = host.last_seen_at {
+            if now.unix_millis() - seen.unix_millis() < HOST_MODE_RECENT_MS {
+                return Err(LifecycleError::Conflict(format!(
+                    "host {} has a host-mode agent seen at {seen}: it is in use, so only non-destructive runs are allowed (add --non-destructive)",
+                    host.name
+                )));
+            }
+        }
+    }
+    let spec = host_spec(&host)?;
+    let profile_rules = Profile::definition(req.profile).default_thresholds();
+    let thresholds = threshold::merge(&profile_rules, &spec.thresholds);
+    let run = store.create_run(
+        &NewRun {
+            host_id: host.id,
+            profile: req.profile,
+            non_destructive: req.non_destructive,
+            overrides: req.overrides.clone(),
+            require_all_disks: req.require_all_disks,
+            thresholds,
+        },
+        now,
+    )?;
+    wake(store, &host, run.id, now)?;
+    Ok(run)
+}
+
+fn wake(store: &dyn Store, host: &Host, run_id: i64, now: Timestamp) -> Result<(), LifecycleError> {
+    let (level, kind, message) = if host.wol_broadcast_ip.is_empty() {
+        ("info", "wol_sent", format!("no Wake-on-LAN address configured for {}; no packet sent (power the host on by other means)", host.name))
+    } else {
+        match (host.mac.parse(), host.wol_broadcast_ip.parse::<std::net::IpAddr>()) {
+            (Ok(mac), Ok(ip)) => {
+                let target = SocketAddr::new(ip, host.wol_port);
+                match wol::send(mac, target) {
+                    Ok(()) => ("info", "wol_sent", format!("Wake-on-LAN magic packet for {} sent to {target}", host.mac)),
+                    Err(e) => ("warn", "wol_failed", format!("Wake-on-LAN to {target} failed: {e}")),
+                }
+            }
+            _ => ("warn", "wol_failed", format!("Wake-on-LAN address {:?} or MAC {:?} unusable", host.wol_broadcast_ip, host.mac)),
+        }
+    };
+    store.record_event(Some(run_id), Some(host.id), level, kind, &message, now)?;
+    Ok(())
+}
+
+/// Diffs the coordinator computes for a stage it judges from data:
+/// SpecValidate from the uploaded inventory, Firmware from the snapshots.
+pub fn computed_diffs(store: &dyn Store, run: &Run, stage: Stage) -> Result<Option<ComputedDiffs>, LifecycleError> {
+    let diffs = match stage {
+        Stage::SpecValidate => {
+            let host = store.host(&run.host)?;
+            let spec = host_spec(&host)?;
+            match store.latest_artifact(run.id, "inventory")? {
+                None => vec![missing("inventory", "an uploaded inventory")],
+                Some(a) => match std::fs::read(&a.path) {
+                    Err(e) => vec![SpecDiff {
+                        field: "inventory".into(),
+                        expected: Some("a readable inventory artifact".into()),
+                        actual: Some(format!("{}: {e}", a.path)),
+                        severity: DiffSeverity::Critical,
+                        ignored: false,
+                    }],
+                    Ok(bytes) => match serde_json::from_slice(&bytes) {
+                        Ok(inv) => spec::diff_inventory(&spec, &inv),
+                        Err(e) => vec![SpecDiff {
+                            field: "inventory".into(),
+                            expected: Some("inventory JSON".into()),
+                            actual: Some(format!("unparseable: {e}")),
+                            severity: DiffSeverity::Critical,
+                            ignored: false,
+                        }],
+                    },
+                },
+            }
+        }
+        Stage::Firmware => {
+            let host = store.host(&run.host)?;
+            let spec = host_spec(&host)?;
+            spec::diff_firmware(&spec, &store.firmware(run.id)?)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(ComputedDiffs(diffs)))
+}
+
+fn missing(field: &str, what: &str) -> SpecDiff {
+    SpecDiff { field: field.into(), expected: Some(what.into()), actual: None, severity: DiffSeverity::Critical, ignored: false }
+}
+
+/// Digests of a file's content.
+pub struct Digests {
+    pub sha256: String,
+    pub blake3: String,
+    pub size: u64,
+}
+
+pub fn digest_bytes(bytes: &[u8]) -> Digests {
+    use sha2::Digest;
+    Digests {
+        sha256: hex::encode(sha2::Sha256::digest(bytes)),
+        blake3: blake3::hash(bytes).to_hex().to_string(),
+        size: bytes.len() as u64,
+    }
+}
+
+/// Writes `bytes` content-addressed under `dir` (`<blake3>`), mode `mode`.
+pub fn write_content_addressed(dir: &Path, bytes: &[u8], mode: u32) -> Result<(std::path::PathBuf, Digests), LifecycleError> {
+    use std::io::Write;
+    let d = digest_bytes(bytes);
+    let path = dir.join(&d.blake3);
+    let io = |context: String| move |source| LifecycleError::Io { context, source };
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    if !path.exists() {
+        let tmp = dir.join(format!(".{}.tmp", d.blake3));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io(format!("creating {}", tmp.display())))?;
+        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))?;
+    }
+    Ok((path, d))
+}
+
+/// Makes sure a held run has its ephemeral ed25519 key pair: the private key
+/// on disk (0600, artifact `hold_key`), the public key for the `hold`
+/// directive.
+pub fn ensure_hold_key(store: &dyn Store, config: &Config, facts: RunFacts, now: Timestamp) -> Result<RunFacts, LifecycleError> {
+    use common::run_state::RunState;
+    if facts.state != RunState::FailedHolding || facts.hold_public_key.is_some() {
+        return Ok(facts);
+    }
+    let mut key = ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+        .map_err(|e| LifecycleError::Invalid(format!("generating hold key: {e}")))?;
+    key.set_comment(format!("vetting-hold-run-{}", facts.run_id));
+    let private = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| LifecycleError::Invalid(format!("encoding hold key: {e}")))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| LifecycleError::Invalid(format!("encoding hold key: {e}")))?;
+    let (path, d) = write_content_addressed(&config.artifacts_dir(), private.as_bytes(), 0o600)?;
+    let artifact = NewArtifact {
+        run_id: facts.run_id,
+        stage_ordinal: None,
+        kind: "hold_key".into(),
+        path: path.display().to_string(),
+        sha256: d.sha256,
+        blake3: d.blake3,
+        size_bytes: d.size as i64,
+    };
+    Ok(store.set_hold_key(facts.run_id, &public, &artifact, now)?)
+}

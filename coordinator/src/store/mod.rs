@@ -1,0 +1,181 @@
+//! The store: everything the coordinator persists, behind one narrow trait.
+//!
+//! [`Store`] speaks in domain operations (claim, finish a stage, append a
+//! batch), each one transaction, so a PostgreSQL implementation can be added
+//! beside [`sqlite::SqliteStore`] without touching the API or the gate.
+//!
+//! Never: run network calls, hashing, file writes or report rendering inside
+//! a transaction. Callers compute those before or after and pass results in.
+//! Methods block; async callers use `spawn_blocking`.
+
+pub mod sqlite;
+
+use common::inventory::FirmwareComponent;
+use common::mac::Mac;
+use common::profile::Profile;
+use common::run_state::{RunEvent, RunState};
+use common::spec::SpecDiff;
+use common::stage::StageState;
+use common::threshold::{Rule, Source};
+use common::time::Timestamp;
+use common::wire::{
+    BatchAck, Event, Host, MeasurementBatch, Overrides, Power, Run, RunDetail, StageFinish, StagePlan,
+};
+
+/// Why a store operation did not happen. Each variant maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("batch {got} does not follow the last accepted batch; expected {expected}")]
+    BatchGap { got: u64, expected: u64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database holds a value this version does not understand: {0}")]
+    Corrupt(String),
+    #[error("migration {name}: {source}")]
+    Migration {
+        name: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A host to register.
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    pub name: String,
+    pub mac: Mac,
+    /// `None`: no Wake-on-LAN (stored as '').
+    pub wol: Option<(String, u16)>,
+    pub expected_spec_yaml: String,
+    pub notes: String,
+}
+
+/// A run to queue, with the thresholds it freezes.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub host_id: i64,
+    pub profile: Profile,
+    pub non_destructive: bool,
+    pub overrides: Overrides,
+    pub require_all_disks: bool,
+    pub thresholds: Vec<(Rule, Source)>,
+}
+
+/// What the claim handed out.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub run: Run,
+    pub kind: ClaimKind,
+    pub stages: Vec<StagePlan>,
+    pub resume_from: u32,
+    pub thresholds: Vec<Rule>,
+    pub next_batch_seq: u64,
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A queued run was claimed for the first time.
+    First,
+    /// The same boot claimed again; the token was re-issued.
+    SameBoot,
+    /// A new boot resumed a running run.
+    Resumed,
+}
+
+/// The facts a directive is computed from (see `gate::directive_for`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFacts {
+    pub run_id: i64,
+    pub state: RunState,
+    /// Ordinal and name of the stage that is running, if any.
+    pub running_stage: Option<(u32, String)>,
+    /// A critical temp/power breach in the running stage.
+    pub live_breach: Option<String>,
+    pub hold_public_key: Option<String>,
+    pub release_power: Option<Power>,
+}
+
+/// The stage result after the gate, and the run it left behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageResult {
+    pub ordinal: u32,
+    pub name: String,
+    pub state: StageState,
+    pub reasons: Vec<String>,
+    pub facts: RunFacts,
+}
+
+/// Precomputed diffs for a stage the coordinator judges from data.
+#[derive(Debug, Clone, Default)]
+pub struct ComputedDiffs(pub Vec<SpecDiff>);
+
+/// An artifact already written to disk, with digests computed outside any
+/// transaction.
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub run_id: i64,
+    pub stage_ordinal: Option<u32>,
+    pub kind: String,
+    pub path: String,
+    pub sha256: String,
+    pub blake3: String,
+    pub size_bytes: i64,
+}
+
+/// Rows an operator can count to see that a refused request changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowCounts(pub Vec<(String, i64)>);
+
+/// Everything the coordinator persists. Each method is one transaction.
+pub trait Store: Send + Sync + 'static {
+    // Hosts.
+    fn create_host(&self, host: &NewHost, now: Timestamp) -> StoreResult<Host>;
+    fn update_host_spec(&self, name: &str, spec_yaml: &str, now: Timestamp) -> StoreResult<Host>;
+    fn list_hosts(&self) -> StoreResult<Vec<Host>>;
+    fn host(&self, name: &str) -> StoreResult<Host>;
+
+    // Runs, operator side.
+    fn create_run(&self, run: &NewRun, now: Timestamp) -> StoreResult<Run>;
+    fn list_runs(&self) -> StoreResult<Vec<Run>>;
+    fn run(&self, run_id: i64) -> StoreResult<Run>;
+    fn run_detail(&self, run_id: i64) -> StoreResult<RunDetail>;
+    /// Cancel, abort or release. `power` goes with release.
+    fn operator_transition(&self, run_id: i64, event: RunEvent, power: Option<Power>, now: Timestamp) -> StoreResult<Run>;
+    fn ignore_diff(&self, run_id: i64, field: &str, now: Timestamp) -> StoreResult<usize>;
+    fn record_event(&self, run_id: Option<i64>, host_id: Option<i64>, level: &str, kind: &str, message: &str, now: Timestamp) -> StoreResult<()>;
+    fn events(&self, run_id: i64) -> StoreResult<Vec<Event>>;
+    /// Stored measurements of a run, optionally of one kind, oldest first.
+    fn measurements(&self, run_id: i64, kind: Option<&str>) -> StoreResult<Vec<common::wire::Measurement>>;
+
+    // Agent side.
+    fn agent_token_hash(&self, run_id: i64) -> StoreResult<String>;
+    fn claim(&self, macs: &[Mac], boot_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<Option<Claimed>>;
+    fn start_stage(&self, run_id: i64, ordinal: u32, at: Timestamp, now: Timestamp) -> StoreResult<RunFacts>;
+    fn finish_stage(&self, run_id: i64, ordinal: u32, report: &StageFinish, diffs: Option<ComputedDiffs>, now: Timestamp) -> StoreResult<StageResult>;
+    fn append_batch(&self, run_id: i64, batch: &MeasurementBatch, now: Timestamp) -> StoreResult<(BatchAck, RunFacts)>;
+    fn heartbeat(&self, run_id: i64, now: Timestamp) -> StoreResult<RunFacts>;
+    fn facts(&self, run_id: i64) -> StoreResult<RunFacts>;
+    fn record_firmware(&self, run_id: i64, components: &[FirmwareComponent], now: Timestamp) -> StoreResult<()>;
+    fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>>;
+    fn record_artifact(&self, artifact: &NewArtifact, now: Timestamp) -> StoreResult<common::wire::ArtifactInfo>;
+    /// Path of the newest artifact of `kind` for the run.
+    fn latest_artifact(&self, run_id: i64, kind: &str) -> StoreResult<Option<common::wire::ArtifactInfo>>;
+    fn set_hold_key(&self, run_id: i64, public_key: &str, key_artifact: &NewArtifact, now: Timestamp) -> StoreResult<RunFacts>;
+    fn report_hold_ip(&self, run_id: i64, ip: &str, now: Timestamp) -> StoreResult<RunFacts>;
+    /// The agent's total of produced samples; a mismatch is an error event.
+    fn complete(&self, run_id: i64, samples_produced: u64, now: Timestamp) -> StoreResult<(u64, RunFacts)>;
+    /// Aborts running runs whose agent has been silent since `cutoff`.
+    fn expire_silent_agents(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>>;
+
+    /// Row count of every table (for tests and diagnostics).
+    fn row_counts(&self) -> StoreResult<RowCounts>;
+}

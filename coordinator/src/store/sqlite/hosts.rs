@@ -1,0 +1,82 @@
+//! Host rows.
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
+
+use common::time::Timestamp;
+use common::wire::Host;
+
+use super::{insert_event, ts_col, ts_opt};
+use crate::store::{NewHost, StoreError, StoreResult};
+
+const COLUMNS: &str = "id, name, mac, wol_broadcast_ip, wol_port, expected_spec_yaml, notes, created_at, updated_at, last_seen_at";
+
+fn row_to_host(r: &rusqlite::Row<'_>) -> rusqlite::Result<Host> {
+    Ok(Host {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        mac: r.get("mac")?,
+        wol_broadcast_ip: r.get("wol_broadcast_ip")?,
+        wol_port: r.get("wol_port")?,
+        expected_spec_yaml: r.get("expected_spec_yaml")?,
+        notes: r.get("notes")?,
+        created_at: ts_col(r, "created_at")?,
+        updated_at: ts_col(r, "updated_at")?,
+        last_seen_at: ts_opt(r, "last_seen_at")?,
+    })
+}
+
+pub fn create(tx: &Connection, host: &NewHost, now: Timestamp) -> StoreResult<Host> {
+    let (ip, port) = host.wol.clone().unwrap_or_default();
+    let port = if host.wol.is_some() { port } else { 9 };
+    let res = tx.execute(
+        "INSERT INTO hosts (name, mac, wol_broadcast_ip, wol_port, expected_spec_yaml, notes, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        (&host.name, host.mac.to_string(), ip, port, &host.expected_spec_yaml, &host.notes, now.to_string()),
+    );
+    match res {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, Some(msg))) if e.code == ErrorCode::ConstraintViolation => {
+            let what = if msg.contains("hosts.mac") {
+                format!("a host with MAC {} already exists", host.mac)
+            } else {
+                format!("host {:?} already exists", host.name)
+            };
+            return Err(StoreError::Conflict(what));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let id = tx.last_insert_rowid();
+    insert_event(tx, None, Some(id), "info", "host_added", &format!("host {} registered ({})", host.name, host.mac), None, now)?;
+    by_id(tx, id)
+}
+
+pub fn update_spec(tx: &Connection, name: &str, spec_yaml: &str, now: Timestamp) -> StoreResult<Host> {
+    let n = tx.execute(
+        "UPDATE hosts SET expected_spec_yaml = ?1, updated_at = ?2 WHERE name = ?3",
+        (spec_yaml, now.to_string(), name),
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("host {name:?} not found")));
+    }
+    let host = by_name(tx, name)?;
+    insert_event(tx, None, Some(host.id), "info", "host_edited", &format!("host {name} spec replaced"), None, now)?;
+    Ok(host)
+}
+
+pub fn list(tx: &Connection) -> StoreResult<Vec<Host>> {
+    let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts ORDER BY name"))?;
+    let rows = stmt.query_map([], row_to_host)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn by_name(tx: &Connection, name: &str) -> StoreResult<Host> {
+    tx.query_row(&format!("SELECT {COLUMNS} FROM hosts WHERE name = ?1"), [name], row_to_host)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("host {name:?} not found")))
+}
+
+pub fn by_id(tx: &Connection, id: i64) -> StoreResult<Host> {
+    tx.query_row(&format!("SELECT {COLUMNS} FROM hosts WHERE id = ?1"), [id], row_to_host)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("host {id} not found")))
+}

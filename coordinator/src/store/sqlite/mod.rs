@@ -1,0 +1,347 @@
+//! SQLite implementation of [`Store`]: WAL, foreign keys on, a busy timeout,
+//! migrations embedded and applied in order at open.
+//!
+//! One write connection behind a mutex (SQLite has one writer anyway; each
+//! method holds it for its SQL only) and a small pool of read connections
+//! that WAL lets run beside the writer. Thresholds are cached per run: they
+//! are immutable once the run is created.
+//!
+//! Never: hold a connection across anything but SQL.
+
+mod agent;
+mod batches;
+mod hosts;
+mod runs;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+
+use common::inventory::FirmwareComponent;
+use common::mac::Mac;
+use common::run_state::RunEvent;
+use common::time::Timestamp;
+use common::wire::{ArtifactInfo, BatchAck, Event, Host, MeasurementBatch, Power, Run, RunDetail, StageFinish};
+
+use super::{
+    Claimed, ComputedDiffs, NewArtifact, NewHost, NewRun, RowCounts, RunFacts, StageResult, Store, StoreError,
+    StoreResult,
+};
+
+/// Migrations in the order they are applied. Append only: a shipped entry is
+/// never edited or removed.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_add_hosts_last_seen_at", include_str!("../migrations/0002_add_hosts_last_seen_at.sql")),
+    ("0003_add_runs_non_destructive", include_str!("../migrations/0003_add_runs_non_destructive.sql")),
+    ("0004_add_sub_steps", include_str!("../migrations/0004_add_sub_steps.sql")),
+    ("0005_profiles_thresholds_firmware", include_str!("../migrations/0005_profiles_thresholds_firmware.sql")),
+    ("0006_vetting_protocol", include_str!("../migrations/0006_vetting_protocol.sql")),
+];
+
+const TABLES: &[&str] = &[
+    "hosts",
+    "runs",
+    "stages",
+    "sub_steps",
+    "measurements",
+    "artifacts",
+    "spec_diffs",
+    "thresholds",
+    "threshold_evaluations",
+    "firmware_snapshots",
+    "events",
+    "settings",
+    "batches",
+];
+
+/// A frozen threshold with its row id, compiled for matching.
+#[derive(Debug, Clone)]
+pub(crate) struct FrozenRule {
+    pub id: i64,
+    pub rule: common::threshold::Rule,
+}
+
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+    thresholds: Mutex<HashMap<i64, Arc<Vec<FrozenRule>>>>,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+/// Applies every migration not yet recorded in `schema_migrations`, all in
+/// one exclusive transaction.
+pub fn migrate(conn: &mut Connection, now: Timestamp) -> StoreResult<Vec<String>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP NOT NULL)",
+    )?;
+    let mut applied = Vec::new();
+    for (name, sql) in MIGRATIONS {
+        let done: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE name = ?1)", [name], |r| r.get(0))?;
+        if done {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(|source| StoreError::Migration { name: name.to_string(), source })?;
+        tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)", (name, now.to_string()))?;
+        applied.push(name.to_string());
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
+        let mut writer = Connection::open(path)?;
+        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Invalid(format!("{} does not support WAL (journal_mode={mode})", path.display())));
+        }
+        configure(&writer)?;
+        migrate(&mut writer, now)?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            path: path.to_path_buf(),
+            thresholds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the
+        // transaction rolls back on drop), so a poisoned lock is usable.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction; commits on Ok, rolls back on Err.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.lock_writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a read connection (a deferred transaction, so it sees one
+    /// snapshot).
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&c)?;
+                c
+            }
+        };
+        let out = {
+            let tx = conn.transaction()?;
+            let out = f(&tx);
+            tx.finish()?;
+            out
+        };
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// The run's frozen thresholds, from the cache or the database.
+    fn frozen_rules(&self, conn: &Connection, run_id: i64) -> StoreResult<Arc<Vec<FrozenRule>>> {
+        if let Some(hit) = self.thresholds.lock().unwrap_or_else(|p| p.into_inner()).get(&run_id) {
+            return Ok(hit.clone());
+        }
+        let rules = Arc::new(runs::load_rules(conn, run_id)?);
+        self.thresholds.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id, rules.clone());
+        Ok(rules)
+    }
+}
+
+// ---- shared row helpers ------------------------------------------------------
+
+pub(crate) fn ts_col(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<Timestamp> {
+    let s: String = row.get(idx)?;
+    s.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+pub(crate) fn ts_opt(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<Option<Timestamp>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| s.parse())
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+pub(crate) fn parse_col<T: std::str::FromStr>(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let s: String = row.get(idx)?;
+    s.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+pub(crate) fn insert_event(
+    tx: &Connection,
+    run_id: Option<i64>,
+    host_id: Option<i64>,
+    level: &str,
+    kind: &str,
+    message: &str,
+    data: Option<&serde_json::Value>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO events (run_id, host_id, ts, level, kind, message, data_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute((run_id, host_id, now.to_string(), level, kind, message, data.map(|d| d.to_string())))?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_host(&self, host: &NewHost, now: Timestamp) -> StoreResult<Host> {
+        self.write(|tx| hosts::create(tx, host, now))
+    }
+
+    fn update_host_spec(&self, name: &str, spec_yaml: &str, now: Timestamp) -> StoreResult<Host> {
+        self.write(|tx| hosts::update_spec(tx, name, spec_yaml, now))
+    }
+
+    fn list_hosts(&self) -> StoreResult<Vec<Host>> {
+        self.read(|tx| hosts::list(tx))
+    }
+
+    fn host(&self, name: &str) -> StoreResult<Host> {
+        self.read(|tx| hosts::by_name(tx, name))
+    }
+
+    fn create_run(&self, run: &NewRun, now: Timestamp) -> StoreResult<Run> {
+        self.write(|tx| runs::create(tx, run, now))
+    }
+
+    fn list_runs(&self) -> StoreResult<Vec<Run>> {
+        self.read(|tx| runs::list(tx))
+    }
+
+    fn run(&self, run_id: i64) -> StoreResult<Run> {
+        self.read(|tx| runs::by_id(tx, run_id))
+    }
+
+    fn run_detail(&self, run_id: i64) -> StoreResult<RunDetail> {
+        self.read(|tx| runs::detail(tx, run_id))
+    }
+
+    fn operator_transition(&self, run_id: i64, event: RunEvent, power: Option<Power>, now: Timestamp) -> StoreResult<Run> {
+        self.write(|tx| runs::operator_transition(tx, run_id, event, power, now))
+    }
+
+    fn ignore_diff(&self, run_id: i64, field: &str, now: Timestamp) -> StoreResult<usize> {
+        self.write(|tx| runs::ignore_diff(tx, run_id, field, now))
+    }
+
+    fn record_event(&self, run_id: Option<i64>, host_id: Option<i64>, level: &str, kind: &str, message: &str, now: Timestamp) -> StoreResult<()> {
+        self.write(|tx| insert_event(tx, run_id, host_id, level, kind, message, None, now))
+    }
+
+    fn events(&self, run_id: i64) -> StoreResult<Vec<Event>> {
+        self.read(|tx| runs::events(tx, run_id))
+    }
+
+    fn measurements(&self, run_id: i64, kind: Option<&str>) -> StoreResult<Vec<common::wire::Measurement>> {
+        self.read(|tx| runs::measurements(tx, run_id, kind))
+    }
+
+    fn agent_token_hash(&self, run_id: i64) -> StoreResult<String> {
+        self.read(|tx| {
+            tx.query_row("SELECT agent_token_hash FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))
+        })
+    }
+
+    fn claim(&self, macs: &[Mac], boot_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<Option<Claimed>> {
+        let claimed = self.write(|tx| agent::claim(tx, macs, boot_id, token_hash, now))?;
+        Ok(claimed)
+    }
+
+    fn start_stage(&self, run_id: i64, ordinal: u32, at: Timestamp, now: Timestamp) -> StoreResult<RunFacts> {
+        self.write(|tx| agent::start_stage(tx, run_id, ordinal, at, now))
+    }
+
+    fn finish_stage(&self, run_id: i64, ordinal: u32, report: &StageFinish, diffs: Option<ComputedDiffs>, now: Timestamp) -> StoreResult<StageResult> {
+        self.write(|tx| agent::finish_stage(tx, run_id, ordinal, report, diffs, now))
+    }
+
+    fn append_batch(&self, run_id: i64, batch: &MeasurementBatch, now: Timestamp) -> StoreResult<(BatchAck, RunFacts)> {
+        let mut conn = self.lock_writer();
+        let rules = self.frozen_rules(&conn, run_id)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = batches::append(&tx, run_id, batch, &rules, now)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn heartbeat(&self, run_id: i64, now: Timestamp) -> StoreResult<RunFacts> {
+        self.write(|tx| agent::heartbeat(tx, run_id, now))
+    }
+
+    fn facts(&self, run_id: i64) -> StoreResult<RunFacts> {
+        self.read(|tx| agent::facts(tx, run_id))
+    }
+
+    fn record_firmware(&self, run_id: i64, components: &[FirmwareComponent], now: Timestamp) -> StoreResult<()> {
+        self.write(|tx| agent::record_firmware(tx, run_id, components, now))
+    }
+
+    fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>> {
+        self.read(|tx| agent::firmware(tx, run_id))
+    }
+
+    fn record_artifact(&self, artifact: &NewArtifact, now: Timestamp) -> StoreResult<ArtifactInfo> {
+        self.write(|tx| agent::record_artifact(tx, artifact, now))
+    }
+
+    fn latest_artifact(&self, run_id: i64, kind: &str) -> StoreResult<Option<ArtifactInfo>> {
+        self.read(|tx| agent::latest_artifact(tx, run_id, kind))
+    }
+
+    fn set_hold_key(&self, run_id: i64, public_key: &str, key_artifact: &NewArtifact, now: Timestamp) -> StoreResult<RunFacts> {
+        self.write(|tx| agent::set_hold_key(tx, run_id, public_key, key_artifact, now))
+    }
+
+    fn report_hold_ip(&self, run_id: i64, ip: &str, now: Timestamp) -> StoreResult<RunFacts> {
+        self.write(|tx| agent::report_hold_ip(tx, run_id, ip, now))
+    }
+
+    fn complete(&self, run_id: i64, samples_produced: u64, now: Timestamp) -> StoreResult<(u64, RunFacts)> {
+        self.write(|tx| agent::complete(tx, run_id, samples_produced, now))
+    }
+
+    fn expire_silent_agents(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {
+        self.write(|tx| agent::expire_silent(tx, cutoff, now))
+    }
+
+    fn row_counts(&self) -> StoreResult<RowCounts> {
+        self.read(|tx| {
+            let mut out = Vec::new();
+            for t in TABLES {
+                let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+                out.push((t.to_string(), n));
+            }
+            Ok(RowCounts(out))
+        })
+    }
+}

@@ -1,0 +1,347 @@
+//! Run rows, the transitions that change them, and the operator's view.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use common::measurement::Kind;
+use common::run_state::{RunEvent, RunResult, RunState};
+use common::stage::StageState;
+use common::threshold::{KeySelector, Rule};
+use common::time::Timestamp;
+use common::wire::{Event, Power, Run, RunDetail, SpecDiffRow, StageView, SubStep, ThresholdRow};
+
+use super::{insert_event, parse_col, ts_col, ts_opt, FrozenRule};
+use crate::store::{NewRun, StoreError, StoreResult};
+
+const COLUMNS: &str = "r.id, r.host_id, h.name AS host, r.state, r.result, r.failed_stage, r.next_boot_target,
+    r.started_at, r.completed_at, r.report_path, r.hold_ip, r.override_flags_json, r.non_destructive, r.profile";
+
+fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: r.get("id")?,
+        host_id: r.get("host_id")?,
+        host: r.get("host")?,
+        state: parse_col(r, "state")?,
+        result: r.get("result")?,
+        failed_stage: r.get("failed_stage")?,
+        next_boot_target: r.get("next_boot_target")?,
+        started_at: ts_col(r, "started_at")?,
+        completed_at: ts_opt(r, "completed_at")?,
+        report_path: r.get("report_path")?,
+        hold_ip: r.get("hold_ip")?,
+        override_flags_json: r.get("override_flags_json")?,
+        non_destructive: r.get("non_destructive")?,
+        profile: {
+            let s: String = r.get("profile")?;
+            s.parse().map_err(|e: String| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })?
+        },
+    })
+}
+
+pub fn create(tx: &Connection, run: &NewRun, now: Timestamp) -> StoreResult<Run> {
+    let overrides = serde_json::to_string(&run.overrides).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO runs (host_id, state, agent_token_hash, started_at, override_flags_json, non_destructive, profile, require_all_disks)
+         VALUES (?1, 'Queued', '', ?2, ?3, ?4, ?5, ?6)",
+        (run.host_id, now.to_string(), overrides, run.non_destructive, run.profile.as_str(), run.require_all_disks),
+    )?;
+    let run_id = tx.last_insert_rowid();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO thresholds (run_id, stage_name, kind, key, op, threshold, nominal, unit, severity, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for (rule, source) in &run.thresholds {
+        insert.execute((
+            run_id,
+            rule.stage.as_str(),
+            rule.kind.as_str(),
+            rule.key.as_str(),
+            rule.op.as_str(),
+            rule.threshold,
+            rule.nominal,
+            &rule.unit,
+            rule.severity.as_str(),
+            source.as_str(),
+        ))?;
+    }
+    insert_event(
+        tx,
+        Some(run_id),
+        Some(run.host_id),
+        "info",
+        "transition",
+        &format!(
+            "run created: Queued ({} profile{}, {} thresholds)",
+            run.profile,
+            if run.non_destructive { ", non-destructive" } else { "" },
+            run.thresholds.len()
+        ),
+        None,
+        now,
+    )?;
+    by_id(tx, run_id)
+}
+
+pub fn list(tx: &Connection) -> StoreResult<Vec<Run>> {
+    let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id ORDER BY r.id"))?;
+    let rows = stmt.query_map([], row_to_run)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn by_id(tx: &Connection, run_id: i64) -> StoreResult<Run> {
+    tx.query_row(&format!("SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id WHERE r.id = ?1"), [run_id], row_to_run)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))
+}
+
+pub fn state_of(tx: &Connection, run_id: i64) -> StoreResult<(RunState, i64)> {
+    let row: Option<(String, i64)> = tx
+        .query_row("SELECT state, host_id FROM runs WHERE id = ?1", [run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (state, host_id) = row.ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))?;
+    let state = state.parse().map_err(|e: common::run_state::UnknownRunState| StoreError::Corrupt(e.to_string()))?;
+    Ok((state, host_id))
+}
+
+/// Applies `event` to the run: checks the state machine, updates state,
+/// result and completed_at, writes a `transition` event. Illegal → Conflict.
+pub fn apply_transition(tx: &Connection, run_id: i64, event: RunEvent, now: Timestamp) -> StoreResult<RunState> {
+    let (from, host_id) = state_of(tx, run_id)?;
+    let to = from
+        .transition(event)
+        .map_err(|e| StoreError::Conflict(format!("run {run_id}: {e}")))?;
+    let result = match (to, event) {
+        (RunState::Passed, _) => Some(RunResult::Pass),
+        (RunState::Failed, _) | (RunState::Aborted, RunEvent::AgentSilent) => Some(RunResult::Fail),
+        _ => None,
+    };
+    let completed = to.is_terminal().then(|| now.to_string());
+    tx.execute(
+        "UPDATE runs SET state = ?1, result = COALESCE(?2, result), completed_at = COALESCE(?3, completed_at) WHERE id = ?4",
+        (to.as_str(), result.map(|r| r.as_str()), completed, run_id),
+    )?;
+    let level = match to {
+        RunState::FailedHolding | RunState::Failed => "warn",
+        RunState::Aborted if event == RunEvent::AgentSilent => "error",
+        _ => "info",
+    };
+    let message = if from == to {
+        format!("{from} ({})", event.as_str())
+    } else {
+        format!("{from} → {to} ({})", event.as_str())
+    };
+    insert_event(
+        tx,
+        Some(run_id),
+        Some(host_id),
+        level,
+        "transition",
+        &message,
+        Some(&serde_json::json!({"from": from.as_str(), "to": to.as_str(), "event": event.as_str()})),
+        now,
+    )?;
+    Ok(to)
+}
+
+pub fn operator_transition(tx: &Connection, run_id: i64, event: RunEvent, power: Option<Power>, now: Timestamp) -> StoreResult<Run> {
+    let running_stage: Option<String> = tx
+        .query_row("SELECT name FROM stages WHERE run_id = ?1 AND state = 'running' ORDER BY ordinal LIMIT 1", [run_id], |r| r.get(0))
+        .optional()?;
+    apply_transition(tx, run_id, event, now)?;
+    let (_, host_id) = state_of(tx, run_id)?;
+    match event {
+        RunEvent::Release => {
+            let power = power.unwrap_or_default();
+            tx.execute("UPDATE runs SET release_power = ?1 WHERE id = ?2", (power.as_str(), run_id))?;
+            insert_event(tx, Some(run_id), Some(host_id), "info", "release", &format!("hold released by operator (power: {})", power.as_str()), None, now)?;
+        }
+        RunEvent::OperatorAbort => {
+            if let Some(stage) = running_stage {
+                tx.execute("UPDATE runs SET failed_stage = COALESCE(failed_stage, ?1) WHERE id = ?2", (&stage, run_id))?;
+            }
+        }
+        _ => {}
+    }
+    by_id(tx, run_id)
+}
+
+pub fn ignore_diff(tx: &Connection, run_id: i64, field: &str, now: Timestamp) -> StoreResult<usize> {
+    let (_, host_id) = state_of(tx, run_id)?;
+    let n = tx.execute("UPDATE spec_diffs SET ignored = 1 WHERE run_id = ?1 AND field = ?2", (run_id, field))?;
+    // Remember it for a SpecValidate still to come.
+    let flags: Option<String> = tx.query_row("SELECT override_flags_json FROM runs WHERE id = ?1", [run_id], |r| r.get(0))?;
+    let mut flags: serde_json::Value = flags
+        .and_then(|f| serde_json::from_str(&f).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(obj) = flags.as_object_mut() {
+        let list = obj.entry("ignore_diffs").or_insert_with(|| serde_json::json!([]));
+        if let Some(arr) = list.as_array_mut() {
+            if !arr.iter().any(|v| v == field) {
+                arr.push(serde_json::json!(field));
+            }
+        }
+    }
+    tx.execute("UPDATE runs SET override_flags_json = ?1 WHERE id = ?2", (flags.to_string(), run_id))?;
+    insert_event(tx, Some(run_id), Some(host_id), "info", "ignore_diff", &format!("operator ignores spec diff {field} ({n} existing row(s) marked)"), None, now)?;
+    Ok(n)
+}
+
+fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: r.get("id")?,
+        run_id: r.get("run_id")?,
+        host_id: r.get("host_id")?,
+        ts: ts_col(r, "ts")?,
+        level: r.get("level")?,
+        kind: r.get("kind")?,
+        message: r.get("message")?,
+        data_json: r.get("data_json")?,
+    })
+}
+
+pub fn events(tx: &Connection, run_id: i64) -> StoreResult<Vec<Event>> {
+    let mut stmt = tx.prepare_cached("SELECT * FROM events WHERE run_id = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([run_id], row_to_event)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn detail(tx: &Connection, run_id: i64) -> StoreResult<RunDetail> {
+    let run = by_id(tx, run_id)?;
+    let mut stmt = tx.prepare_cached("SELECT * FROM stages WHERE run_id = ?1 ORDER BY ordinal")?;
+    let mut stages = stmt
+        .query_map([run_id], |r| {
+            Ok(StageView {
+                id: r.get("id")?,
+                name: r.get("name")?,
+                ordinal: r.get("ordinal")?,
+                state: parse_col::<StageState>(r, "state")?,
+                started_at: ts_opt(r, "started_at")?,
+                completed_at: ts_opt(r, "completed_at")?,
+                summary_json: r.get("summary_json")?,
+                sub_steps: Vec::new(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = tx.prepare_cached("SELECT * FROM sub_steps WHERE run_id = ?1 ORDER BY stage_name, ordinal")?;
+    let subs = stmt
+        .query_map([run_id], |r| {
+            let stage: String = r.get("stage_name")?;
+            Ok((
+                stage,
+                SubStep {
+                    id: r.get("id")?,
+                    ordinal: r.get("ordinal")?,
+                    name: r.get("name")?,
+                    state: parse_col(r, "state")?,
+                    started_at: ts_opt(r, "started_at")?,
+                    completed_at: ts_opt(r, "completed_at")?,
+                    summary_json: r.get("summary_json")?,
+                },
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (stage_name, sub) in subs {
+        if let Some(stage) = stages.iter_mut().find(|s| s.name == stage_name) {
+            stage.sub_steps.push(sub);
+        }
+    }
+    let mut stmt = tx.prepare_cached("SELECT * FROM spec_diffs WHERE run_id = ?1 ORDER BY id")?;
+    let spec_diffs = stmt
+        .query_map([run_id], |r| {
+            Ok(SpecDiffRow {
+                id: r.get("id")?,
+                field: r.get("field")?,
+                expected: r.get("expected")?,
+                actual: r.get("actual")?,
+                severity: r.get("severity")?,
+                ignored: r.get("ignored")?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT t.*, COUNT(e.id) AS evaluated, COALESCE(SUM(e.passed = 0), 0) AS breaches
+         FROM thresholds t LEFT JOIN threshold_evaluations e ON e.threshold_id = t.id
+         WHERE t.run_id = ?1 GROUP BY t.id ORDER BY t.id",
+    )?;
+    let thresholds = stmt
+        .query_map([run_id], |r| {
+            Ok(ThresholdRow {
+                id: r.get("id")?,
+                stage_name: r.get("stage_name")?,
+                kind: r.get("kind")?,
+                key: r.get("key")?,
+                op: r.get("op")?,
+                threshold: r.get("threshold")?,
+                nominal: r.get("nominal")?,
+                unit: r.get("unit")?,
+                severity: r.get("severity")?,
+                source: r.get("source")?,
+                evaluated: r.get("evaluated")?,
+                breaches: r.get("breaches")?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let measurements: i64 = tx.query_row("SELECT COUNT(*) FROM measurements WHERE run_id = ?1", [run_id], |r| r.get(0))?;
+    Ok(RunDetail { run, stages, events: events(tx, run_id)?, spec_diffs, thresholds, measurements })
+}
+
+/// The run's frozen thresholds, rebuilt into rules.
+pub fn load_rules(tx: &Connection, run_id: i64) -> StoreResult<Vec<FrozenRule>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, stage_name, kind, key, op, threshold, nominal, unit, severity FROM thresholds WHERE run_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([run_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, f64>(5)?,
+                r.get::<_, f64>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(id, stage, kind, key, op, threshold, nominal, unit, severity)| {
+            let corrupt = |e: String| StoreError::Corrupt(format!("threshold {id}: {e}"));
+            Ok(FrozenRule {
+                id,
+                rule: Rule {
+                    stage: stage.parse().map_err(corrupt)?,
+                    kind: kind.parse::<Kind>().map_err(|e| corrupt(e.to_string()))?,
+                    key: KeySelector::new(&key).map_err(corrupt)?,
+                    op: op.parse().map_err(corrupt)?,
+                    threshold,
+                    nominal,
+                    unit,
+                    severity: severity.parse().map_err(corrupt)?,
+                },
+            })
+        })
+        .collect()
+}
+
+pub fn measurements(tx: &Connection, run_id: i64, kind: Option<&str>) -> StoreResult<Vec<common::wire::Measurement>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, stage_id, ts, kind, key, value, unit FROM measurements WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map((run_id, kind), |r| {
+            Ok(common::wire::Measurement {
+                id: r.get("id")?,
+                stage_id: r.get("stage_id")?,
+                ts: ts_col(r, "ts")?,
+                kind: r.get("kind")?,
+                key: r.get("key")?,
+                value: r.get("value")?,
+                unit: r.get("unit")?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
