@@ -1,0 +1,291 @@
+//! Test harness: the real coordinator (`coordinator::serve`) on 127.0.0.1:0
+//! with SQLite in a temporary directory, and a scripted agent that speaks
+//! the real protocol with the `common::wire` types.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use common::inventory::{CpuInfo, DiskInfo, Inventory, MemoryInfo, NicInfo};
+use common::measurement::{Finite, Kind, Sample};
+use common::time::Timestamp;
+use common::wire::{ClaimResponse, MeasurementBatch, StageFinish, StageOutcome};
+use coordinator::Config;
+
+pub struct TestCoordinator {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestCoordinator {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, tweak).await
+    }
+
+    /// Starts on an existing data directory (a restart).
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::for_data_dir(dir.path());
+        tweak(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(coordinator::serve(listener, config, async {
+            stopped.await.ok();
+        }));
+        let base = format!("http://{addr}");
+        let http = reqwest::Client::new();
+        let token_path = dir.path().join("operator.token");
+        let token = wait_until("operator token and /health", Duration::from_secs(20), || {
+            let http = http.clone();
+            let url = format!("{base}/api/v1/health");
+            let token_path = token_path.clone();
+            async move {
+                let ok = http.get(&url).send().await.ok()?.status() == StatusCode::OK;
+                ok.then(|| std::fs::read_to_string(&token_path).ok()).flatten().map(|t| t.trim().to_string())
+            }
+        })
+        .await;
+        Self { dir, base, token, http, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Graceful stop; returns the data directory for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        dir
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("vetting.db")
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        open_db(&self.db_path())
+    }
+
+    pub fn row_counts(&self) -> Vec<(String, i64)> {
+        row_counts(&self.db_path())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub async fn op(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn op_get(&self, path: &str) -> (StatusCode, Value) {
+        self.op(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn op_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.op(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn add_host(&self, name: &str, mac: &str, spec: Option<&str>) -> Value {
+        let (status, body) = self.op_post("/hosts", json!({"name": name, "mac": mac, "expected_spec_yaml": spec})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn start_run(&self, host: &str, extra: Value) -> i64 {
+        let mut req = json!({"host": host, "profile": "quick", "non_destructive": true});
+        if let (Some(obj), Some(more)) = (req.as_object_mut(), extra.as_object()) {
+            for (k, v) in more {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let (status, body) = self.op_post("/runs", req).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    pub async fn run_detail(&self, run: i64) -> Value {
+        let (status, body) = self.op_get(&format!("/runs/{run}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn claim(&self, macs: &[&str], boot_id: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url("/claim"))
+            .json(&json!({"macs": macs, "boot_id": boot_id}))
+            .send()
+            .await
+            .unwrap();
+        read(resp).await
+    }
+
+    /// Claims and returns an agent for the claimed run.
+    pub async fn agent(&self, mac: &str, boot_id: &str) -> TestAgent {
+        let (status, body) = self.claim(&[mac], boot_id).await;
+        assert_eq!(status, StatusCode::OK, "claim: {body}");
+        let claim: ClaimResponse = serde_json::from_value(body).unwrap();
+        TestAgent {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            run_id: claim.run_id,
+            token: claim.token.clone(),
+            seq: claim.next_batch_seq,
+            produced: 0,
+            claim,
+        }
+    }
+}
+
+pub fn open_db(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+pub fn row_counts(path: &Path) -> Vec<(String, i64)> {
+    let db = open_db(path);
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tables
+        .into_iter()
+        .map(|t| {
+            let n: i64 = db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0)).unwrap();
+            (t, n)
+        })
+        .collect()
+}
+
+pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+/// The scripted agent: a test helper that speaks the protocol.
+pub struct TestAgent {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub run_id: i64,
+    pub token: String,
+    pub seq: u64,
+    pub produced: u64,
+    pub claim: ClaimResponse,
+}
+
+pub fn sample(kind: Kind, key: &str, value: f64, stage: Option<u32>) -> Sample {
+    Sample {
+        ts: Timestamp::from_datetime(chrono::Utc::now()),
+        kind,
+        key: key.into(),
+        value: Finite::new(value).unwrap(),
+        unit: String::new(),
+        stage,
+    }
+}
+
+impl TestAgent {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/runs/{}{path}", self.base, self.run_id)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self.http.post(self.url(path)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        read(resp).await
+    }
+
+    pub async fn start_stage(&self, ordinal: u32) -> (StatusCode, Value) {
+        self.post(&format!("/stages/{ordinal}/start"), json!({})).await
+    }
+
+    pub async fn finish_stage(&self, ordinal: u32, outcome: StageOutcome, reason: Option<&str>) -> (StatusCode, Value) {
+        let body = StageFinish { outcome, reason: reason.map(Into::into), at: None, summary: None, sub_steps: vec![] };
+        self.post(&format!("/stages/{ordinal}/finish"), serde_json::to_value(body).unwrap()).await
+    }
+
+    pub async fn finish_with(&self, ordinal: u32, body: StageFinish) -> (StatusCode, Value) {
+        self.post(&format!("/stages/{ordinal}/finish"), serde_json::to_value(body).unwrap()).await
+    }
+
+    /// Sends the next batch; on success advances the sequence.
+    pub async fn send(&mut self, samples: Vec<Sample>) -> (StatusCode, Value) {
+        let n = samples.len() as u64;
+        let batch = MeasurementBatch { seq: self.seq, samples };
+        let out = self.post("/batches", serde_json::to_value(batch).unwrap()).await;
+        if out.0 == StatusCode::OK {
+            self.seq += 1;
+            self.produced += n;
+        }
+        out
+    }
+
+    pub async fn upload(&self, kind: &str, stage: Option<u32>, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let mut url = format!("{}?kind={kind}", self.url("/artifacts"));
+        if let Some(s) = stage {
+            url.push_str(&format!("&stage={s}"));
+        }
+        let resp = self.http.post(url).bearer_auth(&self.token).body(bytes).send().await.unwrap();
+        read(resp).await
+    }
+}
+
+/// An inventory that matches `SPEC` below.
+pub fn inventory() -> Inventory {
+    Inventory {
+        cpu: CpuInfo { model: "AMD EPYC 7443P 24-Core Processor".into(), logical_cores: 48, sockets: 1, microcode: Some("0xa0011d1".into()) },
+        memory: MemoryInfo { total_bytes: 256 << 30 },
+        disks: vec![DiskInfo { name: "nvme0n1".into(), model: "SAMSUNG MZQL23T8HCLS-00A07".into(), size_bytes: 3_840_755_982_336, ..Default::default() }],
+        nics: vec![NicInfo { name: "eth0".into(), mac: "52:54:00:00:00:01".parse().unwrap(), driver: "mlx5_core".into(), speed_mbps: Some(25000), firmware: None }],
+        ..Default::default()
+    }
+}
+
+pub const SPEC: &str = r#"
+cpu: {model: "AMD EPYC 7443P*", logical_cores: 48}
+memory: {total_gib: 256}
+disks:
+  - {model: "SAMSUNG MZQL23T8HCLS*", count: 1}
+firmware: {bios: "2.10.2"}
+thresholds:
+  - {stage: CPUStress, kind: temp, key: "coretemp/*", op: lt, threshold: 90, unit: C, severity: critical}
+"#;
+
+/// Polls `probe` until it yields a value; on timeout the panic names what we waited for.
+pub async fn wait_until<T, F>(what: &str, limit: Duration, mut probe: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
