@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "vet-agent", version, about = "Vetting agent (not yet implemented)")]
+#[command(
+    name = "vet-agent",
+    version,
+    about = "Vetting agent (not yet implemented)"
+)]
 struct Cli {
     /// Mode: boot or host.
     mode: Option<String>,

@@ -66,7 +66,14 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:ef:01", "5:54:00:ab:cd:ef", "zz:54:00:ab:cd:ef", "525400abcdef"] {
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:ef:01",
+            "5:54:00:ab:cd:ef",
+            "zz:54:00:ab:cd:ef",
+            "525400abcdef",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad:?} parsed");
         }
     }

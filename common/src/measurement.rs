@@ -108,7 +108,9 @@ impl fmt::Display for Kind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown measurement kind {0:?} (temp fan psu_volt power smart_attr fio iperf stress mem kmsg)")]
+#[error(
+    "unknown measurement kind {0:?} (temp fan psu_volt power smart_attr fio iperf stress mem kmsg)"
+)]
 pub struct UnknownKind(pub String);
 
 impl FromStr for Kind {
@@ -215,7 +217,13 @@ mod tests {
         .unwrap();
         assert_eq!(s.kind, Kind::Temp);
         assert_eq!(s.stage, Some(4));
-        assert!(serde_json::from_str::<Sample>(r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"heat","key":"k","value":1}"#).is_err());
-        assert!(serde_json::from_str::<Sample>(r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"temp","key":"k","value":"1"}"#).is_err());
+        assert!(serde_json::from_str::<Sample>(
+            r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"heat","key":"k","value":1}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<Sample>(
+            r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"temp","key":"k","value":"1"}"#
+        )
+        .is_err());
     }
 }

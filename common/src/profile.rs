@@ -147,7 +147,11 @@ impl ProfileDef {
     /// disks and `nics` NICs (what the budget in DESIGN.md is about).
     pub fn timed_seconds(&self, disks: u64, nics: u64) -> u64 {
         let d = &self.durations;
-        d.cpu_stress_s + d.memory_s + d.disk_perf_per_disk_s * disks + d.network_per_nic_s * nics + d.burn_s
+        d.cpu_stress_s
+            + d.memory_s
+            + d.disk_perf_per_disk_s * disks
+            + d.network_per_nic_s * nics
+            + d.burn_s
     }
 
     /// The default thresholds every run of this profile starts from.
@@ -160,7 +164,14 @@ impl ProfileDef {
             rule("*", Temp, "*", Lt, 95.0, Critical),
             rule("*", Temp, "*", Lt, 85.0, Warning),
             // SMART health, as the agent reports it per disk (1 = passed).
-            rule("SMART", SmartAttr, "*/smart_status_passed", Gte, 1.0, Critical),
+            rule(
+                "SMART",
+                SmartAttr,
+                "*/smart_status_passed",
+                Gte,
+                1.0,
+                Critical,
+            ),
             // ATA: reallocated (5) warn from 1, fail above 10; pending (197),
             // offline uncorrectable (198), reported uncorrectable (187) fail from 1.
             rule("SMART", SmartAttr, "*/5_*", Lte, 10.0, Critical),
@@ -170,13 +181,34 @@ impl ProfileDef {
             rule("SMART", SmartAttr, "*/187_*", Lte, 0.0, Critical),
             rule("SMART", SmartAttr, "*/199_*", Lte, 0.0, Warning),
             // SCSI grown defect list.
-            rule("SMART", SmartAttr, "*/scsi_grown_defect_list", Lte, 10.0, Critical),
+            rule(
+                "SMART",
+                SmartAttr,
+                "*/scsi_grown_defect_list",
+                Lte,
+                10.0,
+                Critical,
+            ),
             // NVMe health log.
             rule("SMART", SmartAttr, "*/critical_warning", Lte, 0.0, Critical),
             rule("SMART", SmartAttr, "*/media_errors", Lte, 0.0, Critical),
             rule("SMART", SmartAttr, "*/percentage_used", Lt, 100.0, Critical),
-            rule("SMART", SmartAttr, "*/available_spare_margin", Gte, 0.0, Critical),
-            rule("SMART", SmartAttr, "*/num_err_log_entries", Lte, 0.0, Warning),
+            rule(
+                "SMART",
+                SmartAttr,
+                "*/available_spare_margin",
+                Gte,
+                0.0,
+                Critical,
+            ),
+            rule(
+                "SMART",
+                SmartAttr,
+                "*/num_err_log_entries",
+                Lte,
+                0.0,
+                Warning,
+            ),
             // Memory and machine checks.
             rule("*", Mem, "*/ue", Lte, 0.0, Critical),
             rule("*", Mem, "*/ce", Lte, 0.0, Warning),
@@ -200,7 +232,9 @@ impl ProfileDef {
 
 fn rule(stage: &str, kind: Kind, key: &str, op: Op, threshold: f64, severity: Severity) -> Rule {
     Rule {
-        stage: stage.parse::<StageSel>().expect("profile stage names are valid"),
+        stage: stage
+            .parse::<StageSel>()
+            .expect("profile stage names are valid"),
         kind,
         key: KeySelector::new(key).expect("profile key selectors are valid globs"),
         op,
@@ -220,7 +254,11 @@ mod tests {
         let quick = Profile::Quick.definition();
         // One disk and one NIC: the demo machine. The timed stages leave
         // more than a minute of the four for inventory, SMART and the rest.
-        assert!(quick.timed_seconds(1, 1) <= 180, "{}", quick.timed_seconds(1, 1));
+        assert!(
+            quick.timed_seconds(1, 1) <= 180,
+            "{}",
+            quick.timed_seconds(1, 1)
+        );
         assert_eq!(quick.durations.cpu_stress_s, 30);
         assert_eq!(quick.durations.memory_s, 30);
         assert_eq!(quick.durations.disk_perf_per_disk_s, 10);
@@ -237,7 +275,8 @@ mod tests {
             assert_eq!(def.stages.len(), 12);
             for r in def.default_thresholds() {
                 r.validate().unwrap();
-                let throughput = matches!(r.kind, Kind::Fio) || (r.kind == Kind::Iperf && r.key.as_str().ends_with("/bps"));
+                let throughput = matches!(r.kind, Kind::Fio)
+                    || (r.kind == Kind::Iperf && r.key.as_str().ends_with("/bps"));
                 assert!(!throughput, "{p}: profile guesses throughput: {r:?}");
             }
         }
@@ -247,22 +286,31 @@ mod tests {
     fn smart_defaults_match_the_brief() {
         let rules = Profile::Quick.definition().default_thresholds();
         let verdict = |key: &str, value: f64| -> (bool, bool) {
-            let applicable: Vec<_> = rules.iter().filter(|r| r.applies_to(Stage::Smart, Kind::SmartAttr, key)).collect();
+            let applicable: Vec<_> = rules
+                .iter()
+                .filter(|r| r.applies_to(Stage::Smart, Kind::SmartAttr, key))
+                .collect();
             assert!(!applicable.is_empty(), "no rule for {key}");
-            let crit = applicable.iter().filter(|r| r.severity == Severity::Critical).all(|r| r.passes(value));
-            let warn = applicable.iter().filter(|r| r.severity == Severity::Warning).all(|r| r.passes(value));
+            let crit = applicable
+                .iter()
+                .filter(|r| r.severity == Severity::Critical)
+                .all(|r| r.passes(value));
+            let warn = applicable
+                .iter()
+                .filter(|r| r.severity == Severity::Warning)
+                .all(|r| r.passes(value));
             (crit, warn)
         };
         assert_eq!(verdict("sda/5_Reallocated_Sector_Ct", 0.0), (true, true));
         assert_eq!(verdict("sda/5_Reallocated_Sector_Ct", 1.0), (true, false));
         assert_eq!(verdict("sda/5_Reallocated_Sector_Ct", 11.0), (false, false));
-        assert_eq!(verdict("sda/197_Current_Pending_Sector", 1.0).0, false);
+        assert!(!verdict("sda/197_Current_Pending_Sector", 1.0).0);
         assert_eq!(verdict("sda/199_UDMA_CRC_Error_Count", 5.0), (true, false));
-        assert_eq!(verdict("nvme0/critical_warning", 4.0).0, false);
-        assert_eq!(verdict("nvme0/media_errors", 7.0).0, false);
-        assert_eq!(verdict("nvme0/percentage_used", 99.0).0, true);
-        assert_eq!(verdict("nvme0/percentage_used", 100.0).0, false);
+        assert!(!verdict("nvme0/critical_warning", 4.0).0);
+        assert!(!verdict("nvme0/media_errors", 7.0).0);
+        assert!(verdict("nvme0/percentage_used", 99.0).0);
+        assert!(!verdict("nvme0/percentage_used", 100.0).0);
         assert_eq!(verdict("nvme0/num_err_log_entries", 3.0), (true, false));
-        assert_eq!(verdict("nvme0/smart_status_passed", 0.0).0, false);
+        assert!(!verdict("nvme0/smart_status_passed", 0.0).0);
     }
 }

@@ -238,9 +238,15 @@ mod tests {
     #[test]
     fn refusals_carry_hints() {
         let err = S::Running.transition(E::Cancel).unwrap_err();
-        assert_eq!(err.to_string(), "run is Running; cannot cancel (already claimed: use `run abort`)");
+        assert_eq!(
+            err.to_string(),
+            "run is Running; cannot cancel (already claimed: use `run abort`)"
+        );
         let err = S::Passed.transition(E::Release).unwrap_err();
-        assert_eq!(err.to_string(), "run is Passed; cannot release (the run has ended)");
+        assert_eq!(
+            err.to_string(),
+            "run is Passed; cannot release (the run has ended)"
+        );
     }
 
     #[test]

@@ -110,7 +110,12 @@ impl HostSpec {
         if yaml.trim().is_empty() {
             return Ok(HostSpec::default());
         }
-        let spec: HostSpec = serde_saphyr::from_str(yaml).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        let spec: HostSpec = serde_saphyr::from_str(yaml).map_err(|e| {
+            // The parser's message ends with a source excerpt; keep the one line.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            SpecError::Yaml(first.trim_start_matches("error: ").to_string())
+        })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -120,7 +125,10 @@ impl HostSpec {
             rule.validate()
                 .map_err(|e| SpecError::Invalid(format!("thresholds[{i}]: {e}")))?;
         }
-        let globs = self.cpu.iter().filter_map(|c| c.model.as_ref().map(|m| ("cpu.model".to_string(), m)));
+        let globs = self
+            .cpu
+            .iter()
+            .filter_map(|c| c.model.as_ref().map(|m| ("cpu.model".to_string(), m)));
         let disk_globs = self
             .disks
             .iter()
@@ -130,9 +138,14 @@ impl HostSpec {
             Glob::new(pattern).map_err(|e| SpecError::Invalid(format!("{field}: {e}")))?;
         }
         if let Some(m) = &self.memory {
-            for (field, v) in [("memory.total_gib", m.total_gib), ("memory.tolerance_pct", m.tolerance_pct)] {
+            for (field, v) in [
+                ("memory.total_gib", m.total_gib),
+                ("memory.tolerance_pct", m.tolerance_pct),
+            ] {
                 if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                    return Err(SpecError::Invalid(format!("{field}: must be a non-negative number")));
+                    return Err(SpecError::Invalid(format!(
+                        "{field}: must be a non-negative number"
+                    )));
                 }
             }
         }
@@ -175,7 +188,9 @@ pub struct SpecDiff {
 }
 
 fn glob_matches(pattern: &str, value: &str) -> bool {
-    Glob::new(pattern).map(|g| g.compile_matcher().is_match(value)).unwrap_or(false)
+    Glob::new(pattern)
+        .map(|g| g.compile_matcher().is_match(value))
+        .unwrap_or(false)
 }
 
 fn num(v: f64) -> String {
@@ -190,18 +205,34 @@ fn num(v: f64) -> String {
 pub fn diff_inventory(spec: &HostSpec, inv: &Inventory) -> Vec<SpecDiff> {
     let mut out = Vec::new();
     let mut push = |field: String, expected: String, actual: String, severity| {
-        let ignored = spec.ignore_diffs.iter().any(|f| *f == field);
-        out.push(SpecDiff { field, expected: Some(expected), actual: Some(actual), severity, ignored });
+        let ignored = spec.ignore_diffs.contains(&field);
+        out.push(SpecDiff {
+            field,
+            expected: Some(expected),
+            actual: Some(actual),
+            severity,
+            ignored,
+        });
     };
     if let Some(cpu) = &spec.cpu {
         if let Some(model) = &cpu.model {
             if !glob_matches(model, inv.cpu.model.trim()) {
-                push("cpu.model".into(), model.clone(), inv.cpu.model.clone(), DiffSeverity::Critical);
+                push(
+                    "cpu.model".into(),
+                    model.clone(),
+                    inv.cpu.model.clone(),
+                    DiffSeverity::Critical,
+                );
             }
         }
         if let Some(cores) = cpu.logical_cores {
             if cores != inv.cpu.logical_cores {
-                push("cpu.logical_cores".into(), cores.to_string(), inv.cpu.logical_cores.to_string(), DiffSeverity::Critical);
+                push(
+                    "cpu.logical_cores".into(),
+                    cores.to_string(),
+                    inv.cpu.logical_cores.to_string(),
+                    DiffSeverity::Critical,
+                );
             }
         }
     }
@@ -210,7 +241,12 @@ pub fn diff_inventory(spec: &HostSpec, inv: &Inventory) -> Vec<SpecDiff> {
             let tol = mem.tolerance_pct.unwrap_or(3.0);
             let got = inv.memory.total_gib();
             if (got - want).abs() > want * tol / 100.0 {
-                push("memory.total_gib".into(), num(want), num(got), DiffSeverity::Critical);
+                push(
+                    "memory.total_gib".into(),
+                    num(want),
+                    num(got),
+                    DiffSeverity::Critical,
+                );
             }
         }
     }
@@ -218,18 +254,32 @@ pub fn diff_inventory(spec: &HostSpec, inv: &Inventory) -> Vec<SpecDiff> {
         let matching: Vec<_> = inv
             .disks
             .iter()
-            .filter(|disk| d.model.as_deref().is_none_or(|m| glob_matches(m, disk.model.trim())))
+            .filter(|disk| {
+                d.model
+                    .as_deref()
+                    .is_none_or(|m| glob_matches(m, disk.model.trim()))
+            })
             .collect();
         if let Some(count) = d.count {
             if matching.len() != count as usize {
-                push(format!("disks[{i}].count"), count.to_string(), matching.len().to_string(), DiffSeverity::Critical);
+                push(
+                    format!("disks[{i}].count"),
+                    count.to_string(),
+                    matching.len().to_string(),
+                    DiffSeverity::Critical,
+                );
             }
         }
         if let Some(gb) = d.size_gb {
             for disk in &matching {
                 let got = disk.size_bytes as f64 / 1e9;
                 if (got - gb).abs() > gb * 0.02 {
-                    push(format!("disks[{i}].size_gb"), num(gb), format!("{} ({})", num(got.round()), disk.name), DiffSeverity::Critical);
+                    push(
+                        format!("disks[{i}].size_gb"),
+                        num(gb),
+                        format!("{} ({})", num(got.round()), disk.name),
+                        DiffSeverity::Critical,
+                    );
                 }
             }
         }
@@ -242,14 +292,27 @@ pub fn diff_inventory(spec: &HostSpec, inv: &Inventory) -> Vec<SpecDiff> {
             .collect();
         if let Some(count) = n.count {
             if matching.len() != count as usize {
-                push(format!("nics[{i}].count"), count.to_string(), matching.len().to_string(), DiffSeverity::Critical);
+                push(
+                    format!("nics[{i}].count"),
+                    count.to_string(),
+                    matching.len().to_string(),
+                    DiffSeverity::Critical,
+                );
             }
         }
         if let Some(speed) = n.speed_mbps {
             for nic in &matching {
                 if nic.speed_mbps.is_none_or(|s| s < speed) {
-                    let got = nic.speed_mbps.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
-                    push(format!("nics[{i}].speed_mbps"), speed.to_string(), format!("{got} ({})", nic.name), DiffSeverity::Warning);
+                    let got = nic
+                        .speed_mbps
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "unknown".into());
+                    push(
+                        format!("nics[{i}].speed_mbps"),
+                        speed.to_string(),
+                        format!("{got} ({})", nic.name),
+                        DiffSeverity::Warning,
+                    );
                 }
             }
         }
@@ -261,12 +324,17 @@ pub fn diff_inventory(spec: &HostSpec, inv: &Inventory) -> Vec<SpecDiff> {
 /// minimum is critical; a component the spec names but the host lacks is a
 /// warning (nothing to compare).
 pub fn diff_firmware(spec: &HostSpec, components: &[FirmwareComponent]) -> Vec<SpecDiff> {
-    let Some(fw) = &spec.firmware else { return Vec::new() };
+    let Some(fw) = &spec.firmware else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for (component, minimum) in fw.minimums() {
         let field = format!("firmware.{component}");
-        let ignored = spec.ignore_diffs.iter().any(|f| *f == field);
-        let found: Vec<_> = components.iter().filter(|c| c.component == component).collect();
+        let ignored = spec.ignore_diffs.contains(&field);
+        let found: Vec<_> = components
+            .iter()
+            .filter(|c| c.component == component)
+            .collect();
         if found.is_empty() {
             out.push(SpecDiff {
                 field,
@@ -328,8 +396,15 @@ ignore_diffs: [memory.total_gib]
             firmware: None,
         };
         Inventory {
-            cpu: CpuInfo { model: "AMD EPYC 7443P 24-Core Processor".into(), logical_cores: 48, sockets: 1, microcode: None },
-            memory: MemoryInfo { total_bytes: 256 * (1 << 30) },
+            cpu: CpuInfo {
+                model: "AMD EPYC 7443P 24-Core Processor".into(),
+                logical_cores: 48,
+                sockets: 1,
+                microcode: None,
+            },
+            memory: MemoryInfo {
+                total_bytes: 256 * (1 << 30),
+            },
             disks: vec![disk("nvme0n1"), disk("nvme1n1")],
             nics: vec![nic("ens1f0", 1), nic("ens1f1", 2)],
             ..Default::default()
@@ -357,6 +432,7 @@ ignore_diffs: [memory.total_gib]
         ] {
             let err = HostSpec::parse(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
         }
     }
 
@@ -365,7 +441,10 @@ ignore_diffs: [memory.total_gib]
         let err = HostSpec::parse("thresholds: [{stage: CPUStress, kind: temp, key: 'coretemp/*', op: lt, threshold: 90, unit: F, severity: critical}]")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("thresholds[0]") && err.contains("coretemp/*") && err.contains("\"F\""), "{err}");
+        assert!(
+            err.contains("thresholds[0]") && err.contains("coretemp/*") && err.contains("\"F\""),
+            "{err}"
+        );
         for yaml in [
             "thresholds: [{stage: Nope, kind: temp, key: '*', op: lt, threshold: 90, severity: critical}]",
             "thresholds: [{stage: CPUStress, kind: temp, key: '*', op: below, threshold: 90, severity: critical}]",
@@ -381,7 +460,13 @@ ignore_diffs: [memory.total_gib]
     #[test]
     fn matching_inventory_has_no_diffs() {
         let spec = HostSpec::parse(DESIGN_EXAMPLE).unwrap();
-        let spec = HostSpec { cpu: Some(CpuSpec { model: Some("AMD EPYC 7443P*".into()), logical_cores: Some(48) }), ..spec };
+        let spec = HostSpec {
+            cpu: Some(CpuSpec {
+                model: Some("AMD EPYC 7443P*".into()),
+                logical_cores: Some(48),
+            }),
+            ..spec
+        };
         assert_eq!(diff_inventory(&spec, &inventory()), vec![]);
     }
 
@@ -394,7 +479,10 @@ ignore_diffs: [memory.total_gib]
         inv.disks.pop();
         inv.nics[1].speed_mbps = Some(10000);
         let diffs = diff_inventory(&spec, &inv);
-        let got: Vec<_> = diffs.iter().map(|d| (d.field.as_str(), d.severity, d.ignored)).collect();
+        let got: Vec<_> = diffs
+            .iter()
+            .map(|d| (d.field.as_str(), d.severity, d.ignored))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -420,17 +508,37 @@ ignore_diffs: [memory.total_gib]
             vendor: String::new(),
             raw: serde_json::json!({}),
         };
-        let diffs = diff_firmware(&spec, &[fw("bios", "system", "2.9.4"), fw("nvme_fw", "nvme0", "GDC5902Q"), fw("nvme_fw", "nvme1", "GDC5602Q")]);
-        let got: Vec<_> = diffs.iter().map(|d| (d.field.as_str(), d.severity, d.actual.as_deref())).collect();
+        let diffs = diff_firmware(
+            &spec,
+            &[
+                fw("bios", "system", "2.9.4"),
+                fw("nvme_fw", "nvme0", "GDC5902Q"),
+                fw("nvme_fw", "nvme1", "GDC5602Q"),
+            ],
+        );
+        let got: Vec<_> = diffs
+            .iter()
+            .map(|d| (d.field.as_str(), d.severity, d.actual.as_deref()))
+            .collect();
         assert_eq!(
             got,
             vec![
-                ("firmware.bios", DiffSeverity::Critical, Some("2.9.4 (system)")),
-                ("firmware.nvme_fw", DiffSeverity::Critical, Some("GDC5602Q (nvme1)")),
+                (
+                    "firmware.bios",
+                    DiffSeverity::Critical,
+                    Some("2.9.4 (system)")
+                ),
+                (
+                    "firmware.nvme_fw",
+                    DiffSeverity::Critical,
+                    Some("GDC5602Q (nvme1)")
+                ),
             ]
         );
         let missing = diff_firmware(&spec, &[]);
-        assert!(missing.iter().all(|d| d.severity == DiffSeverity::Warning && d.actual.is_none()));
+        assert!(missing
+            .iter()
+            .all(|d| d.severity == DiffSeverity::Warning && d.actual.is_none()));
         assert_eq!(missing.len(), 2);
     }
 }

@@ -254,10 +254,19 @@ pub enum RuleError {
 impl Rule {
     /// Checks units and numbers: a unit must be the kind's unit (or empty).
     pub fn validate(&self) -> Result<(), RuleError> {
-        let (stage, kind, key) = (self.stage.to_string(), self.kind, self.key.as_str().to_string());
+        let (stage, kind, key) = (
+            self.stage.to_string(),
+            self.kind,
+            self.key.as_str().to_string(),
+        );
         for (field, v) in [("threshold", self.threshold), ("nominal", self.nominal)] {
             if !v.is_finite() {
-                return Err(RuleError::NotFinite { stage, kind, key, field });
+                return Err(RuleError::NotFinite {
+                    stage,
+                    kind,
+                    key,
+                    field,
+                });
             }
         }
         if !self.kind.accepts_unit(self.key.as_str(), &self.unit) {
@@ -265,7 +274,13 @@ impl Rule {
                 Some(u) => u.to_string(),
                 None => self.kind.units().join(" or "),
             };
-            return Err(RuleError::UnitMismatch { stage, kind, key, unit: self.unit.clone(), want });
+            return Err(RuleError::UnitMismatch {
+                stage,
+                kind,
+                key,
+                unit: self.unit.clone(),
+                want,
+            });
         }
         if self.op == Op::WithinPct && self.nominal == 0.0 {
             return Err(RuleError::NoNominal { stage, kind, key });
@@ -373,7 +388,10 @@ mod tests {
         assert_eq!(merged.len(), 3);
         assert_eq!(merged[0].1, Source::Profile);
         assert_eq!(merged[0].0.stage, StageSel::One(Stage::Smart));
-        let cpu: Vec<_> = merged.iter().filter(|(r, _)| r.stage == StageSel::One(Stage::CpuStress)).collect();
+        let cpu: Vec<_> = merged
+            .iter()
+            .filter(|(r, _)| r.stage == StageSel::One(Stage::CpuStress))
+            .collect();
         assert_eq!(cpu.len(), 1);
         assert_eq!(cpu[0].0.threshold, 85.0);
         assert_eq!(cpu[0].1, Source::HostOverride);

@@ -93,7 +93,12 @@ mod tests {
 
     #[test]
     fn refuses_non_rfc3339() {
-        for bad in ["", "2026-11-23 09:15:43", "yesterday", "2026-13-01T00:00:00Z"] {
+        for bad in [
+            "",
+            "2026-11-23 09:15:43",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+        ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad:?} parsed");
         }
     }

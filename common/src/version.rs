@@ -17,7 +17,11 @@ fn chunks(v: &str) -> Vec<Chunk<'_>> {
         let is_digit = c.is_ascii_digit();
         match start {
             Some(s) if is_sep || is_digit != numeric => {
-                out.push(if numeric { Chunk::Num(&v[s..i]) } else { Chunk::Text(&v[s..i]) });
+                out.push(if numeric {
+                    Chunk::Num(&v[s..i])
+                } else {
+                    Chunk::Text(&v[s..i])
+                });
                 start = None;
             }
             _ => {}
@@ -28,7 +32,11 @@ fn chunks(v: &str) -> Vec<Chunk<'_>> {
         }
     }
     if let Some(s) = start {
-        out.push(if numeric { Chunk::Num(&v[s..]) } else { Chunk::Text(&v[s..]) });
+        out.push(if numeric {
+            Chunk::Num(&v[s..])
+        } else {
+            Chunk::Text(&v[s..])
+        });
     }
     out
 }

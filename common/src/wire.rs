@@ -404,11 +404,32 @@ mod tests {
     fn directives_are_tagged() {
         let cases = [
             (Directive::Continue, r#"{"directive":"continue"}"#),
-            (Directive::Wait { secs: 5 }, r#"{"directive":"wait","secs":5}"#),
-            (Directive::Hold { public_key: "ssh-ed25519 AAAA".into() }, r#"{"directive":"hold","public_key":"ssh-ed25519 AAAA"}"#),
-            (Directive::AbortStage { reason: "hot".into() }, r#"{"directive":"abort_stage","reason":"hot"}"#),
-            (Directive::Release { power: Power::Poweroff }, r#"{"directive":"release","power":"poweroff"}"#),
-            (Directive::Done { power: Power::None }, r#"{"directive":"done","power":"none"}"#),
+            (
+                Directive::Wait { secs: 5 },
+                r#"{"directive":"wait","secs":5}"#,
+            ),
+            (
+                Directive::Hold {
+                    public_key: "ssh-ed25519 AAAA".into(),
+                },
+                r#"{"directive":"hold","public_key":"ssh-ed25519 AAAA"}"#,
+            ),
+            (
+                Directive::AbortStage {
+                    reason: "hot".into(),
+                },
+                r#"{"directive":"abort_stage","reason":"hot"}"#,
+            ),
+            (
+                Directive::Release {
+                    power: Power::Poweroff,
+                },
+                r#"{"directive":"release","power":"poweroff"}"#,
+            ),
+            (
+                Directive::Done { power: Power::None },
+                r#"{"directive":"done","power":"none"}"#,
+            ),
         ];
         for (d, json) in cases {
             assert_eq!(serde_json::to_string(&d).unwrap(), json);
@@ -418,8 +439,16 @@ mod tests {
 
     #[test]
     fn claim_refuses_bad_macs() {
-        assert!(serde_json::from_str::<ClaimRequest>(r#"{"macs":["52:54:00:12:34:56"],"boot_id":"b"}"#).is_ok());
-        assert!(serde_json::from_str::<ClaimRequest>(r#"{"macs":["nope"],"boot_id":"b"}"#).is_err());
-        assert!(serde_json::from_str::<ClaimRequest>(r#"{"macs":"52:54:00:12:34:56","boot_id":"b"}"#).is_err());
+        assert!(serde_json::from_str::<ClaimRequest>(
+            r#"{"macs":["52:54:00:12:34:56"],"boot_id":"b"}"#
+        )
+        .is_ok());
+        assert!(
+            serde_json::from_str::<ClaimRequest>(r#"{"macs":["nope"],"boot_id":"b"}"#).is_err()
+        );
+        assert!(serde_json::from_str::<ClaimRequest>(
+            r#"{"macs":"52:54:00:12:34:56","boot_id":"b"}"#
+        )
+        .is_err());
     }
 }

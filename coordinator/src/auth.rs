@@ -35,9 +35,15 @@ pub fn token_matches(token: &str, stored_hash: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is empty or not one token line")]
     Malformed { path: String },
 }
@@ -57,15 +63,26 @@ pub fn load_or_create_operator_token(path: &Path) -> Result<String, TokenFileErr
             let token = new_token();
             let tmp = path.with_extension("token.tmp");
             let write = || -> std::io::Result<()> {
-                let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
                 writeln!(f, "{token}")?;
                 f.sync_all()?;
                 fs::rename(&tmp, path)
             };
-            write().map_err(|source| TokenFileError::Write { path: shown, source })?;
+            write().map_err(|source| TokenFileError::Write {
+                path: shown,
+                source,
+            })?;
             Ok(token)
         }
-        Err(source) => Err(TokenFileError::Read { path: shown, source }),
+        Err(source) => Err(TokenFileError::Read {
+            path: shown,
+            source,
+        }),
     }
 }
 

@@ -32,15 +32,20 @@ pub struct RawConfig {
 impl RawConfig {
     pub fn from_toml_file(path: &Path) -> anyhow::Result<RawConfig> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 
     /// Overlays `VET_*` variables (as given by `get`) on this config.
-    pub fn overlay_env(mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<RawConfig> {
+    pub fn overlay_env(
+        mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<RawConfig> {
         use anyhow::Context;
         fn num<T: std::str::FromStr>(name: &str, v: String) -> anyhow::Result<T> {
-            v.parse().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number"))
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number"))
         }
         if let Some(v) = get("VET_LISTEN") {
             self.listen = Some(v);
@@ -107,10 +112,15 @@ impl Config {
         let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("./var"));
         let mut c = Config::for_data_dir(&data_dir);
         if let Some(l) = raw.listen {
-            c.listen = l.parse().map_err(|_| anyhow::anyhow!("listen: {l:?} is not IP:PORT"))?;
+            c.listen = l
+                .parse()
+                .map_err(|_| anyhow::anyhow!("listen: {l:?} is not IP:PORT"))?;
         }
         if let Some(t) = raw.heartbeat_timeout_s {
-            anyhow::ensure!(t >= 5, "heartbeat_timeout_s: {t} is below the minimum of 5 seconds");
+            anyhow::ensure!(
+                t >= 5,
+                "heartbeat_timeout_s: {t} is below the minimum of 5 seconds"
+            );
             c.heartbeat_timeout = Duration::from_secs(t);
         }
         if let Some(p) = raw.pass_power {
@@ -153,7 +163,8 @@ mod tests {
 
     #[test]
     fn env_overrides_file_and_errors_name_the_setting() {
-        let raw: RawConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat_timeout_s = 60").unwrap();
+        let raw: RawConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat_timeout_s = 60").unwrap();
         let raw = raw
             .overlay_env(|k| match k {
                 "VET_LISTEN" => Some("127.0.0.1:9001".into()),
@@ -165,9 +176,15 @@ mod tests {
         assert_eq!(c.listen.port(), 9001);
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(60));
         assert_eq!(c.iperf3_ports, vec![5201, 5202]);
-        let err = Config::resolve(RawConfig { pass_power: Some("reboot".into()), ..Default::default() }).unwrap_err();
+        let err = Config::resolve(RawConfig {
+            pass_power: Some("reboot".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().starts_with("pass_power"), "{err}");
-        let err = RawConfig::default().overlay_env(|k| (k == "VET_HEARTBEAT_TIMEOUT_S").then(|| "soon".into())).unwrap_err();
+        let err = RawConfig::default()
+            .overlay_env(|k| (k == "VET_HEARTBEAT_TIMEOUT_S").then(|| "soon".into()))
+            .unwrap_err();
         assert!(err.to_string().contains("VET_HEARTBEAT_TIMEOUT_S"), "{err}");
         assert!(toml::from_str::<RawConfig>("lisen = 1").is_err());
     }

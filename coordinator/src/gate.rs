@@ -48,7 +48,10 @@ pub struct StageDecision {
 pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
     let mut reasons = Vec::new();
     if facts.agent == StageOutcome::Failed {
-        reasons.push(format!("agent: {}", facts.agent_reason.unwrap_or("stage failed")));
+        reasons.push(format!(
+            "agent: {}",
+            facts.agent_reason.unwrap_or("stage failed")
+        ));
     }
     for b in facts.critical_breaches {
         reasons.push(format!(
@@ -80,7 +83,11 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
         _ if facts.is_last => Some(RunEvent::AllStagesPassed),
         _ => None,
     };
-    StageDecision { state, reasons, run_event }
+    StageDecision {
+        state,
+        reasons,
+        run_event,
+    }
 }
 
 /// The directive for a run in its current state.
@@ -88,17 +95,25 @@ pub fn directive_for(facts: &RunFacts, pass_power: Power) -> Directive {
     match facts.state {
         RunState::Queued => Directive::Wait { secs: 5 },
         RunState::Running => match &facts.live_breach {
-            Some(reason) if facts.running_stage.is_some() => Directive::AbortStage { reason: reason.clone() },
+            Some(reason) if facts.running_stage.is_some() => Directive::AbortStage {
+                reason: reason.clone(),
+            },
             _ => Directive::Continue,
         },
         RunState::FailedHolding => match &facts.hold_public_key {
-            Some(key) => Directive::Hold { public_key: key.clone() },
+            Some(key) => Directive::Hold {
+                public_key: key.clone(),
+            },
             // The key is being made; ask again shortly.
             None => Directive::Wait { secs: 2 },
         },
         RunState::Passed => Directive::Done { power: pass_power },
-        RunState::Failed => Directive::Release { power: facts.release_power.unwrap_or(Power::None) },
-        RunState::Aborted if facts.running_stage.is_some() => Directive::AbortStage { reason: "run aborted".into() },
+        RunState::Failed => Directive::Release {
+            power: facts.release_power.unwrap_or(Power::None),
+        },
+        RunState::Aborted if facts.running_stage.is_some() => Directive::AbortStage {
+            reason: "run aborted".into(),
+        },
         RunState::Aborted | RunState::Cancelled => Directive::Done { power: Power::None },
     }
 }
@@ -107,30 +122,78 @@ pub fn directive_for(facts: &RunFacts, pass_power: Power) -> Directive {
 mod tests {
     use super::*;
 
-    fn facts<'a>(agent: StageOutcome, breaches: &'a [Breach], diffs: &'a [String], is_last: bool) -> StageFacts<'a> {
-        StageFacts { agent, agent_reason: None, critical_breaches: breaches, critical_diffs: diffs, is_last }
+    fn facts<'a>(
+        agent: StageOutcome,
+        breaches: &'a [Breach],
+        diffs: &'a [String],
+        is_last: bool,
+    ) -> StageFacts<'a> {
+        StageFacts {
+            agent,
+            agent_reason: None,
+            critical_breaches: breaches,
+            critical_diffs: diffs,
+            is_last,
+        }
     }
 
     #[test]
     fn stage_decision_table() {
-        let breach = [Breach { kind: "temp".into(), key: "coretemp/Core 0".into(), op: "lt".into(), threshold: 90.0, worst: 97.0, count: 3 }];
+        let breach = [Breach {
+            kind: "temp".into(),
+            key: "coretemp/Core 0".into(),
+            op: "lt".into(),
+            threshold: 90.0,
+            worst: 97.0,
+            count: 3,
+        }];
         let diff = ["cpu.logical_cores: 48 → 24".to_string()];
         use StageOutcome::*;
         let cases: [(StageFacts, StageState, Option<RunEvent>); 7] = [
             (facts(Passed, &[], &[], false), StageState::Passed, None),
-            (facts(Passed, &[], &[], true), StageState::Passed, Some(RunEvent::AllStagesPassed)),
-            (facts(Skipped, &[], &[], true), StageState::Skipped, Some(RunEvent::AllStagesPassed)),
-            (facts(Failed, &[], &[], false), StageState::Failed, Some(RunEvent::StageFailed)),
-            (facts(Passed, &breach, &[], true), StageState::Failed, Some(RunEvent::StageFailed)),
-            (facts(Passed, &[], &diff, false), StageState::Failed, Some(RunEvent::StageFailed)),
-            (facts(Skipped, &breach, &[], false), StageState::Failed, Some(RunEvent::StageFailed)),
+            (
+                facts(Passed, &[], &[], true),
+                StageState::Passed,
+                Some(RunEvent::AllStagesPassed),
+            ),
+            (
+                facts(Skipped, &[], &[], true),
+                StageState::Skipped,
+                Some(RunEvent::AllStagesPassed),
+            ),
+            (
+                facts(Failed, &[], &[], false),
+                StageState::Failed,
+                Some(RunEvent::StageFailed),
+            ),
+            (
+                facts(Passed, &breach, &[], true),
+                StageState::Failed,
+                Some(RunEvent::StageFailed),
+            ),
+            (
+                facts(Passed, &[], &diff, false),
+                StageState::Failed,
+                Some(RunEvent::StageFailed),
+            ),
+            (
+                facts(Skipped, &breach, &[], false),
+                StageState::Failed,
+                Some(RunEvent::StageFailed),
+            ),
         ];
         for (f, state, event) in cases {
             let d = decide_stage(&f);
             assert_eq!((d.state, d.run_event), (state, event), "{f:?}");
         }
         let d = decide_stage(&facts(Passed, &breach, &diff, false));
-        assert_eq!(d.reasons, vec!["temp coretemp/Core 0 = 97 breached lt 90 (3 samples)", "spec: cpu.logical_cores: 48 → 24"]);
+        assert_eq!(
+            d.reasons,
+            vec![
+                "temp coretemp/Core 0 = 97 breached lt 90 (3 samples)",
+                "spec: cpu.logical_cores: 48 → 24"
+            ]
+        );
     }
 
     #[test]
@@ -144,19 +207,74 @@ mod tests {
             release_power: None,
         };
         assert_eq!(directive_for(&base, Power::None), Directive::Continue);
-        let hot = RunFacts { live_breach: Some("temp too high".into()), ..base.clone() };
-        assert_eq!(directive_for(&hot, Power::None), Directive::AbortStage { reason: "temp too high".into() });
-        let held = RunFacts { state: RunState::FailedHolding, running_stage: None, ..base.clone() };
-        assert_eq!(directive_for(&held, Power::None), Directive::Wait { secs: 2 });
-        let keyed = RunFacts { hold_public_key: Some("ssh-ed25519 AAAA".into()), ..held };
-        assert_eq!(directive_for(&keyed, Power::None), Directive::Hold { public_key: "ssh-ed25519 AAAA".into() });
-        let passed = RunFacts { state: RunState::Passed, running_stage: None, ..base.clone() };
-        assert_eq!(directive_for(&passed, Power::Poweroff), Directive::Done { power: Power::Poweroff });
-        let released = RunFacts { state: RunState::Failed, running_stage: None, release_power: Some(Power::Reboot), ..base.clone() };
-        assert_eq!(directive_for(&released, Power::None), Directive::Release { power: Power::Reboot });
-        let aborted = RunFacts { state: RunState::Aborted, ..base.clone() };
-        assert!(matches!(directive_for(&aborted, Power::None), Directive::AbortStage { .. }));
-        let cancelled = RunFacts { state: RunState::Cancelled, running_stage: None, ..base };
-        assert_eq!(directive_for(&cancelled, Power::Poweroff), Directive::Done { power: Power::None });
+        let hot = RunFacts {
+            live_breach: Some("temp too high".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            directive_for(&hot, Power::None),
+            Directive::AbortStage {
+                reason: "temp too high".into()
+            }
+        );
+        let held = RunFacts {
+            state: RunState::FailedHolding,
+            running_stage: None,
+            ..base.clone()
+        };
+        assert_eq!(
+            directive_for(&held, Power::None),
+            Directive::Wait { secs: 2 }
+        );
+        let keyed = RunFacts {
+            hold_public_key: Some("ssh-ed25519 AAAA".into()),
+            ..held
+        };
+        assert_eq!(
+            directive_for(&keyed, Power::None),
+            Directive::Hold {
+                public_key: "ssh-ed25519 AAAA".into()
+            }
+        );
+        let passed = RunFacts {
+            state: RunState::Passed,
+            running_stage: None,
+            ..base.clone()
+        };
+        assert_eq!(
+            directive_for(&passed, Power::Poweroff),
+            Directive::Done {
+                power: Power::Poweroff
+            }
+        );
+        let released = RunFacts {
+            state: RunState::Failed,
+            running_stage: None,
+            release_power: Some(Power::Reboot),
+            ..base.clone()
+        };
+        assert_eq!(
+            directive_for(&released, Power::None),
+            Directive::Release {
+                power: Power::Reboot
+            }
+        );
+        let aborted = RunFacts {
+            state: RunState::Aborted,
+            ..base.clone()
+        };
+        assert!(matches!(
+            directive_for(&aborted, Power::None),
+            Directive::AbortStage { .. }
+        ));
+        let cancelled = RunFacts {
+            state: RunState::Cancelled,
+            running_stage: None,
+            ..base
+        };
+        assert_eq!(
+            directive_for(&cancelled, Power::Poweroff),
+            Directive::Done { power: Power::None }
+        );
     }
 }

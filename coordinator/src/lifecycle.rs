@@ -52,7 +52,11 @@ pub fn host_spec(host: &Host) -> Result<HostSpec, LifecycleError> {
 
 /// Creates a queued run: checks the request, freezes profile thresholds plus
 /// the host's overrides, then sends the Wake-on-LAN packet (after commit).
-pub fn create_run(store: &dyn Store, req: &RunCreate, now: Timestamp) -> Result<Run, LifecycleError> {
+pub fn create_run(
+    store: &dyn Store,
+    req: &RunCreate,
+    now: Timestamp,
+) -> Result<Run, LifecycleError> {
     if req.non_destructive && req.overrides.wipe {
         return Err(LifecycleError::Invalid(
             "override wipe=true contradicts --non-destructive: a non-destructive run never writes to disks".into(),
@@ -91,15 +95,33 @@ fn wake(store: &dyn Store, host: &Host, run_id: i64, now: Timestamp) -> Result<(
     let (level, kind, message) = if host.wol_broadcast_ip.is_empty() {
         ("info", "wol_sent", format!("no Wake-on-LAN address configured for {}; no packet sent (power the host on by other means)", host.name))
     } else {
-        match (host.mac.parse(), host.wol_broadcast_ip.parse::<std::net::IpAddr>()) {
+        match (
+            host.mac.parse(),
+            host.wol_broadcast_ip.parse::<std::net::IpAddr>(),
+        ) {
             (Ok(mac), Ok(ip)) => {
                 let target = SocketAddr::new(ip, host.wol_port);
                 match wol::send(mac, target) {
-                    Ok(()) => ("info", "wol_sent", format!("Wake-on-LAN magic packet for {} sent to {target}", host.mac)),
-                    Err(e) => ("warn", "wol_failed", format!("Wake-on-LAN to {target} failed: {e}")),
+                    Ok(()) => (
+                        "info",
+                        "wol_sent",
+                        format!("Wake-on-LAN magic packet for {} sent to {target}", host.mac),
+                    ),
+                    Err(e) => (
+                        "warn",
+                        "wol_failed",
+                        format!("Wake-on-LAN to {target} failed: {e}"),
+                    ),
                 }
             }
-            _ => ("warn", "wol_failed", format!("Wake-on-LAN address {:?} or MAC {:?} unusable", host.wol_broadcast_ip, host.mac)),
+            _ => (
+                "warn",
+                "wol_failed",
+                format!(
+                    "Wake-on-LAN address {:?} or MAC {:?} unusable",
+                    host.wol_broadcast_ip, host.mac
+                ),
+            ),
         }
     };
     store.record_event(Some(run_id), Some(host.id), level, kind, &message, now)?;
@@ -108,7 +130,11 @@ fn wake(store: &dyn Store, host: &Host, run_id: i64, now: Timestamp) -> Result<(
 
 /// Diffs the coordinator computes for a stage it judges from data:
 /// SpecValidate from the uploaded inventory, Firmware from the snapshots.
-pub fn computed_diffs(store: &dyn Store, run: &Run, stage: Stage) -> Result<Option<ComputedDiffs>, LifecycleError> {
+pub fn computed_diffs(
+    store: &dyn Store,
+    run: &Run,
+    stage: Stage,
+) -> Result<Option<ComputedDiffs>, LifecycleError> {
     let diffs = match stage {
         Stage::SpecValidate => {
             let host = store.host(&run.host)?;
@@ -147,7 +173,13 @@ pub fn computed_diffs(store: &dyn Store, run: &Run, stage: Stage) -> Result<Opti
 }
 
 fn missing(field: &str, what: &str) -> SpecDiff {
-    SpecDiff { field: field.into(), expected: Some(what.into()), actual: None, severity: DiffSeverity::Critical, ignored: false }
+    SpecDiff {
+        field: field.into(),
+        expected: Some(what.into()),
+        actual: None,
+        severity: DiffSeverity::Critical,
+        ignored: false,
+    }
 }
 
 /// Digests of a file's content.
@@ -167,7 +199,11 @@ pub fn digest_bytes(bytes: &[u8]) -> Digests {
 }
 
 /// Writes `bytes` content-addressed under `dir` (`<blake3>`), mode `mode`.
-pub fn write_content_addressed(dir: &Path, bytes: &[u8], mode: u32) -> Result<(std::path::PathBuf, Digests), LifecycleError> {
+pub fn write_content_addressed(
+    dir: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(std::path::PathBuf, Digests), LifecycleError> {
     use std::io::Write;
     let d = digest_bytes(bytes);
     let path = dir.join(&d.blake3);
@@ -182,7 +218,9 @@ pub fn write_content_addressed(dir: &Path, bytes: &[u8], mode: u32) -> Result<(s
             .mode(mode)
             .open(&tmp)
             .map_err(io(format!("creating {}", tmp.display())))?;
-        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(format!("writing {}", tmp.display())))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(io(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))?;
     }
     Ok((path, d))
@@ -191,13 +229,19 @@ pub fn write_content_addressed(dir: &Path, bytes: &[u8], mode: u32) -> Result<(s
 /// Makes sure a held run has its ephemeral ed25519 key pair: the private key
 /// on disk (0600, artifact `hold_key`), the public key for the `hold`
 /// directive.
-pub fn ensure_hold_key(store: &dyn Store, config: &Config, facts: RunFacts, now: Timestamp) -> Result<RunFacts, LifecycleError> {
+pub fn ensure_hold_key(
+    store: &dyn Store,
+    config: &Config,
+    facts: RunFacts,
+    now: Timestamp,
+) -> Result<RunFacts, LifecycleError> {
     use common::run_state::RunState;
     if facts.state != RunState::FailedHolding || facts.hold_public_key.is_some() {
         return Ok(facts);
     }
-    let mut key = ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
-        .map_err(|e| LifecycleError::Invalid(format!("generating hold key: {e}")))?;
+    let mut key =
+        ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .map_err(|e| LifecycleError::Invalid(format!("generating hold key: {e}")))?;
     key.set_comment(format!("vetting-hold-run-{}", facts.run_id));
     let private = key
         .to_openssh(ssh_key::LineEnding::LF)

@@ -28,8 +28,12 @@ pub fn parse_target(s: &str) -> Result<(IpAddr, u16), String> {
 
 /// Sends one magic packet to `target`.
 pub fn send(mac: Mac, target: SocketAddr) -> std::io::Result<()> {
-    let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse()
+    } else {
+        "[::]:0".parse()
+    }
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
     let sock = UdpSocket::bind(bind)?;
     sock.set_broadcast(true)?;
     sock.send_to(&magic_packet(mac), target)?;
@@ -52,9 +56,18 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(parse_target("127.0.0.1").unwrap(), ("127.0.0.1".parse().unwrap(), 9));
-        assert_eq!(parse_target("127.0.0.1:4009").unwrap(), ("127.0.0.1".parse().unwrap(), 4009));
-        assert_eq!(parse_target("[::1]:7").unwrap(), ("::1".parse().unwrap(), 7));
+        assert_eq!(
+            parse_target("127.0.0.1").unwrap(),
+            ("127.0.0.1".parse().unwrap(), 9)
+        );
+        assert_eq!(
+            parse_target("127.0.0.1:4009").unwrap(),
+            ("127.0.0.1".parse().unwrap(), 4009)
+        );
+        assert_eq!(
+            parse_target("[::1]:7").unwrap(),
+            ("::1".parse().unwrap(), 7)
+        );
         assert!(parse_target("lan").is_err());
         assert!(parse_target("127.0.0.1:99999").is_err());
     }
@@ -65,7 +78,8 @@ mod tests {
         let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
         send(mac, rx.local_addr().unwrap()).unwrap();
         let mut buf = [0u8; 200];
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let (n, _) = rx.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], &magic_packet(mac)[..]);
     }

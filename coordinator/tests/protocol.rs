@@ -17,14 +17,26 @@ const MAC: &str = "52:54:00:00:00:01";
 
 /// Drives every pending stage from `from` to the end with passing samples.
 async fn drive_to_end(agent: &mut TestAgent) -> serde_json::Value {
-    let pending: Vec<u32> = agent.claim.stages.iter().filter(|s| s.state == StageState::Pending).map(|s| s.ordinal).collect();
+    let pending: Vec<u32> = agent
+        .claim
+        .stages
+        .iter()
+        .filter(|s| s.state == StageState::Pending)
+        .map(|s| s.ordinal)
+        .collect();
     let mut last = json!(null);
     for ordinal in pending {
         let (st, body) = agent.start_stage(ordinal).await;
         assert_eq!(st, StatusCode::OK, "start {ordinal}: {body}");
         match ordinal {
             0 => {
-                let (st, body) = agent.upload("inventory", Some(0), serde_json::to_vec(&inventory()).unwrap()).await;
+                let (st, body) = agent
+                    .upload(
+                        "inventory",
+                        Some(0),
+                        serde_json::to_vec(&inventory()).unwrap(),
+                    )
+                    .await;
                 assert_eq!(st, StatusCode::OK, "{body}");
             }
             2 => {
@@ -36,14 +48,21 @@ async fn drive_to_end(agent: &mut TestAgent) -> serde_json::Value {
             _ => {}
         }
         let samples = vec![
-            sample(Kind::Temp, "coretemp/Core 0", 55.0 + ordinal as f64, Some(ordinal)),
+            sample(
+                Kind::Temp,
+                "coretemp/Core 0",
+                55.0 + ordinal as f64,
+                Some(ordinal),
+            ),
             sample(Kind::Temp, "nvme/Composite", 40.0, Some(ordinal)),
             sample(Kind::Power, "rapl/package-0", 120.0, Some(ordinal)),
         ];
         let (st, ack) = agent.send(samples).await;
         assert_eq!(st, StatusCode::OK, "{ack}");
         assert_eq!(ack["directive"]["directive"], "continue");
-        let (st, verdict) = agent.finish_stage(ordinal, StageOutcome::Passed, None).await;
+        let (st, verdict) = agent
+            .finish_stage(ordinal, StageOutcome::Passed, None)
+            .await;
         assert_eq!(st, StatusCode::OK, "finish {ordinal}: {verdict}");
         assert_eq!(verdict["state"], "passed", "{verdict}");
         last = verdict;
@@ -60,13 +79,32 @@ async fn healthy_run_passes_every_stage() {
     assert_eq!(agent.run_id, run);
     assert_eq!(agent.claim.resume_from, 0);
     assert_eq!(agent.claim.stages.len(), 12);
-    let skipped: Vec<&str> = agent.claim.stages.iter().filter(|s| s.state == StageState::Skipped).map(|s| s.name.as_str()).collect();
-    assert_eq!(skipped, ["DiskSurface", "WipeProbe"], "non-destructive run skips the destructive stages");
-    assert!(agent.claim.thresholds.iter().any(|r| r.key.as_str() == "coretemp/*" && r.threshold == 90.0));
+    let skipped: Vec<&str> = agent
+        .claim
+        .stages
+        .iter()
+        .filter(|s| s.state == StageState::Skipped)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        skipped,
+        ["DiskSurface", "WipeProbe"],
+        "non-destructive run skips the destructive stages"
+    );
+    assert!(agent
+        .claim
+        .thresholds
+        .iter()
+        .any(|r| r.key.as_str() == "coretemp/*" && r.threshold == 90.0));
 
     let last = drive_to_end(&mut agent).await;
-    assert_eq!(last["directive"], json!({"directive": "done", "power": "none"}));
-    let (st, body) = agent.post("/complete", json!({"samples_produced": agent.produced})).await;
+    assert_eq!(
+        last["directive"],
+        json!({"directive": "done", "power": "none"})
+    );
+    let (st, body) = agent
+        .post("/complete", json!({"samples_produced": agent.produced}))
+        .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["samples_stored"], agent.produced);
 
@@ -75,11 +113,28 @@ async fn healthy_run_passes_every_stage() {
     assert_eq!(d["result"], "pass");
     assert!(d["completed_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(d["measurements"], 30);
-    assert!(d["spec_diffs"].as_array().unwrap().is_empty(), "{}", d["spec_diffs"]);
-    let states: Vec<&str> = d["stages"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert!(
+        d["spec_diffs"].as_array().unwrap().is_empty(),
+        "{}",
+        d["spec_diffs"]
+    );
+    let states: Vec<&str> = d["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states.iter().filter(|s| **s == "passed").count(), 10);
-    let kinds: Vec<&str> = d["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"claim") && kinds.contains(&"wol_sent"), "{kinds:?}");
+    let kinds: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"claim") && kinds.contains(&"wol_sent"),
+        "{kinds:?}"
+    );
     assert!(!kinds.contains(&"sample_count_mismatch"));
     let transitions: Vec<&str> = d["events"]
         .as_array()
@@ -89,19 +144,46 @@ async fn healthy_run_passes_every_stage() {
         .map(|e| e["message"].as_str().unwrap())
         .collect();
     assert_eq!(transitions.len(), 3, "{transitions:?}");
-    assert!(transitions[1].starts_with("Queued → Running") && transitions[2].starts_with("Running → Passed"), "{transitions:?}");
+    assert!(
+        transitions[1].starts_with("Queued → Running")
+            && transitions[2].starts_with("Running → Passed"),
+        "{transitions:?}"
+    );
 
     // Every in-stage sample was evaluated; the temp rules matched.
     let db = coord.db();
-    let evals: i64 = db.query_row("SELECT COUNT(*) FROM threshold_evaluations WHERE run_id = ?1", [run], |r| r.get(0)).unwrap();
+    let evals: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM threshold_evaluations WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert!(evals >= 40, "{evals}");
-    let breaches: i64 = db.query_row("SELECT COUNT(*) FROM threshold_evaluations WHERE passed = 0", [], |r| r.get(0)).unwrap();
+    let breaches: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM threshold_evaluations WHERE passed = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(breaches, 0);
-    let fw: String = db.query_row("SELECT version FROM firmware_snapshots WHERE run_id = ?1", [run], |r| r.get(0)).unwrap();
+    let fw: String = db
+        .query_row(
+            "SELECT version FROM firmware_snapshots WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(fw, "2.12.0");
     // Timestamps are written in the one format.
-    let ts: String = db.query_row("SELECT ts FROM measurements LIMIT 1", [], |r| r.get(0)).unwrap();
-    assert!(ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
+    let ts: String = db
+        .query_row("SELECT ts FROM measurements LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.',
+        "{ts}"
+    );
 }
 
 #[tokio::test]
@@ -113,22 +195,44 @@ async fn critical_breach_halts_and_holds() {
     for ordinal in 0..4u32 {
         agent.start_stage(ordinal).await;
         if ordinal == 0 {
-            agent.upload("inventory", Some(0), serde_json::to_vec(&inventory()).unwrap()).await;
+            agent
+                .upload(
+                    "inventory",
+                    Some(0),
+                    serde_json::to_vec(&inventory()).unwrap(),
+                )
+                .await;
         }
         if ordinal == 2 {
             agent.post("/firmware", json!({"components": [{"component": "bios", "identifier": "system", "version": "2.10.2"}]})).await;
         }
-        let (st, v) = agent.finish_stage(ordinal, StageOutcome::Passed, None).await;
-        assert_eq!((st, v["state"].as_str()), (StatusCode::OK, Some("passed")), "{v}");
+        let (st, v) = agent
+            .finish_stage(ordinal, StageOutcome::Passed, None)
+            .await;
+        assert_eq!(
+            (st, v["state"].as_str()),
+            (StatusCode::OK, Some("passed")),
+            "{v}"
+        );
     }
     // CPUStress: the host override says coretemp below 90.
     let (st, _) = agent.start_stage(4).await;
     assert_eq!(st, StatusCode::OK);
-    let (_, ack) = agent.send(vec![sample(Kind::Temp, "coretemp/Core 3", 71.0, Some(4))]).await;
+    let (_, ack) = agent
+        .send(vec![sample(Kind::Temp, "coretemp/Core 3", 71.0, Some(4))])
+        .await;
     assert_eq!(ack["directive"]["directive"], "continue");
-    let (_, ack) = agent.send(vec![sample(Kind::Temp, "coretemp/Core 3", 93.5, Some(4))]).await;
-    assert_eq!(ack["directive"]["directive"], "abort_stage", "a live thermal breach stops the stage: {ack}");
-    assert!(ack["directive"]["reason"].as_str().unwrap().contains("coretemp/Core 3"));
+    let (_, ack) = agent
+        .send(vec![sample(Kind::Temp, "coretemp/Core 3", 93.5, Some(4))])
+        .await;
+    assert_eq!(
+        ack["directive"]["directive"], "abort_stage",
+        "a live thermal breach stops the stage: {ack}"
+    );
+    assert!(ack["directive"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("coretemp/Core 3"));
     // Samples after the stage ends are stored but not gated.
     let (st, verdict) = agent
         .finish_with(
@@ -138,18 +242,33 @@ async fn critical_breach_halts_and_holds() {
                 reason: None,
                 at: None,
                 summary: Some(json!({"bogo_ops_per_s": 1234.5})),
-                sub_steps: vec![SubStepReport { ordinal: 0, name: "cpu pass".into(), state: StageState::Passed, started_at: None, completed_at: None, summary: None }],
+                sub_steps: vec![SubStepReport {
+                    ordinal: 0,
+                    name: "cpu pass".into(),
+                    state: StageState::Passed,
+                    started_at: None,
+                    completed_at: None,
+                    summary: None,
+                }],
             },
         )
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(verdict["state"], "failed");
-    assert!(verdict["reasons"][0].as_str().unwrap().contains("coretemp/Core 3 = 93.5 breached lt 90"), "{verdict}");
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("coretemp/Core 3 = 93.5 breached lt 90"),
+        "{verdict}"
+    );
     assert_eq!(verdict["directive"]["directive"], "hold");
     let public_key = verdict["directive"]["public_key"].as_str().unwrap();
     assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
 
-    let (_, late) = agent.send(vec![sample(Kind::Temp, "coretemp/Core 3", 99.0, Some(4))]).await;
+    let (_, late) = agent
+        .send(vec![sample(Kind::Temp, "coretemp/Core 3", 99.0, Some(4))])
+        .await;
     assert_eq!(late["directive"]["directive"], "hold");
     let d = coord.run_detail(run).await;
     assert_eq!(d["state"], "FailedHolding");
@@ -158,31 +277,66 @@ async fn critical_breach_halts_and_holds() {
     assert_eq!(d["stages"][4]["sub_steps"][0]["name"], "cpu pass");
     let db = coord.db();
     let evaluated_late: i64 = db
-        .query_row("SELECT COUNT(*) FROM threshold_evaluations WHERE observed = 99.0", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM threshold_evaluations WHERE observed = 99.0",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert_eq!(evaluated_late, 0, "a sample after its stage ended is stored, not gated");
-    let stored_late: i64 = db.query_row("SELECT COUNT(*) FROM measurements WHERE value = 99.0", [], |r| r.get(0)).unwrap();
+    assert_eq!(
+        evaluated_late, 0,
+        "a sample after its stage ended is stored, not gated"
+    );
+    let stored_late: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM measurements WHERE value = 99.0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(stored_late, 1);
     // The private hold key is on disk, 0600, recorded as artifact.
-    let path: String = db.query_row("SELECT path FROM artifacts WHERE run_id = ?1 AND kind = 'hold_key'", [run], |r| r.get(0)).unwrap();
+    let path: String = db
+        .query_row(
+            "SELECT path FROM artifacts WHERE run_id = ?1 AND kind = 'hold_key'",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let (st, key) = coord.op_get(&format!("/runs/{run}/hold-key")).await;
     assert_eq!(st, StatusCode::OK);
-    assert!(key["private_key"].as_str().unwrap().contains("OPENSSH PRIVATE KEY"));
+    assert!(key["private_key"]
+        .as_str()
+        .unwrap()
+        .contains("OPENSSH PRIVATE KEY"));
 
     // Next stage cannot start on a held run; the agent reports its address.
     let (st, body) = agent.start_stage(5).await;
     assert_eq!(st, StatusCode::CONFLICT, "{body}");
-    let (st, _) = agent.post("/hold-ip", json!({"hold_ip": "127.0.0.1"})).await;
+    let (st, _) = agent
+        .post("/hold-ip", json!({"hold_ip": "127.0.0.1"}))
+        .await;
     assert_eq!(st, StatusCode::OK);
-    let (st, body) = coord.op_post(&format!("/runs/{run}/release"), json!({"power": "poweroff"})).await;
+    let (st, body) = coord
+        .op_post(
+            &format!("/runs/{run}/release"),
+            json!({"power": "poweroff"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "Failed");
     assert_eq!(body["result"], "fail");
     assert_eq!(body["hold_ip"], "127.0.0.1");
     let (_, d) = agent.post("/heartbeat", json!({})).await;
-    assert_eq!(d["directive"], json!({"directive": "release", "power": "poweroff"}));
+    assert_eq!(
+        d["directive"],
+        json!({"directive": "release", "power": "poweroff"})
+    );
 }
 
 #[tokio::test]
@@ -195,10 +349,17 @@ async fn agent_failure_and_spec_diff_fail_stages() {
     let mut inv = inventory();
     inv.cpu.logical_cores = 24;
     inv.memory.total_bytes = 192 << 30;
-    agent.upload("inventory", Some(0), serde_json::to_vec(&inv).unwrap()).await;
+    agent
+        .upload("inventory", Some(0), serde_json::to_vec(&inv).unwrap())
+        .await;
     agent.finish_stage(0, StageOutcome::Passed, None).await;
     // The operator ignores the memory diff before SpecValidate runs.
-    let (st, _) = coord.op_post(&format!("/runs/{run}/ignore-diff"), json!({"field": "memory.total_gib"})).await;
+    let (st, _) = coord
+        .op_post(
+            &format!("/runs/{run}/ignore-diff"),
+            json!({"field": "memory.total_gib"}),
+        )
+        .await;
     assert_eq!(st, StatusCode::OK);
     agent.start_stage(1).await;
     let (_, v) = agent.finish_stage(1, StageOutcome::Passed, None).await;
@@ -209,7 +370,10 @@ async fn agent_failure_and_spec_diff_fail_stages() {
     let d = coord.run_detail(run).await;
     let diffs = d["spec_diffs"].as_array().unwrap();
     assert_eq!(diffs.len(), 2);
-    let mem = diffs.iter().find(|d| d["field"] == "memory.total_gib").unwrap();
+    let mem = diffs
+        .iter()
+        .find(|d| d["field"] == "memory.total_gib")
+        .unwrap();
     assert_eq!(mem["ignored"], true);
     assert_eq!(d["failed_stage"], "SpecValidate");
 
@@ -219,7 +383,9 @@ async fn agent_failure_and_spec_diff_fail_stages() {
     coord2.start_run("node-c", json!({})).await;
     let agent = coord2.agent(MAC, "boot-9").await;
     agent.start_stage(0).await;
-    let (_, v) = agent.finish_stage(0, StageOutcome::Failed, Some("cannot read /proc/cpuinfo")).await;
+    let (_, v) = agent
+        .finish_stage(0, StageOutcome::Failed, Some("cannot read /proc/cpuinfo"))
+        .await;
     assert_eq!(v["state"], "failed");
     assert_eq!(v["reasons"][0], "agent: cannot read /proc/cpuinfo");
     // A resent finish report gets the same answer, not an error.
@@ -241,20 +407,41 @@ async fn batches_are_idempotent_and_gaps_refused() {
     ]});
     let (st, ack1) = agent.post("/batches", batch.clone()).await;
     assert_eq!(st, StatusCode::OK, "{ack1}");
-    assert_eq!((ack1["stored"].as_u64(), ack1["duplicate"].as_bool()), (Some(2), Some(false)));
+    assert_eq!(
+        (ack1["stored"].as_u64(), ack1["duplicate"].as_bool()),
+        (Some(2), Some(false))
+    );
     let (st, ack2) = agent.post("/batches", batch).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!((ack2["seq"].as_u64(), ack2["stored"].as_u64(), ack2["duplicate"].as_bool()), (Some(1), Some(2), Some(true)));
+    assert_eq!(
+        (
+            ack2["seq"].as_u64(),
+            ack2["stored"].as_u64(),
+            ack2["duplicate"].as_bool()
+        ),
+        (Some(1), Some(2), Some(true))
+    );
     let (_, ms) = coord.op_get(&format!("/runs/{run}/measurements")).await;
-    assert_eq!(ms.as_array().unwrap().len(), 2, "a resent batch must not add rows: {ms}");
+    assert_eq!(
+        ms.as_array().unwrap().len(),
+        2,
+        "a resent batch must not add rows: {ms}"
+    );
     assert_eq!(ms[0]["ts"], "2026-11-23T09:15:43.123Z");
-    assert_eq!(ms[1]["unit"], "C", "an empty unit is stored as the kind's unit");
+    assert_eq!(
+        ms[1]["unit"], "C",
+        "an empty unit is stored as the kind's unit"
+    );
 
-    let (st, err) = agent.post("/batches", json!({"seq": 3, "samples": []})).await;
+    let (st, err) = agent
+        .post("/batches", json!({"seq": 3, "samples": []}))
+        .await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert_eq!(err["error"]["code"], "batch_gap");
     assert_eq!(err["error"]["expected_seq"], 2);
-    let (st, _) = agent.post("/batches", json!({"seq": 2, "samples": []})).await;
+    let (st, _) = agent
+        .post("/batches", json!({"seq": 2, "samples": []}))
+        .await;
     assert_eq!(st, StatusCode::OK);
     // A reclaim by the same boot tells the agent where the sequence stands.
     let again = coord.agent(MAC, "boot-1").await;
@@ -269,7 +456,11 @@ async fn claims_by_boot_id() {
     coord.add_host("node-e", MAC, None).await;
     let run = coord.start_run("node-e", json!({})).await;
     let (st, first) = coord.claim(&["52:54:00:99:99:99", MAC], "x").await;
-    assert_eq!(st, StatusCode::OK, "claims with all the machine's MACs; one of them is registered: {first}");
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "claims with all the machine's MACs; one of them is registered: {first}"
+    );
     assert_eq!(first["run_id"], run);
     let a = coord.agent(MAC, "x").await;
     assert_eq!(a.run_id, run);
@@ -286,11 +477,26 @@ async fn claims_by_boot_id() {
     let c = coord.agent(MAC, "y").await;
     assert_eq!(c.run_id, run);
     assert_eq!(c.claim.resume_from, 1);
-    assert_eq!(c.claim.stages[1].state, StageState::Pending, "the interrupted stage runs again");
+    assert_eq!(
+        c.claim.stages[1].state,
+        StageState::Pending,
+        "the interrupted stage runs again"
+    );
     let d = coord.run_detail(run).await;
     assert_eq!(d["state"], "Running");
-    let resume = d["events"].as_array().unwrap().iter().find(|e| e["kind"] == "resume").unwrap();
-    assert!(resume["message"].as_str().unwrap().contains("resuming at stage SpecValidate"), "{resume}");
+    let resume = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "resume")
+        .unwrap();
+    assert!(
+        resume["message"]
+            .as_str()
+            .unwrap()
+            .contains("resuming at stage SpecValidate"),
+        "{resume}"
+    );
 }
 
 #[tokio::test]
@@ -304,10 +510,21 @@ async fn a_run_token_writes_only_its_run() {
     let b = coord.agent("52:54:00:00:00:02", "boot-b").await;
     assert_eq!((a.run_id, b.run_id), (run_a, run_b));
     let before = coord.row_counts();
-    let forged = support::TestAgent { run_id: run_b, token: a.token.clone(), base: a.base.clone(), http: a.http.clone(), seq: 1, produced: 0, claim: a.claim.clone() };
+    let forged = support::TestAgent {
+        run_id: run_b,
+        token: a.token.clone(),
+        base: a.base.clone(),
+        http: a.http.clone(),
+        seq: 1,
+        produced: 0,
+        claim: a.claim.clone(),
+    };
     for (path, body) in [
         ("/stages/0/start", json!({})),
-        ("/batches", json!({"seq": 1, "samples": [{"ts": "2026-11-23T09:15:43.123Z", "kind": "temp", "key": "k", "value": 1.0}]})),
+        (
+            "/batches",
+            json!({"seq": 1, "samples": [{"ts": "2026-11-23T09:15:43.123Z", "kind": "temp", "key": "k", "value": 1.0}]}),
+        ),
         ("/heartbeat", json!({})),
         ("/complete", json!({"samples_produced": 0})),
     ] {
@@ -316,9 +533,22 @@ async fn a_run_token_writes_only_its_run() {
         assert_eq!(err["error"]["code"], "unauthorized");
     }
     // The operator token is not a run token either, and a run token is not an operator token.
-    let resp = coord.http.get(coord.url("/runs")).bearer_auth(&a.token).send().await.unwrap();
+    let resp = coord
+        .http
+        .get(coord.url("/runs"))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = coord.http.post(a.url("/heartbeat")).bearer_auth(&coord.token).json(&json!({})).send().await.unwrap();
+    let resp = coord
+        .http
+        .post(a.url("/heartbeat"))
+        .bearer_auth(&coord.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(coord.row_counts(), before);
 }
@@ -336,20 +566,43 @@ async fn wake_on_lan_reaches_a_loopback_socket() {
     assert_eq!(host["wol_port"], port);
     let run = coord.start_run("node-w", json!({})).await;
     let mut buf = [0u8; 256];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv_from(&mut buf)).await.expect("magic packet").unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv_from(&mut buf))
+        .await
+        .expect("magic packet")
+        .unwrap();
     assert_eq!(n, 102);
     assert!(buf[..6].iter().all(|b| *b == 0xFF));
-    assert!(buf[6..102].chunks(6).all(|c| c == [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]));
+    assert!(buf[6..102]
+        .chunks(6)
+        .all(|c| c == [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]));
     let d = coord.run_detail(run).await;
-    let wol = d["events"].as_array().unwrap().iter().find(|e| e["kind"] == "wol_sent").unwrap();
-    assert!(wol["message"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")));
+    let wol = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "wol_sent")
+        .unwrap();
+    assert!(wol["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("127.0.0.1:{port}")));
 
     // No address configured: nothing is sent, an event says so.
-    coord.add_host("node-nowol", "52:54:00:00:00:05", None).await;
+    coord
+        .add_host("node-nowol", "52:54:00:00:00:05", None)
+        .await;
     let run = coord.start_run("node-nowol", json!({})).await;
     let d = coord.run_detail(run).await;
-    let wol = d["events"].as_array().unwrap().iter().find(|e| e["kind"] == "wol_sent").unwrap();
-    assert!(wol["message"].as_str().unwrap().contains("no packet sent"), "{wol}");
+    let wol = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "wol_sent")
+        .unwrap();
+    assert!(
+        wol["message"].as_str().unwrap().contains("no packet sent"),
+        "{wol}"
+    );
 }
 
 #[tokio::test]
@@ -357,29 +610,65 @@ async fn operator_transitions_and_refusals() {
     let coord = TestCoordinator::start().await;
     coord.add_host("node-o", MAC, None).await;
     let queued = coord.start_run("node-o", json!({})).await;
-    let (st, err) = coord.op_post(&format!("/runs/{queued}/abort"), json!({})).await;
+    let (st, err) = coord
+        .op_post(&format!("/runs/{queued}/abort"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::CONFLICT);
-    assert!(err["error"]["message"].as_str().unwrap().contains("use `run cancel`"), "{err}");
-    let (st, run) = coord.op_post(&format!("/runs/{queued}/cancel"), json!({})).await;
-    assert_eq!((st, run["state"].as_str()), (StatusCode::OK, Some("Cancelled")));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("use `run cancel`"),
+        "{err}"
+    );
+    let (st, run) = coord
+        .op_post(&format!("/runs/{queued}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (st, run["state"].as_str()),
+        (StatusCode::OK, Some("Cancelled"))
+    );
     assert_eq!(run["result"], json!(null));
     let (st, _) = coord.claim(&[MAC], "b").await;
-    assert_eq!(st, StatusCode::NOT_FOUND, "a cancelled run is not claimable");
+    assert_eq!(
+        st,
+        StatusCode::NOT_FOUND,
+        "a cancelled run is not claimable"
+    );
 
     let running = coord.start_run("node-o", json!({})).await;
     let agent = coord.agent(MAC, "b").await;
     agent.start_stage(0).await;
-    let (st, err) = coord.op_post(&format!("/runs/{running}/release"), json!({})).await;
+    let (st, err) = coord
+        .op_post(&format!("/runs/{running}/release"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::CONFLICT, "{err}");
-    let (st, run) = coord.op_post(&format!("/runs/{running}/abort"), json!({})).await;
+    let (st, run) = coord
+        .op_post(&format!("/runs/{running}/abort"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!((run["state"].as_str(), run["result"].as_str(), run["failed_stage"].as_str()), (Some("Aborted"), None, Some("Inventory")));
+    assert_eq!(
+        (
+            run["state"].as_str(),
+            run["result"].as_str(),
+            run["failed_stage"].as_str()
+        ),
+        (Some("Aborted"), None, Some("Inventory"))
+    );
     let (_, d) = agent.post("/heartbeat", json!({})).await;
-    assert_eq!(d["directive"]["directive"], "abort_stage", "the agent stops the stage it runs");
+    assert_eq!(
+        d["directive"]["directive"], "abort_stage",
+        "the agent stops the stage it runs"
+    );
     let (_, v) = agent.finish_stage(0, StageOutcome::Passed, None).await;
     assert_eq!(v["state"], "failed");
-    assert_eq!(v["directive"], json!({"directive": "done", "power": "none"}));
-    let (st, _) = coord.op_post(&format!("/runs/{running}/abort"), json!({})).await;
+    assert_eq!(
+        v["directive"],
+        json!({"directive": "done", "power": "none"})
+    );
+    let (st, _) = coord
+        .op_post(&format!("/runs/{running}/abort"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::CONFLICT, "terminal states have no exit");
 }
 
@@ -392,17 +681,25 @@ async fn silent_agent_aborts_the_run_as_a_failure() {
     agent.start_stage(0).await;
     agent.finish_stage(0, StageOutcome::Passed, None).await;
     agent.start_stage(1).await;
-    let d = wait_until("run aborted by the silent-agent sweep", Duration::from_secs(20), || {
-        let coord = &coord;
-        async move {
-            let d = coord.run_detail(run).await;
-            (d["state"] == "Aborted").then_some(d)
-        }
-    })
+    let d = wait_until(
+        "run aborted by the silent-agent sweep",
+        Duration::from_secs(20),
+        || {
+            let coord = &coord;
+            async move {
+                let d = coord.run_detail(run).await;
+                (d["state"] == "Aborted").then_some(d)
+            }
+        },
+    )
     .await;
     assert_eq!(d["result"], "fail", "a hang is a hardware fault");
     assert_eq!(d["failed_stage"], "SpecValidate");
-    assert!(d["events"].as_array().unwrap().iter().any(|e| e["kind"] == "agent_silent" && e["level"] == "error"));
+    assert!(d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "agent_silent" && e["level"] == "error"));
 }
 
 #[tokio::test]
@@ -413,7 +710,13 @@ async fn coordinator_restart_mid_run_loses_nothing() {
     let mut agent = coord.agent(MAC, "b").await;
     agent.start_stage(0).await;
     for i in 0..5 {
-        let (st, _) = agent.send((0..100).map(|j| sample(Kind::Temp, &format!("t/{j}"), 40.0 + i as f64, Some(0))).collect()).await;
+        let (st, _) = agent
+            .send(
+                (0..100)
+                    .map(|j| sample(Kind::Temp, &format!("t/{j}"), 40.0 + i as f64, Some(0)))
+                    .collect(),
+            )
+            .await;
         assert_eq!(st, StatusCode::OK);
     }
     let dir = coord.stop().await;
@@ -421,14 +724,27 @@ async fn coordinator_restart_mid_run_loses_nothing() {
     agent.base = coord.base.clone();
     // The agent resends its last batch (it never saw the ack) and goes on.
     agent.seq -= 1;
-    let (st, ack) = agent.send((0..100).map(|j| sample(Kind::Temp, &format!("t/{j}"), 44.0, Some(0))).collect()).await;
-    assert_eq!((st, ack["duplicate"].as_bool()), (StatusCode::OK, Some(true)));
+    let (st, ack) = agent
+        .send(
+            (0..100)
+                .map(|j| sample(Kind::Temp, &format!("t/{j}"), 44.0, Some(0)))
+                .collect(),
+        )
+        .await;
+    assert_eq!(
+        (st, ack["duplicate"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
     agent.produced -= 100;
-    let (st, _) = agent.send(vec![sample(Kind::Temp, "t/x", 41.0, Some(0))]).await;
+    let (st, _) = agent
+        .send(vec![sample(Kind::Temp, "t/x", 41.0, Some(0))])
+        .await;
     assert_eq!(st, StatusCode::OK);
     let (st, v) = agent.finish_stage(0, StageOutcome::Passed, None).await;
     assert_eq!((st, v["state"].as_str()), (StatusCode::OK, Some("passed")));
-    let (_, body) = agent.post("/complete", json!({"samples_produced": agent.produced})).await;
+    let (_, body) = agent
+        .post("/complete", json!({"samples_produced": agent.produced}))
+        .await;
     assert_eq!(body["samples_stored"], 501);
     assert_eq!(coord.run_detail(run).await["measurements"], 501);
 }

@@ -13,8 +13,9 @@ use tokio::io::AsyncWriteExt;
 use common::profile::Profile;
 use common::stage::Stage;
 use common::wire::{
-    ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, DirectiveResponse, FirmwareReport, Health, HoldReport,
-    Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart, StageVerdict,
+    ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, DirectiveResponse, FirmwareReport, Health,
+    HoldReport, Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart,
+    StageVerdict,
 };
 
 use super::error::{ApiError, AppJson};
@@ -24,19 +25,32 @@ use crate::lifecycle::{self, now};
 use crate::store::NewArtifact;
 
 pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into(), time: now() })
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        time: now(),
+    })
 }
 
-pub async fn claim(State(app): State<AppState>, AppJson(req): AppJson<ClaimRequest>) -> Result<Json<ClaimResponse>, ApiError> {
+pub async fn claim(
+    State(app): State<AppState>,
+    AppJson(req): AppJson<ClaimRequest>,
+) -> Result<Json<ClaimResponse>, ApiError> {
     if req.macs.is_empty() {
-        return Err(ApiError::BadRequest("macs must list at least one MAC address".into()));
+        return Err(ApiError::BadRequest(
+            "macs must list at least one MAC address".into(),
+        ));
     }
     if req.macs.len() > 256 {
-        return Err(ApiError::BadRequest("macs lists more than 256 addresses".into()));
+        return Err(ApiError::BadRequest(
+            "macs lists more than 256 addresses".into(),
+        ));
     }
     let boot_id = req.boot_id.trim().to_string();
     if boot_id.is_empty() || boot_id.len() > 128 {
-        return Err(ApiError::BadRequest("boot_id must be 1 to 128 characters".into()));
+        return Err(ApiError::BadRequest(
+            "boot_id must be 1 to 128 characters".into(),
+        ));
     }
     let token = auth::new_token();
     let hash = auth::hash_token(&token);
@@ -46,7 +60,10 @@ pub async fn claim(State(app): State<AppState>, AppJson(req): AppJson<ClaimReque
         .await?
         .ok_or_else(|| {
             let list: Vec<String> = req.macs.iter().map(|m| m.to_string()).collect();
-            ApiError::NotFound(format!("no queued or running run for MACs {}", list.join(", ")))
+            ApiError::NotFound(format!(
+                "no queued or running run for MACs {}",
+                list.join(", ")
+            ))
         })?;
     let def = Profile::definition(claimed.run.profile);
     Ok(Json(ClaimResponse {
@@ -62,7 +79,10 @@ pub async fn claim(State(app): State<AppState>, AppJson(req): AppJson<ClaimReque
         thresholds: claimed.thresholds,
         sidecar_interval_ms: def.sidecar_interval_ms,
         heartbeat_interval_s: def.heartbeat_interval_s,
-        iperf3: Iperf3Servers { host: app.config.iperf3_host.clone(), ports: app.config.iperf3_ports.clone() },
+        iperf3: Iperf3Servers {
+            host: app.config.iperf3_host.clone(),
+            ports: app.config.iperf3_ports.clone(),
+        },
         coordinator_time: now(),
         next_batch_seq: claimed.next_batch_seq,
     }))
@@ -91,7 +111,10 @@ pub async fn stage_start(
         })
         .await?;
     let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+    Ok(Json(DirectiveResponse {
+        state: facts.state,
+        directive,
+    }))
 }
 
 pub async fn stage_finish(
@@ -104,19 +127,28 @@ pub async fn stage_finish(
     let ordinal = parse_ordinal(&ordinal)?;
     app.require_run(&headers, run_id).await?;
     if body.sub_steps.len() > 1024 {
-        return Err(ApiError::BadRequest("more than 1024 sub_steps in one report".into()));
+        return Err(ApiError::BadRequest(
+            "more than 1024 sub_steps in one report".into(),
+        ));
     }
     let result = app
         .db(move |s| {
             let run = s.run(run_id)?;
-            let stage = Stage::from_ordinal(ordinal).ok_or_else(|| ApiError::BadRequest(format!("no stage {ordinal}")))?;
+            let stage = Stage::from_ordinal(ordinal)
+                .ok_or_else(|| ApiError::BadRequest(format!("no stage {ordinal}")))?;
             // Judged from uploaded data, read before the transaction.
             let diffs = lifecycle::computed_diffs(s, &run, stage)?;
             Ok(s.finish_stage(run_id, ordinal, &body, diffs, now())?)
         })
         .await?;
     let (_, directive) = app.directive(result.facts).await?;
-    Ok(Json(StageVerdict { ordinal: result.ordinal, name: result.name, state: result.state, reasons: result.reasons, directive }))
+    Ok(Json(StageVerdict {
+        ordinal: result.ordinal,
+        name: result.name,
+        state: result.state,
+        reasons: result.reasons,
+        directive,
+    }))
 }
 
 pub async fn batch(
@@ -127,26 +159,42 @@ pub async fn batch(
 ) -> Result<Json<BatchAck>, ApiError> {
     let run_id = parse_id(&id, "run id")?;
     app.require_run(&headers, run_id).await?;
-    let (mut ack, facts) = app.db(move |s| Ok(s.append_batch(run_id, &batch, now())?)).await?;
+    let (mut ack, facts) = app
+        .db(move |s| Ok(s.append_batch(run_id, &batch, now())?))
+        .await?;
     let (_, directive) = app.directive(facts).await?;
     ack.directive = directive;
     Ok(Json(ack))
 }
 
-pub async fn heartbeat(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<DirectiveResponse>, ApiError> {
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<DirectiveResponse>, ApiError> {
     let run_id = parse_id(&id, "run id")?;
     app.require_run(&headers, run_id).await?;
     let facts = app.db(move |s| Ok(s.heartbeat(run_id, now())?)).await?;
     let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+    Ok(Json(DirectiveResponse {
+        state: facts.state,
+        directive,
+    }))
 }
 
-pub async fn directive(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<DirectiveResponse>, ApiError> {
+pub async fn directive(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<DirectiveResponse>, ApiError> {
     let run_id = parse_id(&id, "run id")?;
     app.require_run(&headers, run_id).await?;
     let facts = app.db(move |s| Ok(s.facts(run_id)?)).await?;
     let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+    Ok(Json(DirectiveResponse {
+        state: facts.state,
+        directive,
+    }))
 }
 
 pub async fn firmware(
@@ -159,11 +207,14 @@ pub async fn firmware(
     app.require_run(&headers, run_id).await?;
     for c in &report.components {
         if c.component.is_empty() || c.version.is_empty() {
-            return Err(ApiError::BadRequest("firmware components need a component and a version".into()));
+            return Err(ApiError::BadRequest(
+                "firmware components need a component and a version".into(),
+            ));
         }
     }
     let n = report.components.len();
-    app.db(move |s| Ok(s.record_firmware(run_id, &report.components, now())?)).await?;
+    app.db(move |s| Ok(s.record_firmware(run_id, &report.components, now())?))
+        .await?;
     Ok(Json(serde_json::json!({"stored": n})))
 }
 
@@ -175,13 +226,17 @@ pub async fn hold_ip(
 ) -> Result<Json<DirectiveResponse>, ApiError> {
     let run_id = parse_id(&id, "run id")?;
     app.require_run(&headers, run_id).await?;
-    let ip: std::net::IpAddr = report
-        .hold_ip
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("hold_ip {:?} is not an IP address", report.hold_ip)))?;
-    let facts = app.db(move |s| Ok(s.report_hold_ip(run_id, &ip.to_string(), now())?)).await?;
+    let ip: std::net::IpAddr = report.hold_ip.parse().map_err(|_| {
+        ApiError::BadRequest(format!("hold_ip {:?} is not an IP address", report.hold_ip))
+    })?;
+    let facts = app
+        .db(move |s| Ok(s.report_hold_ip(run_id, &ip.to_string(), now())?))
+        .await?;
     let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse { state: facts.state, directive }))
+    Ok(Json(DirectiveResponse {
+        state: facts.state,
+        directive,
+    }))
 }
 
 pub async fn complete(
@@ -192,7 +247,9 @@ pub async fn complete(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let run_id = parse_id(&id, "run id")?;
     app.require_run(&headers, run_id).await?;
-    let (stored, facts) = app.db(move |s| Ok(s.complete(run_id, body.samples_produced, now())?)).await?;
+    let (stored, facts) = app
+        .db(move |s| Ok(s.complete(run_id, body.samples_produced, now())?))
+        .await?;
     let (facts, directive) = app.directive(facts).await?;
     Ok(Json(serde_json::json!({
         "samples_produced": body.samples_produced,
@@ -215,11 +272,20 @@ pub async fn artifact(
     let run_id = parse_id(&id, "run id")?;
     app.require_run(&headers, run_id).await?;
     let kind = q.get("kind").cloned().unwrap_or_default();
-    if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()) {
-        return Err(ApiError::BadRequest("query parameter kind must be 1 to 32 of [a-z0-9_]".into()));
+    if kind.is_empty()
+        || kind.len() > 32
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+    {
+        return Err(ApiError::BadRequest(
+            "query parameter kind must be 1 to 32 of [a-z0-9_]".into(),
+        ));
     }
     if kind == "hold_key" || kind.starts_with("report") {
-        return Err(ApiError::BadRequest(format!("artifact kind {kind:?} is written by the coordinator only")));
+        return Err(ApiError::BadRequest(format!(
+            "artifact kind {kind:?} is written by the coordinator only"
+        )));
     }
     let stage_ordinal = q.get("stage").map(|s| parse_ordinal(s)).transpose()?;
     let limit = app.config.max_artifact_bytes;
@@ -236,7 +302,9 @@ pub async fn artifact(
             let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading upload: {e}")))?;
             size += chunk.len() as u64;
             if size > limit {
-                return Err(ApiError::TooLarge(format!("artifact larger than {limit} bytes")));
+                return Err(ApiError::TooLarge(format!(
+                    "artifact larger than {limit} bytes"
+                )));
             }
             sha.update(&chunk);
             b3.update(&chunk);
@@ -262,6 +330,8 @@ pub async fn artifact(
         blake3,
         size_bytes: size as i64,
     };
-    let info = app.db(move |s| Ok(s.record_artifact(&artifact, now())?)).await?;
+    let info = app
+        .db(move |s| Ok(s.record_artifact(&artifact, now())?))
+        .await?;
     Ok(Json(info))
 }

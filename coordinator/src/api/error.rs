@@ -35,7 +35,12 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String, Option<u64>) {
         match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone(), None),
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m.to_string(), None),
+            ApiError::Unauthorized(m) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                m.to_string(),
+                None,
+            ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone(), None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone(), None),
             ApiError::BatchGap { got, expected } => (
@@ -45,7 +50,12 @@ impl ApiError {
                 Some(*expected),
             ),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m.clone(), None),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into(), None),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".into(),
+                None,
+            ),
         }
     }
 }
@@ -56,7 +66,13 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let (status, code, message, expected_seq) = self.parts();
-        let body = ErrorBody { error: ErrorDetail { code: code.into(), message, expected_seq } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message,
+                expected_seq,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -38,7 +38,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config, operator_token: &str) -> Self {
-        Self { store, config: Arc::new(config), operator_hash: auth::hash_token(operator_token).into() }
+        Self {
+            store,
+            config: Arc::new(config),
+            operator_hash: auth::hash_token(operator_token).into(),
+        }
     }
 
     /// Runs blocking store work off the async workers.
@@ -57,13 +61,21 @@ impl AppState {
         match bearer(headers) {
             Some(t) if auth::token_matches(t, &self.operator_hash) => Ok(()),
             Some(_) => Err(ApiError::Unauthorized("operator token required")),
-            None => Err(ApiError::Unauthorized("missing Authorization: Bearer token")),
+            None => Err(ApiError::Unauthorized(
+                "missing Authorization: Bearer token",
+            )),
         }
     }
 
-    pub(crate) async fn require_run(&self, headers: &HeaderMap, run_id: i64) -> Result<(), ApiError> {
+    pub(crate) async fn require_run(
+        &self,
+        headers: &HeaderMap,
+        run_id: i64,
+    ) -> Result<(), ApiError> {
         let Some(token) = bearer(headers).map(str::to_owned) else {
-            return Err(ApiError::Unauthorized("missing Authorization: Bearer token"));
+            return Err(ApiError::Unauthorized(
+                "missing Authorization: Bearer token",
+            ));
         };
         let hash = self.db(move |s| Ok(s.agent_token_hash(run_id)?)).await?;
         if auth::token_matches(&token, &hash) {
@@ -74,10 +86,16 @@ impl AppState {
     }
 
     /// The directive for these facts; a held run gets its hold key first.
-    pub(crate) async fn directive(&self, facts: RunFacts) -> Result<(RunFacts, Directive), ApiError> {
-        let facts = if facts.state == common::run_state::RunState::FailedHolding && facts.hold_public_key.is_none() {
+    pub(crate) async fn directive(
+        &self,
+        facts: RunFacts,
+    ) -> Result<(RunFacts, Directive), ApiError> {
+        let facts = if facts.state == common::run_state::RunState::FailedHolding
+            && facts.hold_public_key.is_none()
+        {
             let config = self.config.clone();
-            self.db(move |s| Ok(lifecycle::ensure_hold_key(s, &config, facts, now())?)).await?
+            self.db(move |s| Ok(lifecycle::ensure_hold_key(s, &config, facts, now())?))
+                .await?
         } else {
             facts
         };
@@ -87,16 +105,21 @@ impl AppState {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?.trim();
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?
+        .trim();
     (!t.is_empty()).then_some(t)
 }
 
 pub(crate) fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
-    s.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::BadRequest(format!("{what} must be a positive integer, got {s:?}")))
+    s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::BadRequest(format!("{what} must be a positive integer, got {s:?}"))
+    })
 }
 
 /// Every route of `/api/v1`.
@@ -105,8 +128,14 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(agent::health))
         .route("/claim", post(agent::claim))
-        .route("/runs/{id}/stages/{ordinal}/start", post(agent::stage_start))
-        .route("/runs/{id}/stages/{ordinal}/finish", post(agent::stage_finish))
+        .route(
+            "/runs/{id}/stages/{ordinal}/start",
+            post(agent::stage_start),
+        )
+        .route(
+            "/runs/{id}/stages/{ordinal}/finish",
+            post(agent::stage_finish),
+        )
         .route("/runs/{id}/batches", post(agent::batch))
         .route("/runs/{id}/heartbeat", post(agent::heartbeat))
         .route("/runs/{id}/directive", get(agent::directive))
@@ -117,8 +146,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/runs/{id}/hold-ip", post(agent::hold_ip))
         .route("/runs/{id}/complete", post(agent::complete))
-        .route("/hosts", get(operator::list_hosts).post(operator::create_host))
-        .route("/hosts/{name}", get(operator::show_host).patch(operator::edit_host))
+        .route(
+            "/hosts",
+            get(operator::list_hosts).post(operator::create_host),
+        )
+        .route(
+            "/hosts/{name}",
+            get(operator::show_host).patch(operator::edit_host),
+        )
         .route("/runs", get(operator::list_runs).post(operator::create_run))
         .route("/runs/{id}", get(operator::show_run))
         .route("/runs/{id}/cancel", post(operator::cancel))
@@ -131,17 +166,24 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest(API_PREFIX, api)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::BadRequest("method not allowed on this route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::BadRequest("method not allowed on this route".into())
+        })
         .with_state(state)
 }
 
 /// Opens the data directory (database, artifacts, operator token) and serves
 /// until `shutdown` resolves. The operator token file exists before the
 /// listener answers anything.
-pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(config.artifacts_dir()).with_context(|| format!("creating {}", config.artifacts_dir().display()))?;
+    std::fs::create_dir_all(config.artifacts_dir())
+        .with_context(|| format!("creating {}", config.artifacts_dir().display()))?;
     let token = auth::load_or_create_operator_token(&config.operator_token_path())?;
     let db_path = config.db_path();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, now()))
@@ -151,7 +193,9 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: impl Future<
     let state = AppState::new(store.clone(), config.clone(), &token);
     let sweeper = tokio::spawn(sweep_silent_agents(store, config.heartbeat_timeout));
     tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "coordinator listening");
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     sweeper.abort();
     result.context("serving HTTP")
 }
@@ -172,7 +216,9 @@ async fn sweep_silent_agents(store: Arc<dyn Store>, timeout: Duration) {
         })
         .await;
         match res {
-            Ok(Ok(aborted)) if !aborted.is_empty() => tracing::warn!(?aborted, "aborted runs with silent agents"),
+            Ok(Ok(aborted)) if !aborted.is_empty() => {
+                tracing::warn!(?aborted, "aborted runs with silent agents")
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "silent-agent sweep failed"),
             Err(e) => tracing::error!(error = %e, "silent-agent sweep panicked"),
             _ => {}

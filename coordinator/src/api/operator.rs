@@ -8,7 +8,9 @@ use axum::Json;
 
 use common::run_state::{RunEvent, RunState};
 use common::spec::HostSpec;
-use common::wire::{Host, HostCreate, HostUpdate, IgnoreDiffRequest, ReleaseRequest, Run, RunCreate, RunDetail};
+use common::wire::{
+    Host, HostCreate, HostUpdate, IgnoreDiffRequest, ReleaseRequest, Run, RunCreate, RunDetail,
+};
 
 use super::error::{ApiError, AppJson};
 use super::{parse_id, AppState};
@@ -17,42 +19,68 @@ use crate::store::NewHost;
 use crate::wol;
 
 fn check_spec(yaml: &str) -> Result<(), ApiError> {
-    HostSpec::parse(yaml).map(|_| ()).map_err(|e| ApiError::BadRequest(e.to_string()))
+    HostSpec::parse(yaml)
+        .map(|_| ())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!("host name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ -")))
+        Err(ApiError::BadRequest(format!(
+            "host name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ -"
+        )))
     }
 }
 
-pub async fn list_hosts(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<Host>>, ApiError> {
+pub async fn list_hosts(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Host>>, ApiError> {
     app.require_operator(&headers)?;
     Ok(Json(app.db(|s| Ok(s.list_hosts()?)).await?))
 }
 
-pub async fn create_host(State(app): State<AppState>, headers: HeaderMap, AppJson(req): AppJson<HostCreate>) -> Result<Json<Host>, ApiError> {
+pub async fn create_host(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    AppJson(req): AppJson<HostCreate>,
+) -> Result<Json<Host>, ApiError> {
     app.require_operator(&headers)?;
     check_name(&req.name)?;
     let wol = match &req.wol_broadcast {
         Some(t) => {
-            let (ip, port) = wol::parse_target(t).map_err(|e| ApiError::BadRequest(format!("wol_broadcast: {e}")))?;
+            let (ip, port) = wol::parse_target(t)
+                .map_err(|e| ApiError::BadRequest(format!("wol_broadcast: {e}")))?;
             Some((ip.to_string(), port))
         }
         None => None,
     };
     let spec = req.expected_spec_yaml.clone().unwrap_or_default();
     check_spec(&spec)?;
-    let host = NewHost { name: req.name, mac: req.mac, wol, expected_spec_yaml: spec, notes: req.notes.unwrap_or_default() };
-    Ok(Json(app.db(move |s| Ok(s.create_host(&host, now())?)).await?))
+    let host = NewHost {
+        name: req.name,
+        mac: req.mac,
+        wol,
+        expected_spec_yaml: spec,
+        notes: req.notes.unwrap_or_default(),
+    };
+    Ok(Json(
+        app.db(move |s| Ok(s.create_host(&host, now())?)).await?,
+    ))
 }
 
-pub async fn show_host(State(app): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Result<Json<Host>, ApiError> {
+pub async fn show_host(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Host>, ApiError> {
     app.require_operator(&headers)?;
     Ok(Json(app.db(move |s| Ok(s.host(&name)?)).await?))
 }
@@ -65,36 +93,70 @@ pub async fn edit_host(
 ) -> Result<Json<Host>, ApiError> {
     app.require_operator(&headers)?;
     check_spec(&req.expected_spec_yaml)?;
-    Ok(Json(app.db(move |s| Ok(s.update_host_spec(&name, &req.expected_spec_yaml, now())?)).await?))
+    Ok(Json(
+        app.db(move |s| Ok(s.update_host_spec(&name, &req.expected_spec_yaml, now())?))
+            .await?,
+    ))
 }
 
-pub async fn list_runs(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<Run>>, ApiError> {
+pub async fn list_runs(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Run>>, ApiError> {
     app.require_operator(&headers)?;
     Ok(Json(app.db(|s| Ok(s.list_runs()?)).await?))
 }
 
-pub async fn create_run(State(app): State<AppState>, headers: HeaderMap, AppJson(req): AppJson<RunCreate>) -> Result<Json<Run>, ApiError> {
+pub async fn create_run(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    AppJson(req): AppJson<RunCreate>,
+) -> Result<Json<Run>, ApiError> {
     app.require_operator(&headers)?;
-    Ok(Json(app.db(move |s| Ok(lifecycle::create_run(s, &req, now())?)).await?))
+    Ok(Json(
+        app.db(move |s| Ok(lifecycle::create_run(s, &req, now())?))
+            .await?,
+    ))
 }
 
-pub async fn show_run(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<RunDetail>, ApiError> {
+pub async fn show_run(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<RunDetail>, ApiError> {
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     Ok(Json(app.db(move |s| Ok(s.run_detail(run_id)?)).await?))
 }
 
-async fn transition(app: AppState, id: String, headers: HeaderMap, event: RunEvent, power: Option<common::wire::Power>) -> Result<Json<Run>, ApiError> {
+async fn transition(
+    app: AppState,
+    id: String,
+    headers: HeaderMap,
+    event: RunEvent,
+    power: Option<common::wire::Power>,
+) -> Result<Json<Run>, ApiError> {
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
-    Ok(Json(app.db(move |s| Ok(s.operator_transition(run_id, event, power, now())?)).await?))
+    Ok(Json(
+        app.db(move |s| Ok(s.operator_transition(run_id, event, power, now())?))
+            .await?,
+    ))
 }
 
-pub async fn cancel(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Run>, ApiError> {
+pub async fn cancel(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Run>, ApiError> {
     transition(app, id, headers, RunEvent::Cancel, None).await
 }
 
-pub async fn abort(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Run>, ApiError> {
+pub async fn abort(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Run>, ApiError> {
     transition(app, id, headers, RunEvent::OperatorAbort, None).await
 }
 
@@ -117,26 +179,44 @@ pub async fn ignore_diff(
     let run_id = parse_id(&id, "run id")?;
     let field = req.field.trim().to_string();
     if field.is_empty() || field.len() > 128 {
-        return Err(ApiError::BadRequest("field must be 1 to 128 characters (e.g. memory.total_gib)".into()));
+        return Err(ApiError::BadRequest(
+            "field must be 1 to 128 characters (e.g. memory.total_gib)".into(),
+        ));
     }
     let f = field.clone();
-    let marked = app.db(move |s| Ok(s.ignore_diff(run_id, &f, now())?)).await?;
-    Ok(Json(serde_json::json!({"run_id": run_id, "field": field, "marked": marked})))
+    let marked = app
+        .db(move |s| Ok(s.ignore_diff(run_id, &f, now())?))
+        .await?;
+    Ok(Json(
+        serde_json::json!({"run_id": run_id, "field": field, "marked": marked}),
+    ))
 }
 
 /// The hold key of a held run: private key (OpenSSH format) and where to use it.
-pub async fn hold_key(State(app): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn hold_key(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
-    let (run, artifact) = app.db(move |s| Ok((s.run(run_id)?, s.latest_artifact(run_id, "hold_key")?))).await?;
+    let (run, artifact) = app
+        .db(move |s| Ok((s.run(run_id)?, s.latest_artifact(run_id, "hold_key")?)))
+        .await?;
     if run.state != RunState::FailedHolding {
-        return Err(ApiError::Conflict(format!("run {run_id} is {}; only a held run has a hold key", run.state)));
+        return Err(ApiError::Conflict(format!(
+            "run {run_id} is {}; only a held run has a hold key",
+            run.state
+        )));
     }
-    let artifact = artifact.ok_or_else(|| ApiError::Conflict(format!("run {run_id}: hold key not issued yet")))?;
+    let artifact = artifact
+        .ok_or_else(|| ApiError::Conflict(format!("run {run_id}: hold key not issued yet")))?;
     let private_key = tokio::fs::read_to_string(&artifact.path)
         .await
         .map_err(|e| ApiError::Internal(format!("reading hold key {}: {e}", artifact.path)))?;
-    Ok(Json(serde_json::json!({"run_id": run_id, "private_key": private_key, "hold_ip": run.hold_ip, "user": "root"})))
+    Ok(Json(
+        serde_json::json!({"run_id": run_id, "private_key": private_key, "hold_ip": run.hold_ip, "user": "root"}),
+    ))
 }
 
 /// Stored measurements of a run (optionally one kind), oldest first.

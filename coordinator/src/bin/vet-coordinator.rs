@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use coordinator::config::{Config, RawConfig};
 
 #[derive(Parser)]
-#[command(name = "vet-coordinator", version, about = "Vetting coordinator daemon")]
+#[command(
+    name = "vet-coordinator",
+    version,
+    about = "Vetting coordinator daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,7 +39,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -49,7 +54,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve { listen, data_dir, config } = cli.command;
+    let Command::Serve {
+        listen,
+        data_dir,
+        config,
+    } = cli.command;
     let raw = match &config {
         Some(path) => RawConfig::from_toml_file(path)?,
         None => RawConfig::default(),

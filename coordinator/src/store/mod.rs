@@ -19,7 +19,8 @@ use common::stage::StageState;
 use common::threshold::{Rule, Source};
 use common::time::Timestamp;
 use common::wire::{
-    BatchAck, Event, Host, MeasurementBatch, Overrides, Power, Run, RunDetail, StageFinish, StagePlan,
+    BatchAck, Event, Host, MeasurementBatch, Overrides, Power, Run, RunDetail, StageFinish,
+    StagePlan,
 };
 
 /// Why a store operation did not happen. Each variant maps to one HTTP status.
@@ -149,30 +150,96 @@ pub trait Store: Send + Sync + 'static {
     fn run(&self, run_id: i64) -> StoreResult<Run>;
     fn run_detail(&self, run_id: i64) -> StoreResult<RunDetail>;
     /// Cancel, abort or release. `power` goes with release.
-    fn operator_transition(&self, run_id: i64, event: RunEvent, power: Option<Power>, now: Timestamp) -> StoreResult<Run>;
+    fn operator_transition(
+        &self,
+        run_id: i64,
+        event: RunEvent,
+        power: Option<Power>,
+        now: Timestamp,
+    ) -> StoreResult<Run>;
     fn ignore_diff(&self, run_id: i64, field: &str, now: Timestamp) -> StoreResult<usize>;
-    fn record_event(&self, run_id: Option<i64>, host_id: Option<i64>, level: &str, kind: &str, message: &str, now: Timestamp) -> StoreResult<()>;
+    fn record_event(
+        &self,
+        run_id: Option<i64>,
+        host_id: Option<i64>,
+        level: &str,
+        kind: &str,
+        message: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     fn events(&self, run_id: i64) -> StoreResult<Vec<Event>>;
     /// Stored measurements of a run, optionally of one kind, oldest first.
-    fn measurements(&self, run_id: i64, kind: Option<&str>) -> StoreResult<Vec<common::wire::Measurement>>;
+    fn measurements(
+        &self,
+        run_id: i64,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<common::wire::Measurement>>;
 
     // Agent side.
     fn agent_token_hash(&self, run_id: i64) -> StoreResult<String>;
-    fn claim(&self, macs: &[Mac], boot_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<Option<Claimed>>;
-    fn start_stage(&self, run_id: i64, ordinal: u32, at: Timestamp, now: Timestamp) -> StoreResult<RunFacts>;
-    fn finish_stage(&self, run_id: i64, ordinal: u32, report: &StageFinish, diffs: Option<ComputedDiffs>, now: Timestamp) -> StoreResult<StageResult>;
-    fn append_batch(&self, run_id: i64, batch: &MeasurementBatch, now: Timestamp) -> StoreResult<(BatchAck, RunFacts)>;
+    fn claim(
+        &self,
+        macs: &[Mac],
+        boot_id: &str,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Claimed>>;
+    fn start_stage(
+        &self,
+        run_id: i64,
+        ordinal: u32,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<RunFacts>;
+    fn finish_stage(
+        &self,
+        run_id: i64,
+        ordinal: u32,
+        report: &StageFinish,
+        diffs: Option<ComputedDiffs>,
+        now: Timestamp,
+    ) -> StoreResult<StageResult>;
+    fn append_batch(
+        &self,
+        run_id: i64,
+        batch: &MeasurementBatch,
+        now: Timestamp,
+    ) -> StoreResult<(BatchAck, RunFacts)>;
     fn heartbeat(&self, run_id: i64, now: Timestamp) -> StoreResult<RunFacts>;
     fn facts(&self, run_id: i64) -> StoreResult<RunFacts>;
-    fn record_firmware(&self, run_id: i64, components: &[FirmwareComponent], now: Timestamp) -> StoreResult<()>;
+    fn record_firmware(
+        &self,
+        run_id: i64,
+        components: &[FirmwareComponent],
+        now: Timestamp,
+    ) -> StoreResult<()>;
     fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>>;
-    fn record_artifact(&self, artifact: &NewArtifact, now: Timestamp) -> StoreResult<common::wire::ArtifactInfo>;
+    fn record_artifact(
+        &self,
+        artifact: &NewArtifact,
+        now: Timestamp,
+    ) -> StoreResult<common::wire::ArtifactInfo>;
     /// Path of the newest artifact of `kind` for the run.
-    fn latest_artifact(&self, run_id: i64, kind: &str) -> StoreResult<Option<common::wire::ArtifactInfo>>;
-    fn set_hold_key(&self, run_id: i64, public_key: &str, key_artifact: &NewArtifact, now: Timestamp) -> StoreResult<RunFacts>;
+    fn latest_artifact(
+        &self,
+        run_id: i64,
+        kind: &str,
+    ) -> StoreResult<Option<common::wire::ArtifactInfo>>;
+    fn set_hold_key(
+        &self,
+        run_id: i64,
+        public_key: &str,
+        key_artifact: &NewArtifact,
+        now: Timestamp,
+    ) -> StoreResult<RunFacts>;
     fn report_hold_ip(&self, run_id: i64, ip: &str, now: Timestamp) -> StoreResult<RunFacts>;
     /// The agent's total of produced samples; a mismatch is an error event.
-    fn complete(&self, run_id: i64, samples_produced: u64, now: Timestamp) -> StoreResult<(u64, RunFacts)>;
+    fn complete(
+        &self,
+        run_id: i64,
+        samples_produced: u64,
+        now: Timestamp,
+    ) -> StoreResult<(u64, RunFacts)>;
     /// Aborts running runs whose agent has been silent since `cutoff`.
     fn expire_silent_agents(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>>;
 

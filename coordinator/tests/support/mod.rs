@@ -49,17 +49,30 @@ impl TestCoordinator {
         let base = format!("http://{addr}");
         let http = reqwest::Client::new();
         let token_path = dir.path().join("operator.token");
-        let token = wait_until("operator token and /health", Duration::from_secs(20), || {
-            let http = http.clone();
-            let url = format!("{base}/api/v1/health");
-            let token_path = token_path.clone();
-            async move {
-                let ok = http.get(&url).send().await.ok()?.status() == StatusCode::OK;
-                ok.then(|| std::fs::read_to_string(&token_path).ok()).flatten().map(|t| t.trim().to_string())
-            }
-        })
+        let token = wait_until(
+            "operator token and /health",
+            Duration::from_secs(20),
+            || {
+                let http = http.clone();
+                let url = format!("{base}/api/v1/health");
+                let token_path = token_path.clone();
+                async move {
+                    let ok = http.get(&url).send().await.ok()?.status() == StatusCode::OK;
+                    ok.then(|| std::fs::read_to_string(&token_path).ok())
+                        .flatten()
+                        .map(|t| t.trim().to_string())
+                }
+            },
+        )
         .await;
-        Self { dir, base, token, http, stop: Some(stop), task: Some(task) }
+        Self {
+            dir,
+            base,
+            token,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Graceful stop; returns the data directory for a restart.
@@ -70,8 +83,7 @@ impl TestCoordinator {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -90,8 +102,16 @@ impl TestCoordinator {
         format!("{}/api/v1{path}", self.base)
     }
 
-    pub async fn op(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+    pub async fn op(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -107,7 +127,12 @@ impl TestCoordinator {
     }
 
     pub async fn add_host(&self, name: &str, mac: &str, spec: Option<&str>) -> Value {
-        let (status, body) = self.op_post("/hosts", json!({"name": name, "mac": mac, "expected_spec_yaml": spec})).await;
+        let (status, body) = self
+            .op_post(
+                "/hosts",
+                json!({"name": name, "mac": mac, "expected_spec_yaml": spec}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -174,7 +199,9 @@ pub fn row_counts(path: &Path) -> Vec<(String, i64)> {
     tables
         .into_iter()
         .map(|t| {
-            let n: i64 = db.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0)).unwrap();
+            let n: i64 = db
+                .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+                .unwrap();
             (t, n)
         })
         .collect()
@@ -183,7 +210,8 @@ pub fn row_counts(path: &Path) -> Vec<(String, i64)> {
 pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
     let bytes = resp.bytes().await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, body)
 }
 
@@ -215,28 +243,60 @@ impl TestAgent {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let resp = self.http.post(self.url(path)).bearer_auth(&self.token).json(&body).send().await.unwrap();
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         read(resp).await
     }
 
     pub async fn start_stage(&self, ordinal: u32) -> (StatusCode, Value) {
-        self.post(&format!("/stages/{ordinal}/start"), json!({})).await
+        self.post(&format!("/stages/{ordinal}/start"), json!({}))
+            .await
     }
 
-    pub async fn finish_stage(&self, ordinal: u32, outcome: StageOutcome, reason: Option<&str>) -> (StatusCode, Value) {
-        let body = StageFinish { outcome, reason: reason.map(Into::into), at: None, summary: None, sub_steps: vec![] };
-        self.post(&format!("/stages/{ordinal}/finish"), serde_json::to_value(body).unwrap()).await
+    pub async fn finish_stage(
+        &self,
+        ordinal: u32,
+        outcome: StageOutcome,
+        reason: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let body = StageFinish {
+            outcome,
+            reason: reason.map(Into::into),
+            at: None,
+            summary: None,
+            sub_steps: vec![],
+        };
+        self.post(
+            &format!("/stages/{ordinal}/finish"),
+            serde_json::to_value(body).unwrap(),
+        )
+        .await
     }
 
     pub async fn finish_with(&self, ordinal: u32, body: StageFinish) -> (StatusCode, Value) {
-        self.post(&format!("/stages/{ordinal}/finish"), serde_json::to_value(body).unwrap()).await
+        self.post(
+            &format!("/stages/{ordinal}/finish"),
+            serde_json::to_value(body).unwrap(),
+        )
+        .await
     }
 
     /// Sends the next batch; on success advances the sequence.
     pub async fn send(&mut self, samples: Vec<Sample>) -> (StatusCode, Value) {
         let n = samples.len() as u64;
-        let batch = MeasurementBatch { seq: self.seq, samples };
-        let out = self.post("/batches", serde_json::to_value(batch).unwrap()).await;
+        let batch = MeasurementBatch {
+            seq: self.seq,
+            samples,
+        };
+        let out = self
+            .post("/batches", serde_json::to_value(batch).unwrap())
+            .await;
         if out.0 == StatusCode::OK {
             self.seq += 1;
             self.produced += n;
@@ -244,12 +304,24 @@ impl TestAgent {
         out
     }
 
-    pub async fn upload(&self, kind: &str, stage: Option<u32>, bytes: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn upload(
+        &self,
+        kind: &str,
+        stage: Option<u32>,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut url = format!("{}?kind={kind}", self.url("/artifacts"));
         if let Some(s) = stage {
             url.push_str(&format!("&stage={s}"));
         }
-        let resp = self.http.post(url).bearer_auth(&self.token).body(bytes).send().await.unwrap();
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
         read(resp).await
     }
 }
@@ -257,10 +329,28 @@ impl TestAgent {
 /// An inventory that matches `SPEC` below.
 pub fn inventory() -> Inventory {
     Inventory {
-        cpu: CpuInfo { model: "AMD EPYC 7443P 24-Core Processor".into(), logical_cores: 48, sockets: 1, microcode: Some("0xa0011d1".into()) },
-        memory: MemoryInfo { total_bytes: 256 << 30 },
-        disks: vec![DiskInfo { name: "nvme0n1".into(), model: "SAMSUNG MZQL23T8HCLS-00A07".into(), size_bytes: 3_840_755_982_336, ..Default::default() }],
-        nics: vec![NicInfo { name: "eth0".into(), mac: "52:54:00:00:00:01".parse().unwrap(), driver: "mlx5_core".into(), speed_mbps: Some(25000), firmware: None }],
+        cpu: CpuInfo {
+            model: "AMD EPYC 7443P 24-Core Processor".into(),
+            logical_cores: 48,
+            sockets: 1,
+            microcode: Some("0xa0011d1".into()),
+        },
+        memory: MemoryInfo {
+            total_bytes: 256 << 30,
+        },
+        disks: vec![DiskInfo {
+            name: "nvme0n1".into(),
+            model: "SAMSUNG MZQL23T8HCLS-00A07".into(),
+            size_bytes: 3_840_755_982_336,
+            ..Default::default()
+        }],
+        nics: vec![NicInfo {
+            name: "eth0".into(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            driver: "mlx5_core".into(),
+            speed_mbps: Some(25000),
+            firmware: None,
+        }],
         ..Default::default()
     }
 }
@@ -285,7 +375,10 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "gave up after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -27,7 +27,11 @@ impl Client {
         Ok(Client { base, token, http })
     }
 
-    fn send<T: DeserializeOwned>(&self, req: reqwest::blocking::RequestBuilder, what: &str) -> anyhow::Result<T> {
+    fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<T> {
         let token = self
             .token
             .as_deref()
@@ -37,9 +41,12 @@ impl Client {
             .send()
             .with_context(|| format!("cannot reach coordinator at {}", self.base))?;
         let status = resp.status();
-        let bytes = resp.bytes().with_context(|| format!("reading answer to {what}"))?;
+        let bytes = resp
+            .bytes()
+            .with_context(|| format!("reading answer to {what}"))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer to {what}"));
+            return serde_json::from_slice(&bytes)
+                .with_context(|| format!("unexpected answer to {what}"));
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(e) => anyhow::bail!("{} ({})", e.error.message, status.as_u16()),
@@ -55,11 +62,25 @@ impl Client {
         self.send(self.http.get(self.url(path)), &format!("GET {path}"))
     }
 
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        self.send(self.http.post(self.url(path)).json(body), &format!("POST {path}"))
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(
+            self.http.post(self.url(path)).json(body),
+            &format!("POST {path}"),
+        )
     }
 
-    pub fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        self.send(self.http.patch(self.url(path)).json(body), &format!("PATCH {path}"))
+    pub fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(
+            self.http.patch(self.url(path)).json(body),
+            &format!("PATCH {path}"),
+        )
     }
 }

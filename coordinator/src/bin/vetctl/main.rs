@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 
 use common::mac::Mac;
 use common::profile::Profile;
-use common::wire::{HostCreate, HostUpdate, IgnoreDiffRequest, Overrides, Power, ReleaseRequest, RunCreate};
+use common::wire::{
+    HostCreate, HostUpdate, IgnoreDiffRequest, Overrides, Power, ReleaseRequest, RunCreate,
+};
 
 use client::Client;
 
@@ -20,7 +22,12 @@ use client::Client;
 #[command(name = "vetctl", version, about = "Drive Vetting runs")]
 struct Cli {
     /// Coordinator base URL.
-    #[arg(long, env = "VET_COORDINATOR", global = true, default_value = "http://127.0.0.1:8420")]
+    #[arg(
+        long,
+        env = "VET_COORDINATOR",
+        global = true,
+        default_value = "http://127.0.0.1:8420"
+    )]
     coordinator: String,
     /// Operator token (the content of <data-dir>/operator.token).
     #[arg(long, env = "VET_TOKEN", global = true, hide_env_values = true)]
@@ -119,8 +126,12 @@ fn parse_profile(s: &str) -> Result<Profile, String> {
 fn parse_overrides(list: &[String]) -> anyhow::Result<Overrides> {
     let mut o = Overrides::default();
     for item in list {
-        let (name, value) = item.split_once('=').with_context(|| format!("--override {item:?}: want NAME=true|false"))?;
-        let value: bool = value.parse().map_err(|_| anyhow::anyhow!("--override {item:?}: value must be true or false"))?;
+        let (name, value) = item
+            .split_once('=')
+            .with_context(|| format!("--override {item:?}: want NAME=true|false"))?;
+        let value: bool = value
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--override {item:?}: value must be true or false"))?;
         match name {
             "wipe" => o.wipe = value,
             _ => anyhow::bail!("--override {item:?}: unknown override {name:?} (known: wipe)"),
@@ -138,7 +149,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("vetctl: {e:#}");
@@ -152,16 +166,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Host(cmd) => match cmd {
-            HostCmd::Add { name, mac, wol_broadcast, spec, notes } => {
+            HostCmd::Add {
+                name,
+                mac,
+                wol_broadcast,
+                spec,
+                notes,
+            } => {
                 let spec = spec.as_ref().map(read_spec).transpose()?;
                 let host: common::wire::Host = client.post(
                     "/hosts",
-                    &HostCreate { name, mac, wol_broadcast, expected_spec_yaml: spec, notes },
+                    &HostCreate {
+                        name,
+                        mac,
+                        wol_broadcast,
+                        expected_spec_yaml: spec,
+                        notes,
+                    },
                 )?;
                 output::host(&host, json)
             }
             HostCmd::Edit { name, spec } => {
-                let host: common::wire::Host = client.patch(&format!("/hosts/{name}"), &HostUpdate { expected_spec_yaml: read_spec(&spec)? })?;
+                let host: common::wire::Host = client.patch(
+                    &format!("/hosts/{name}"),
+                    &HostUpdate {
+                        expected_spec_yaml: read_spec(&spec)?,
+                    },
+                )?;
                 output::host(&host, json)
             }
             HostCmd::List => output::hosts(&client.get::<Vec<common::wire::Host>>("/hosts")?, json),
@@ -184,9 +215,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             RunCmd::List => output::runs(&client.get::<Vec<common::wire::Run>>("/runs")?, json),
             RunCmd::Show { run } => output::run_detail(&client.get(&format!("/runs/{run}"))?, json),
-            RunCmd::Cancel { run } => output::run(&client.post(&format!("/runs/{run}/cancel"), &serde_json::json!({}))?, json),
-            RunCmd::Abort { run } => output::run(&client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?, json),
-            RunCmd::Release { run, poweroff, reboot } => {
+            RunCmd::Cancel { run } => output::run(
+                &client.post(&format!("/runs/{run}/cancel"), &serde_json::json!({}))?,
+                json,
+            ),
+            RunCmd::Abort { run } => output::run(
+                &client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?,
+                json,
+            ),
+            RunCmd::Release {
+                run,
+                poweroff,
+                reboot,
+            } => {
                 let power = if poweroff {
                     Power::Poweroff
                 } else if reboot {
@@ -194,10 +235,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     Power::None
                 };
-                output::run(&client.post(&format!("/runs/{run}/release"), &ReleaseRequest { power })?, json)
+                output::run(
+                    &client.post(&format!("/runs/{run}/release"), &ReleaseRequest { power })?,
+                    json,
+                )
             }
             RunCmd::IgnoreDiff { run, field } => {
-                let v: serde_json::Value = client.post(&format!("/runs/{run}/ignore-diff"), &IgnoreDiffRequest { field })?;
+                let v: serde_json::Value = client.post(
+                    &format!("/runs/{run}/ignore-diff"),
+                    &IgnoreDiffRequest { field },
+                )?;
                 output::value(&v, json)
             }
         },

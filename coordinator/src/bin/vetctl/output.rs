@@ -13,7 +13,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn value(v: &serde_json::Value, _json: bool) -> anyhow::Result<()> {
@@ -27,7 +29,11 @@ pub fn host(h: &Host, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "host {} (id {})", h.name, h.id)?;
     writeln!(out, "  mac        {}", h.mac)?;
-    let wol = if h.wol_broadcast_ip.is_empty() { "none (no packet is sent)".to_string() } else { format!("{}:{}", h.wol_broadcast_ip, h.wol_port) };
+    let wol = if h.wol_broadcast_ip.is_empty() {
+        "none (no packet is sent)".to_string()
+    } else {
+        format!("{}:{}", h.wol_broadcast_ip, h.wol_port)
+    };
     writeln!(out, "  wol        {wol}")?;
     writeln!(out, "  last seen  {}", opt(&h.last_seen_at))?;
     if h.expected_spec_yaml.trim().is_empty() {
@@ -46,10 +52,26 @@ pub fn hosts(list: &[Host], json: bool) -> anyhow::Result<()> {
         return print_json(&list);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<5} {:<20} {:<18} {:<22} LAST SEEN", "ID", "NAME", "MAC", "WOL")?;
+    writeln!(
+        out,
+        "{:<5} {:<20} {:<18} {:<22} LAST SEEN",
+        "ID", "NAME", "MAC", "WOL"
+    )?;
     for h in list {
-        let wol = if h.wol_broadcast_ip.is_empty() { "-".to_string() } else { format!("{}:{}", h.wol_broadcast_ip, h.wol_port) };
-        writeln!(out, "{:<5} {:<20} {:<18} {:<22} {}", h.id, h.name, h.mac, wol, opt(&h.last_seen_at))?;
+        let wol = if h.wol_broadcast_ip.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{}:{}", h.wol_broadcast_ip, h.wol_port)
+        };
+        writeln!(
+            out,
+            "{:<5} {:<20} {:<18} {:<22} {}",
+            h.id,
+            h.name,
+            h.mac,
+            wol,
+            opt(&h.last_seen_at)
+        )?;
     }
     Ok(())
 }
@@ -66,7 +88,11 @@ pub fn run(r: &Run, json: bool) -> anyhow::Result<()> {
         r.host,
         r.state,
         r.profile,
-        if r.non_destructive { ", non-destructive" } else { "" },
+        if r.non_destructive {
+            ", non-destructive"
+        } else {
+            ""
+        },
         opt(&r.result),
         opt(&r.failed_stage)
     )?;
@@ -78,7 +104,11 @@ pub fn runs(list: &[Run], json: bool) -> anyhow::Result<()> {
         return print_json(&list);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<5} {:<16} {:<14} {:<7} {:<6} {:<13} STARTED", "ID", "HOST", "STATE", "PROFILE", "RESULT", "FAILED STAGE")?;
+    writeln!(
+        out,
+        "{:<5} {:<16} {:<14} {:<7} {:<6} {:<13} STARTED",
+        "ID", "HOST", "STATE", "PROFILE", "RESULT", "FAILED STAGE"
+    )?;
     for r in list {
         writeln!(
             out,
@@ -102,7 +132,11 @@ pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
     run(&d.run, false)?;
     let mut out = std::io::stdout().lock();
     if let Some(ip) = &d.run.hold_ip {
-        writeln!(out, "held at {ip}: `vetctl run ssh {}` gives the command", d.run.id)?;
+        writeln!(
+            out,
+            "held at {ip}: `vetctl run ssh {}` gives the command",
+            d.run.id
+        )?;
     }
     writeln!(out, "\nstages:")?;
     for s in &d.stages {
@@ -113,7 +147,14 @@ pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
             .and_then(|v| v.get("reasons").cloned())
             .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
             .unwrap_or_default();
-        writeln!(out, "  {:>2} {:<13} {:<8} {}", s.ordinal, s.name, s.state.as_str(), reasons.join("; "))?;
+        writeln!(
+            out,
+            "  {:>2} {:<13} {:<8} {}",
+            s.ordinal,
+            s.name,
+            s.state.as_str(),
+            reasons.join("; ")
+        )?;
         for sub in &s.sub_steps {
             writeln!(out, "       - {:<20} {}", sub.name, sub.state.as_str())?;
         }
@@ -133,13 +174,27 @@ pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
         }
     }
     let breached: Vec<_> = d.thresholds.iter().filter(|t| t.breaches > 0).collect();
-    writeln!(out, "\nmeasurements: {}; thresholds: {} ({} breached)", d.measurements, d.thresholds.len(), breached.len())?;
+    writeln!(
+        out,
+        "\nmeasurements: {}; thresholds: {} ({} breached)",
+        d.measurements,
+        d.thresholds.len(),
+        breached.len()
+    )?;
     for t in breached {
-        writeln!(out, "  {} {} {} {} {} {}: {} of {} samples breached", t.severity, t.stage_name, t.kind, t.key, t.op, t.threshold, t.breaches, t.evaluated)?;
+        writeln!(
+            out,
+            "  {} {} {} {} {} {}: {} of {} samples breached",
+            t.severity, t.stage_name, t.kind, t.key, t.op, t.threshold, t.breaches, t.evaluated
+        )?;
     }
     writeln!(out, "\nevents:")?;
     for e in &d.events {
-        writeln!(out, "  {} {:<5} {:<22} {}", e.ts, e.level, e.kind, e.message)?;
+        writeln!(
+            out,
+            "  {} {:<5} {:<22} {}",
+            e.ts, e.level, e.kind, e.message
+        )?;
     }
     Ok(())
 }

@@ -14,16 +14,22 @@ use common::wire::{ArtifactInfo, Overrides, Power, StageFinish, StagePlan};
 use super::runs::{self, apply_transition, state_of};
 use super::{insert_event, parse_col};
 use crate::gate::{self, Breach, StageFacts};
-use crate::store::{ClaimKind, Claimed, ComputedDiffs, NewArtifact, RunFacts, StageResult, StoreError, StoreResult};
+use crate::store::{
+    ClaimKind, Claimed, ComputedDiffs, NewArtifact, RunFacts, StageResult, StoreError, StoreResult,
+};
 
 pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
     let (state, hold_public_key, release_power): (String, Option<String>, Option<String>) = tx
-        .query_row("SELECT state, hold_public_key, release_power FROM runs WHERE id = ?1", [run_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_row(
+            "SELECT state, hold_public_key, release_power FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))?;
-    let state: RunState = state.parse().map_err(|e: common::run_state::UnknownRunState| StoreError::Corrupt(e.to_string()))?;
+    let state: RunState = state
+        .parse()
+        .map_err(|e: common::run_state::UnknownRunState| StoreError::Corrupt(e.to_string()))?;
     let running_stage: Option<(u32, String)> = tx
         .prepare_cached("SELECT ordinal, name FROM stages WHERE run_id = ?1 AND state = 'running' ORDER BY ordinal LIMIT 1")?
         .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -51,11 +57,22 @@ pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
         Some(_) => Some(Power::None),
         None => None,
     };
-    Ok(RunFacts { run_id, state, running_stage, live_breach, hold_public_key, release_power })
+    Ok(RunFacts {
+        run_id,
+        state,
+        running_stage,
+        live_breach,
+        hold_public_key,
+        release_power,
+    })
 }
 
 /// The initial state of each stage for a run of `profile`.
-fn seed_state(profile: Profile, non_destructive: bool, stage: Stage) -> (StageState, Option<&'static str>) {
+fn seed_state(
+    profile: Profile,
+    non_destructive: bool,
+    stage: Stage,
+) -> (StageState, Option<&'static str>) {
     if !profile.definition().runs(stage) {
         (StageState::Skipped, Some("not in profile"))
     } else if non_destructive && stage.is_destructive() {
@@ -66,14 +83,28 @@ fn seed_state(profile: Profile, non_destructive: bool, stage: Stage) -> (StageSt
 }
 
 fn stage_plan(tx: &Connection, run_id: i64) -> StoreResult<Vec<StagePlan>> {
-    let mut stmt = tx.prepare_cached("SELECT ordinal, name, state FROM stages WHERE run_id = ?1 ORDER BY ordinal")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT ordinal, name, state FROM stages WHERE run_id = ?1 ORDER BY ordinal",
+    )?;
     let rows = stmt
-        .query_map([run_id], |r| Ok(StagePlan { ordinal: r.get(0)?, name: r.get(1)?, state: parse_col(r, "state")? }))?
+        .query_map([run_id], |r| {
+            Ok(StagePlan {
+                ordinal: r.get(0)?,
+                name: r.get(1)?,
+                state: parse_col(r, "state")?,
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
-pub fn claim(tx: &Connection, macs: &[Mac], boot_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<Option<Claimed>> {
+pub fn claim(
+    tx: &Connection,
+    macs: &[Mac],
+    boot_id: &str,
+    token_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<Claimed>> {
     let mut find = tx.prepare_cached(
         "SELECT r.id, r.state, r.boot_id, r.host_id FROM runs r JOIN hosts h ON h.id = r.host_id
          WHERE h.mac = ?1 AND r.state IN ('Queued', 'Running')
@@ -81,25 +112,42 @@ pub fn claim(tx: &Connection, macs: &[Mac], boot_id: &str, token_hash: &str, now
     )?;
     let mut found: Option<(i64, String, Option<String>, i64)> = None;
     for mac in macs {
-        if let Some(row) = find.query_row([mac.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()? {
-            if found.as_ref().is_none_or(|f| f.1 != "Running" && row.1 == "Running") {
+        if let Some(row) = find
+            .query_row([mac.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?
+        {
+            if found
+                .as_ref()
+                .is_none_or(|f| f.1 != "Running" && row.1 == "Running")
+            {
                 found = Some(row);
             }
         }
     }
-    let Some((run_id, state, prev_boot, host_id)) = found else { return Ok(None) };
+    let Some((run_id, state, prev_boot, host_id)) = found else {
+        return Ok(None);
+    };
     let kind = if state == "Queued" {
         apply_transition(tx, run_id, RunEvent::Claim, now)?;
-        let (profile, non_destructive): (String, bool) =
-            tx.query_row("SELECT profile, non_destructive FROM runs WHERE id = ?1", [run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (profile, non_destructive): (String, bool) = tx.query_row(
+            "SELECT profile, non_destructive FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let profile: Profile = profile.parse().map_err(StoreError::Corrupt)?;
         let mut insert = tx.prepare_cached("INSERT INTO stages (run_id, name, ordinal, state, summary_json) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         for stage in DEFAULT_STAGE_ORDER {
             let (st, why) = seed_state(profile, non_destructive, stage);
-            let summary = why.map(|w| serde_json::json!({"reasons": [format!("skipped: {w}")]}).to_string());
+            let summary =
+                why.map(|w| serde_json::json!({"reasons": [format!("skipped: {w}")]}).to_string());
             insert.execute((run_id, stage.name(), stage.ordinal(), st.as_str(), summary))?;
         }
-        tx.execute("UPDATE runs SET claimed_at = ?1 WHERE id = ?2", (now.to_string(), run_id))?;
+        tx.execute(
+            "UPDATE runs SET claimed_at = ?1 WHERE id = ?2",
+            (now.to_string(), run_id),
+        )?;
         ClaimKind::First
     } else if prev_boot.as_deref() == Some(boot_id) {
         ClaimKind::SameBoot
@@ -120,27 +168,58 @@ pub fn claim(tx: &Connection, macs: &[Mac], boot_id: &str, token_hash: &str, now
         .unwrap_or(DEFAULT_STAGE_ORDER.len() as u32);
     let (event_kind, message) = match kind {
         ClaimKind::First => ("claim", format!("claimed by boot {boot_id}")),
-        ClaimKind::SameBoot => ("claim", format!("claimed again by boot {boot_id}; token re-issued")),
+        ClaimKind::SameBoot => (
+            "claim",
+            format!("claimed again by boot {boot_id}; token re-issued"),
+        ),
         ClaimKind::Resumed => (
             "resume",
             format!(
                 "new boot {boot_id} (was {}); resuming at stage {}",
                 prev_boot.unwrap_or_default(),
-                Stage::from_ordinal(resume_from).map(|s| s.name()).unwrap_or("end")
+                Stage::from_ordinal(resume_from)
+                    .map(|s| s.name())
+                    .unwrap_or("end")
             ),
         ),
     };
-    let level = if kind == ClaimKind::Resumed { "warn" } else { "info" };
-    insert_event(tx, Some(run_id), Some(host_id), level, event_kind, &message, None, now)?;
-    let next_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE run_id = ?1", [run_id], |r| r.get(0))?;
-    let overrides: Option<String> = tx.query_row("SELECT override_flags_json FROM runs WHERE id = ?1", [run_id], |r| r.get(0))?;
-    let overrides: Overrides = overrides.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or_default();
+    let level = if kind == ClaimKind::Resumed {
+        "warn"
+    } else {
+        "info"
+    };
+    insert_event(
+        tx,
+        Some(run_id),
+        Some(host_id),
+        level,
+        event_kind,
+        &message,
+        None,
+        now,
+    )?;
+    let next_seq: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let overrides: Option<String> = tx.query_row(
+        "SELECT override_flags_json FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let overrides: Overrides = overrides
+        .and_then(|o| serde_json::from_str(&o).ok())
+        .unwrap_or_default();
     Ok(Some(Claimed {
         run: runs::by_id(tx, run_id)?,
         kind,
         stages,
         resume_from,
-        thresholds: runs::load_rules(tx, run_id)?.into_iter().map(|f| f.rule).collect(),
+        thresholds: runs::load_rules(tx, run_id)?
+            .into_iter()
+            .map(|f| f.rule)
+            .collect(),
         next_batch_seq: next_seq as u64,
         overrides,
     }))
@@ -148,21 +227,35 @@ pub fn claim(tx: &Connection, macs: &[Mac], boot_id: &str, token_hash: &str, now
 
 fn stage_row(tx: &Connection, run_id: i64, ordinal: u32) -> StoreResult<(i64, String, StageState)> {
     tx.prepare_cached("SELECT id, name, state FROM stages WHERE run_id = ?1 AND ordinal = ?2")?
-        .query_row((run_id, ordinal), |r| Ok((r.get(0)?, r.get(1)?, parse_col(r, "state")?)))
+        .query_row((run_id, ordinal), |r| {
+            Ok((r.get(0)?, r.get(1)?, parse_col(r, "state")?))
+        })
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("run {run_id} has no stage {ordinal}")))
 }
 
-pub fn start_stage(tx: &Connection, run_id: i64, ordinal: u32, at: Timestamp, now: Timestamp) -> StoreResult<RunFacts> {
+pub fn start_stage(
+    tx: &Connection,
+    run_id: i64,
+    ordinal: u32,
+    at: Timestamp,
+    now: Timestamp,
+) -> StoreResult<RunFacts> {
     let (state, _) = state_of(tx, run_id)?;
     if state != RunState::Running {
-        return Err(StoreError::Conflict(format!("run {run_id} is {state}; no stage can start")));
+        return Err(StoreError::Conflict(format!(
+            "run {run_id} is {state}; no stage can start"
+        )));
     }
     let (_, name, st) = stage_row(tx, run_id, ordinal)?;
     match st {
         StageState::Running => return facts(tx, run_id),
         StageState::Pending => {}
-        other => return Err(StoreError::Conflict(format!("stage {name} is {other}; it cannot start again"))),
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "stage {name} is {other}; it cannot start again"
+            )))
+        }
     }
     let blocking: Option<(String, String)> = tx
         .query_row(
@@ -172,13 +265,18 @@ pub fn start_stage(tx: &Connection, run_id: i64, ordinal: u32, at: Timestamp, no
         )
         .optional()?;
     if let Some((before, before_state)) = blocking {
-        return Err(StoreError::Conflict(format!("stage {name} cannot start: stage {before} is {before_state}")));
+        return Err(StoreError::Conflict(format!(
+            "stage {name} cannot start: stage {before} is {before_state}"
+        )));
     }
     tx.execute(
         "UPDATE stages SET state = 'running', started_at = ?1 WHERE run_id = ?2 AND ordinal = ?3",
         (at.to_string(), run_id, ordinal),
     )?;
-    tx.execute("UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2", (now.to_string(), run_id))?;
+    tx.execute(
+        "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2",
+        (now.to_string(), run_id),
+    )?;
     facts(tx, run_id)
 }
 
@@ -198,14 +296,25 @@ fn critical_breaches(tx: &Connection, run_id: i64, stage_name: &str) -> StoreRes
                 "within_pct" if (nominal - min).abs() > (max - nominal).abs() => min,
                 _ => max,
             };
-            Ok(Breach { kind: r.get(0)?, key: r.get(1)?, op, threshold: r.get(3)?, worst, count: r.get(7)? })
+            Ok(Breach {
+                kind: r.get(0)?,
+                key: r.get(1)?,
+                op,
+                threshold: r.get(3)?,
+                worst,
+                count: r.get(7)?,
+            })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
 fn run_ignores(tx: &Connection, run_id: i64) -> StoreResult<Vec<String>> {
-    let flags: Option<String> = tx.query_row("SELECT override_flags_json FROM runs WHERE id = ?1", [run_id], |r| r.get(0))?;
+    let flags: Option<String> = tx.query_row(
+        "SELECT override_flags_json FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
     Ok(flags
         .and_then(|f| serde_json::from_str::<serde_json::Value>(&f).ok())
         .and_then(|v| v.get("ignore_diffs").cloned())
@@ -222,10 +331,18 @@ fn insert_diffs(tx: &Connection, run_id: i64, diffs: &ComputedDiffs) -> StoreRes
         "INSERT INTO spec_diffs (run_id, field, expected, actual, severity, ignored) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for d in &diffs.0 {
-        let dup: bool = exists.query_row((run_id, &d.field, &d.expected, &d.actual), |r| r.get(0))?;
+        let dup: bool =
+            exists.query_row((run_id, &d.field, &d.expected, &d.actual), |r| r.get(0))?;
         if !dup {
             let ignored = d.ignored || ignores.contains(&d.field);
-            insert.execute((run_id, &d.field, &d.expected, &d.actual, d.severity.as_str(), ignored))?;
+            insert.execute((
+                run_id,
+                &d.field,
+                &d.expected,
+                &d.actual,
+                d.severity.as_str(),
+                ignored,
+            ))?;
         }
     }
     Ok(())
@@ -242,8 +359,13 @@ fn critical_diffs(tx: &Connection, run_id: i64, stage: Stage) -> StoreResult<Vec
     ))?;
     let rows = stmt
         .query_map([run_id], |r| {
-            let (f, e, a): (String, Option<String>, Option<String>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            Ok(format!("{f}: expected {}, found {}", e.unwrap_or_else(|| "-".into()), a.unwrap_or_else(|| "nothing".into())))
+            let (f, e, a): (String, Option<String>, Option<String>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok(format!(
+                "{f}: expected {}, found {}",
+                e.unwrap_or_else(|| "-".into()),
+                a.unwrap_or_else(|| "nothing".into())
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -257,17 +379,40 @@ fn stored_reasons(summary: Option<String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn finish_stage(tx: &Connection, run_id: i64, ordinal: u32, report: &StageFinish, diffs: Option<ComputedDiffs>, now: Timestamp) -> StoreResult<StageResult> {
+pub fn finish_stage(
+    tx: &Connection,
+    run_id: i64,
+    ordinal: u32,
+    report: &StageFinish,
+    diffs: Option<ComputedDiffs>,
+    now: Timestamp,
+) -> StoreResult<StageResult> {
     let (run_state, _) = state_of(tx, run_id)?;
     let (stage_id, name, st) = stage_row(tx, run_id, ordinal)?;
-    let stage = Stage::from_ordinal(ordinal).ok_or_else(|| StoreError::NotFound(format!("no stage {ordinal}")))?;
+    let stage = Stage::from_ordinal(ordinal)
+        .ok_or_else(|| StoreError::NotFound(format!("no stage {ordinal}")))?;
     if st != StageState::Running {
-        if matches!(st, StageState::Passed | StageState::Failed | StageState::Skipped) {
+        if matches!(
+            st,
+            StageState::Passed | StageState::Failed | StageState::Skipped
+        ) {
             // A resent report: answer with what was decided.
-            let summary: Option<String> = tx.query_row("SELECT summary_json FROM stages WHERE id = ?1", [stage_id], |r| r.get(0))?;
-            return Ok(StageResult { ordinal, name, state: st, reasons: stored_reasons(summary), facts: facts(tx, run_id)? });
+            let summary: Option<String> = tx.query_row(
+                "SELECT summary_json FROM stages WHERE id = ?1",
+                [stage_id],
+                |r| r.get(0),
+            )?;
+            return Ok(StageResult {
+                ordinal,
+                name,
+                state: st,
+                reasons: stored_reasons(summary),
+                facts: facts(tx, run_id)?,
+            });
         }
-        return Err(StoreError::Conflict(format!("stage {name} is {st}, not running; start it first")));
+        return Err(StoreError::Conflict(format!(
+            "stage {name} is {st}, not running; start it first"
+        )));
     }
     let completed = report.at.unwrap_or(now).to_string();
     let mut upsert = tx.prepare_cached(
@@ -277,8 +422,21 @@ pub fn finish_stage(tx: &Connection, run_id: i64, ordinal: u32, report: &StageFi
            started_at = excluded.started_at, completed_at = excluded.completed_at, summary_json = excluded.summary_json",
     )?;
     for s in &report.sub_steps {
-        let summary = s.summary.clone().unwrap_or_else(|| serde_json::json!({})).to_string();
-        upsert.execute((run_id, &name, s.ordinal, &s.name, s.state.as_str(), s.started_at.map(|t| t.to_string()), s.completed_at.map(|t| t.to_string()), summary))?;
+        let summary = s
+            .summary
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}))
+            .to_string();
+        upsert.execute((
+            run_id,
+            &name,
+            s.ordinal,
+            &s.name,
+            s.state.as_str(),
+            s.started_at.map(|t| t.to_string()),
+            s.completed_at.map(|t| t.to_string()),
+            summary,
+        ))?;
     }
     if run_state != RunState::Running {
         // The run ended under the agent (operator abort): record, do not gate.
@@ -288,7 +446,13 @@ pub fn finish_stage(tx: &Connection, run_id: i64, ordinal: u32, report: &StageFi
             "UPDATE stages SET state = 'failed', completed_at = ?1, summary_json = ?2 WHERE id = ?3",
             (&completed, summary.to_string(), stage_id),
         )?;
-        return Ok(StageResult { ordinal, name, state: StageState::Failed, reasons, facts: facts(tx, run_id)? });
+        return Ok(StageResult {
+            ordinal,
+            name,
+            state: StageState::Failed,
+            reasons,
+            facts: facts(tx, run_id)?,
+        });
     }
     if let Some(d) = &diffs {
         insert_diffs(tx, run_id, d)?;
@@ -310,16 +474,33 @@ pub fn finish_stage(tx: &Connection, run_id: i64, ordinal: u32, report: &StageFi
     let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons});
     tx.execute(
         "UPDATE stages SET state = ?1, completed_at = ?2, summary_json = ?3 WHERE id = ?4",
-        (decision.state.as_str(), &completed, summary.to_string(), stage_id),
+        (
+            decision.state.as_str(),
+            &completed,
+            summary.to_string(),
+            stage_id,
+        ),
     )?;
-    tx.execute("UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2", (now.to_string(), run_id))?;
+    tx.execute(
+        "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2",
+        (now.to_string(), run_id),
+    )?;
     if let Some(event) = decision.run_event {
         if event == RunEvent::StageFailed {
-            tx.execute("UPDATE runs SET failed_stage = ?1 WHERE id = ?2", (&name, run_id))?;
+            tx.execute(
+                "UPDATE runs SET failed_stage = ?1 WHERE id = ?2",
+                (&name, run_id),
+            )?;
         }
         apply_transition(tx, run_id, event, now)?;
     }
-    Ok(StageResult { ordinal, name, state: decision.state, reasons: decision.reasons, facts: facts(tx, run_id)? })
+    Ok(StageResult {
+        ordinal,
+        name,
+        state: decision.state,
+        reasons: decision.reasons,
+        facts: facts(tx, run_id)?,
+    })
 }
 
 pub fn heartbeat(tx: &Connection, run_id: i64, now: Timestamp) -> StoreResult<RunFacts> {
@@ -330,16 +511,30 @@ pub fn heartbeat(tx: &Connection, run_id: i64, now: Timestamp) -> StoreResult<Ru
     facts(tx, run_id)
 }
 
-pub fn record_firmware(tx: &Connection, run_id: i64, components: &[FirmwareComponent], _now: Timestamp) -> StoreResult<()> {
+pub fn record_firmware(
+    tx: &Connection,
+    run_id: i64,
+    components: &[FirmwareComponent],
+    _now: Timestamp,
+) -> StoreResult<()> {
     let (state, _) = state_of(tx, run_id)?;
     if !state.is_active() {
-        return Err(StoreError::Conflict(format!("run {run_id} is {state}; firmware is recorded while it runs")));
+        return Err(StoreError::Conflict(format!(
+            "run {run_id} is {state}; firmware is recorded while it runs"
+        )));
     }
     let mut insert = tx.prepare_cached(
         "INSERT INTO firmware_snapshots (run_id, component, identifier, version, vendor, raw_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for c in components {
-        insert.execute((run_id, &c.component, &c.identifier, &c.version, &c.vendor, c.raw.to_string()))?;
+        insert.execute((
+            run_id,
+            &c.component,
+            &c.identifier,
+            &c.version,
+            &c.vendor,
+            c.raw.to_string(),
+        ))?;
     }
     Ok(())
 }
@@ -374,7 +569,11 @@ fn row_to_artifact(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactInfo> {
     })
 }
 
-pub fn record_artifact(tx: &Connection, a: &NewArtifact, now: Timestamp) -> StoreResult<ArtifactInfo> {
+pub fn record_artifact(
+    tx: &Connection,
+    a: &NewArtifact,
+    now: Timestamp,
+) -> StoreResult<ArtifactInfo> {
     state_of(tx, a.run_id)?;
     let stage_id: Option<i64> = match a.stage_ordinal {
         Some(o) => Some(stage_row(tx, a.run_id, o)?.0),
@@ -385,44 +584,108 @@ pub fn record_artifact(tx: &Connection, a: &NewArtifact, now: Timestamp) -> Stor
         (a.run_id, stage_id, &a.kind, &a.path, &a.sha256, a.size_bytes, &a.blake3, now.to_string()),
     )?;
     let id = tx.last_insert_rowid();
-    Ok(tx.query_row("SELECT * FROM artifacts WHERE id = ?1", [id], row_to_artifact)?)
+    Ok(tx.query_row(
+        "SELECT * FROM artifacts WHERE id = ?1",
+        [id],
+        row_to_artifact,
+    )?)
 }
 
-pub fn latest_artifact(tx: &Connection, run_id: i64, kind: &str) -> StoreResult<Option<ArtifactInfo>> {
+pub fn latest_artifact(
+    tx: &Connection,
+    run_id: i64,
+    kind: &str,
+) -> StoreResult<Option<ArtifactInfo>> {
     Ok(tx
-        .query_row("SELECT * FROM artifacts WHERE run_id = ?1 AND kind = ?2 ORDER BY id DESC LIMIT 1", (run_id, kind), row_to_artifact)
+        .query_row(
+            "SELECT * FROM artifacts WHERE run_id = ?1 AND kind = ?2 ORDER BY id DESC LIMIT 1",
+            (run_id, kind),
+            row_to_artifact,
+        )
         .optional()?)
 }
 
-pub fn set_hold_key(tx: &Connection, run_id: i64, public_key: &str, key: &NewArtifact, now: Timestamp) -> StoreResult<RunFacts> {
+pub fn set_hold_key(
+    tx: &Connection,
+    run_id: i64,
+    public_key: &str,
+    key: &NewArtifact,
+    now: Timestamp,
+) -> StoreResult<RunFacts> {
     let (state, host_id) = state_of(tx, run_id)?;
     if state != RunState::FailedHolding {
-        return Err(StoreError::Conflict(format!("run {run_id} is {state}; only a held run gets a hold key")));
+        return Err(StoreError::Conflict(format!(
+            "run {run_id} is {state}; only a held run gets a hold key"
+        )));
     }
-    let existing: Option<String> = tx.query_row("SELECT hold_public_key FROM runs WHERE id = ?1", [run_id], |r| r.get(0))?;
+    let existing: Option<String> = tx.query_row(
+        "SELECT hold_public_key FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
     if existing.is_none() {
         record_artifact(tx, key, now)?;
-        tx.execute("UPDATE runs SET hold_public_key = ?1, held_at = ?2 WHERE id = ?3", (public_key, now.to_string(), run_id))?;
-        insert_event(tx, Some(run_id), Some(host_id), "warn", "hold_started", "host held for debugging; hold key issued", None, now)?;
+        tx.execute(
+            "UPDATE runs SET hold_public_key = ?1, held_at = ?2 WHERE id = ?3",
+            (public_key, now.to_string(), run_id),
+        )?;
+        insert_event(
+            tx,
+            Some(run_id),
+            Some(host_id),
+            "warn",
+            "hold_started",
+            "host held for debugging; hold key issued",
+            None,
+            now,
+        )?;
     }
     facts(tx, run_id)
 }
 
-pub fn report_hold_ip(tx: &Connection, run_id: i64, ip: &str, now: Timestamp) -> StoreResult<RunFacts> {
+pub fn report_hold_ip(
+    tx: &Connection,
+    run_id: i64,
+    ip: &str,
+    now: Timestamp,
+) -> StoreResult<RunFacts> {
     let (state, host_id) = state_of(tx, run_id)?;
     if state != RunState::FailedHolding {
-        return Err(StoreError::Conflict(format!("run {run_id} is {state}; only a held host reports hold_ip")));
+        return Err(StoreError::Conflict(format!(
+            "run {run_id} is {state}; only a held host reports hold_ip"
+        )));
     }
     tx.execute("UPDATE runs SET hold_ip = ?1 WHERE id = ?2", (ip, run_id))?;
-    insert_event(tx, Some(run_id), Some(host_id), "info", "hold_started", &format!("held host reachable at {ip}"), None, now)?;
+    insert_event(
+        tx,
+        Some(run_id),
+        Some(host_id),
+        "info",
+        "hold_started",
+        &format!("held host reachable at {ip}"),
+        None,
+        now,
+    )?;
     facts(tx, run_id)
 }
 
-pub fn complete(tx: &Connection, run_id: i64, produced: u64, now: Timestamp) -> StoreResult<(u64, RunFacts)> {
+pub fn complete(
+    tx: &Connection,
+    run_id: i64,
+    produced: u64,
+    now: Timestamp,
+) -> StoreResult<(u64, RunFacts)> {
     let (_, host_id) = state_of(tx, run_id)?;
-    let stored: i64 = tx.query_row("SELECT COALESCE(SUM(sample_count), 0) FROM batches WHERE run_id = ?1", [run_id], |r| r.get(0))?;
+    let stored: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(sample_count), 0) FROM batches WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
     let stored = stored as u64;
-    tx.execute("UPDATE runs SET samples_reported = ?1 WHERE id = ?2", (produced as i64, run_id))?;
+    tx.execute(
+        "UPDATE runs SET samples_reported = ?1 WHERE id = ?2",
+        (produced as i64, run_id),
+    )?;
     if stored != produced {
         insert_event(
             tx,
@@ -452,18 +715,35 @@ pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Stor
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let reason = format!("agent silent since {}", last.unwrap_or_else(|| "claim".into()));
+        let reason = format!(
+            "agent silent since {}",
+            last.unwrap_or_else(|| "claim".into())
+        );
         if let Some((stage_id, name)) = &stage {
             let summary = serde_json::json!({"reasons": [reason.clone()]});
             tx.execute(
                 "UPDATE stages SET state = 'failed', completed_at = ?1, summary_json = ?2 WHERE id = ?3",
                 (now.to_string(), summary.to_string(), stage_id),
             )?;
-            tx.execute("UPDATE runs SET failed_stage = ?1 WHERE id = ?2", (name, run_id))?;
+            tx.execute(
+                "UPDATE runs SET failed_stage = ?1 WHERE id = ?2",
+                (name, run_id),
+            )?;
         }
         apply_transition(tx, run_id, RunEvent::AgentSilent, now)?;
-        let at = stage.map(|(_, n)| format!(" during {n}")).unwrap_or_default();
-        insert_event(tx, Some(run_id), Some(host_id), "error", "agent_silent", &format!("{reason}{at}; a hang is a hardware fault"), None, now)?;
+        let at = stage
+            .map(|(_, n)| format!(" during {n}"))
+            .unwrap_or_default();
+        insert_event(
+            tx,
+            Some(run_id),
+            Some(host_id),
+            "error",
+            "agent_silent",
+            &format!("{reason}{at}; a hang is a hardware fault"),
+            None,
+            now,
+        )?;
         aborted.push(run_id);
     }
     Ok(aborted)

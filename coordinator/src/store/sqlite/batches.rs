@@ -18,15 +18,28 @@ use super::runs::state_of;
 use super::{parse_col, FrozenRule};
 use crate::store::{RunFacts, StoreError, StoreResult};
 
-pub fn append(tx: &Connection, run_id: i64, batch: &MeasurementBatch, rules: &[FrozenRule], now: Timestamp) -> StoreResult<(BatchAck, RunFacts)> {
+pub fn append(
+    tx: &Connection,
+    run_id: i64,
+    batch: &MeasurementBatch,
+    rules: &[FrozenRule],
+    now: Timestamp,
+) -> StoreResult<(BatchAck, RunFacts)> {
     let (state, _) = state_of(tx, run_id)?;
     if matches!(state, RunState::Queued | RunState::Cancelled) {
-        return Err(StoreError::Conflict(format!("run {run_id} is {state}; it takes measurements once claimed")));
+        return Err(StoreError::Conflict(format!(
+            "run {run_id} is {state}; it takes measurements once claimed"
+        )));
     }
     let seq = i64::try_from(batch.seq)
         .ok()
         .filter(|s| *s > 0)
-        .ok_or_else(|| StoreError::Invalid(format!("batch number {} out of range (batches count from 1)", batch.seq)))?;
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "batch number {} out of range (batches count from 1)",
+                batch.seq
+            ))
+        })?;
     let last: i64 = tx
         .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM batches WHERE run_id = ?1")?
         .query_row([run_id], |r| r.get(0))?;
@@ -35,22 +48,45 @@ pub fn append(tx: &Connection, run_id: i64, batch: &MeasurementBatch, rules: &[F
             .prepare_cached("SELECT sample_count FROM batches WHERE run_id = ?1 AND seq = ?2")?
             .query_row((run_id, seq), |r| r.get(0))
             .optional()?;
-        let stored = stored.ok_or_else(|| StoreError::Corrupt(format!("run {run_id}: batch {} missing below {last}", batch.seq)))?;
+        let stored = stored.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "run {run_id}: batch {} missing below {last}",
+                batch.seq
+            ))
+        })?;
         let facts = facts(tx, run_id)?;
-        let ack = BatchAck { seq: batch.seq, stored: stored as u64, duplicate: true, directive: Directive::Continue };
+        let ack = BatchAck {
+            seq: batch.seq,
+            stored: stored as u64,
+            duplicate: true,
+            directive: Directive::Continue,
+        };
         return Ok((ack, facts));
     }
     if seq != last + 1 {
-        return Err(StoreError::BatchGap { got: batch.seq, expected: (last + 1) as u64 });
+        return Err(StoreError::BatchGap {
+            got: batch.seq,
+            expected: (last + 1) as u64,
+        });
     }
 
     // (stage id, stage, is running) by ordinal.
-    let mut stages: Vec<Option<(i64, Stage, bool)>> = vec![None; common::stage::DEFAULT_STAGE_ORDER.len()];
+    let mut stages: Vec<Option<(i64, Stage, bool)>> =
+        vec![None; common::stage::DEFAULT_STAGE_ORDER.len()];
     let mut stmt = tx.prepare_cached("SELECT id, ordinal, state FROM stages WHERE run_id = ?1")?;
-    let rows = stmt.query_map([run_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, parse_col::<StageState>(r, "state")?)))?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, u32>(1)?,
+            parse_col::<StageState>(r, "state")?,
+        ))
+    })?;
     for row in rows {
         let (id, ordinal, st) = row?;
-        if let (Some(slot), Some(stage)) = (stages.get_mut(ordinal as usize), Stage::from_ordinal(ordinal)) {
+        if let (Some(slot), Some(stage)) = (
+            stages.get_mut(ordinal as usize),
+            Stage::from_ordinal(ordinal),
+        ) {
             *slot = Some((id, stage, st == StageState::Running));
         }
     }
@@ -64,27 +100,56 @@ pub fn append(tx: &Connection, run_id: i64, batch: &MeasurementBatch, rules: &[F
     )?;
     for (i, s) in batch.samples.iter().enumerate() {
         let stage = match s.stage {
-            Some(o) => Some(
-                stages
-                    .get(o as usize)
-                    .copied()
-                    .flatten()
-                    .ok_or_else(|| StoreError::Invalid(format!("sample {i}: run {run_id} has no stage {o}")))?,
-            ),
+            Some(o) => Some(stages.get(o as usize).copied().flatten().ok_or_else(|| {
+                StoreError::Invalid(format!("sample {i}: run {run_id} has no stage {o}"))
+            })?),
             None => None,
         };
         let ts = s.ts.to_string();
-        let unit = if s.unit.is_empty() { s.kind.unit_for_key(&s.key).unwrap_or("") } else { s.unit.as_str() };
+        let unit = if s.unit.is_empty() {
+            s.kind.unit_for_key(&s.key).unwrap_or("")
+        } else {
+            s.unit.as_str()
+        };
         let value = s.value.get();
-        insert_m.execute((run_id, stage.map(|(id, _, _)| id), &ts, s.kind.as_str(), &s.key, value, unit))?;
-        let Some((_, stage, true)) = stage else { continue };
-        for f in rules.iter().filter(|f| f.rule.applies_to(stage, s.kind, &s.key)) {
-            insert_e.execute((run_id, f.id, stage.name(), s.kind.as_str(), &s.key, &ts, value, f.rule.passes(value)))?;
+        insert_m.execute((
+            run_id,
+            stage.map(|(id, _, _)| id),
+            &ts,
+            s.kind.as_str(),
+            &s.key,
+            value,
+            unit,
+        ))?;
+        let Some((_, stage, true)) = stage else {
+            continue;
+        };
+        for f in rules
+            .iter()
+            .filter(|f| f.rule.applies_to(stage, s.kind, &s.key))
+        {
+            insert_e.execute((
+                run_id,
+                f.id,
+                stage.name(),
+                s.kind.as_str(),
+                &s.key,
+                &ts,
+                value,
+                f.rule.passes(value),
+            ))?;
         }
     }
-    tx.prepare_cached("INSERT INTO batches (run_id, seq, sample_count, received_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute((run_id, seq, batch.samples.len() as i64, now.to_string()))?;
+    tx.prepare_cached(
+        "INSERT INTO batches (run_id, seq, sample_count, received_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute((run_id, seq, batch.samples.len() as i64, now.to_string()))?;
     let facts = facts(tx, run_id)?;
-    let ack = BatchAck { seq: batch.seq, stored: batch.samples.len() as u64, duplicate: false, directive: Directive::Continue };
+    let ack = BatchAck {
+        seq: batch.seq,
+        stored: batch.samples.len() as u64,
+        duplicate: false,
+        directive: Directive::Continue,
+    };
     Ok((ack, facts))
 }

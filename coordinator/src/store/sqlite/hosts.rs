@@ -35,7 +35,9 @@ pub fn create(tx: &Connection, host: &NewHost, now: Timestamp) -> StoreResult<Ho
     );
     match res {
         Ok(_) => {}
-        Err(rusqlite::Error::SqliteFailure(e, Some(msg))) if e.code == ErrorCode::ConstraintViolation => {
+        Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
+            if e.code == ErrorCode::ConstraintViolation =>
+        {
             let what = if msg.contains("hosts.mac") {
                 format!("a host with MAC {} already exists", host.mac)
             } else {
@@ -46,11 +48,25 @@ pub fn create(tx: &Connection, host: &NewHost, now: Timestamp) -> StoreResult<Ho
         Err(e) => return Err(e.into()),
     }
     let id = tx.last_insert_rowid();
-    insert_event(tx, None, Some(id), "info", "host_added", &format!("host {} registered ({})", host.name, host.mac), None, now)?;
+    insert_event(
+        tx,
+        None,
+        Some(id),
+        "info",
+        "host_added",
+        &format!("host {} registered ({})", host.name, host.mac),
+        None,
+        now,
+    )?;
     by_id(tx, id)
 }
 
-pub fn update_spec(tx: &Connection, name: &str, spec_yaml: &str, now: Timestamp) -> StoreResult<Host> {
+pub fn update_spec(
+    tx: &Connection,
+    name: &str,
+    spec_yaml: &str,
+    now: Timestamp,
+) -> StoreResult<Host> {
     let n = tx.execute(
         "UPDATE hosts SET expected_spec_yaml = ?1, updated_at = ?2 WHERE name = ?3",
         (spec_yaml, now.to_string(), name),
@@ -59,24 +75,43 @@ pub fn update_spec(tx: &Connection, name: &str, spec_yaml: &str, now: Timestamp)
         return Err(StoreError::NotFound(format!("host {name:?} not found")));
     }
     let host = by_name(tx, name)?;
-    insert_event(tx, None, Some(host.id), "info", "host_edited", &format!("host {name} spec replaced"), None, now)?;
+    insert_event(
+        tx,
+        None,
+        Some(host.id),
+        "info",
+        "host_edited",
+        &format!("host {name} spec replaced"),
+        None,
+        now,
+    )?;
     Ok(host)
 }
 
 pub fn list(tx: &Connection) -> StoreResult<Vec<Host>> {
     let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts ORDER BY name"))?;
-    let rows = stmt.query_map([], row_to_host)?.collect::<Result<Vec<_>, _>>()?;
+    let rows = stmt
+        .query_map([], row_to_host)?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
 pub fn by_name(tx: &Connection, name: &str) -> StoreResult<Host> {
-    tx.query_row(&format!("SELECT {COLUMNS} FROM hosts WHERE name = ?1"), [name], row_to_host)
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("host {name:?} not found")))
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM hosts WHERE name = ?1"),
+        [name],
+        row_to_host,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("host {name:?} not found")))
 }
 
 pub fn by_id(tx: &Connection, id: i64) -> StoreResult<Host> {
-    tx.query_row(&format!("SELECT {COLUMNS} FROM hosts WHERE id = ?1"), [id], row_to_host)
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("host {id} not found")))
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM hosts WHERE id = ?1"),
+        [id],
+        row_to_host,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("host {id} not found")))
 }

@@ -24,22 +24,39 @@ use common::inventory::FirmwareComponent;
 use common::mac::Mac;
 use common::run_state::RunEvent;
 use common::time::Timestamp;
-use common::wire::{ArtifactInfo, BatchAck, Event, Host, MeasurementBatch, Power, Run, RunDetail, StageFinish};
+use common::wire::{
+    ArtifactInfo, BatchAck, Event, Host, MeasurementBatch, Power, Run, RunDetail, StageFinish,
+};
 
 use super::{
-    Claimed, ComputedDiffs, NewArtifact, NewHost, NewRun, RowCounts, RunFacts, StageResult, Store, StoreError,
-    StoreResult,
+    Claimed, ComputedDiffs, NewArtifact, NewHost, NewRun, RowCounts, RunFacts, StageResult, Store,
+    StoreError, StoreResult,
 };
 
 /// Migrations in the order they are applied. Append only: a shipped entry is
 /// never edited or removed.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
-    ("0002_add_hosts_last_seen_at", include_str!("../migrations/0002_add_hosts_last_seen_at.sql")),
-    ("0003_add_runs_non_destructive", include_str!("../migrations/0003_add_runs_non_destructive.sql")),
-    ("0004_add_sub_steps", include_str!("../migrations/0004_add_sub_steps.sql")),
-    ("0005_profiles_thresholds_firmware", include_str!("../migrations/0005_profiles_thresholds_firmware.sql")),
-    ("0006_vetting_protocol", include_str!("../migrations/0006_vetting_protocol.sql")),
+    (
+        "0002_add_hosts_last_seen_at",
+        include_str!("../migrations/0002_add_hosts_last_seen_at.sql"),
+    ),
+    (
+        "0003_add_runs_non_destructive",
+        include_str!("../migrations/0003_add_runs_non_destructive.sql"),
+    ),
+    (
+        "0004_add_sub_steps",
+        include_str!("../migrations/0004_add_sub_steps.sql"),
+    ),
+    (
+        "0005_profiles_thresholds_firmware",
+        include_str!("../migrations/0005_profiles_thresholds_firmware.sql"),
+    ),
+    (
+        "0006_vetting_protocol",
+        include_str!("../migrations/0006_vetting_protocol.sql"),
+    ),
 ];
 
 const TABLES: &[&str] = &[
@@ -88,12 +105,23 @@ pub fn migrate(conn: &mut Connection, now: Timestamp) -> StoreResult<Vec<String>
     )?;
     let mut applied = Vec::new();
     for (name, sql) in MIGRATIONS {
-        let done: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE name = ?1)", [name], |r| r.get(0))?;
+        let done: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?;
         if done {
             continue;
         }
-        tx.execute_batch(sql).map_err(|source| StoreError::Migration { name: name.to_string(), source })?;
-        tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)", (name, now.to_string()))?;
+        tx.execute_batch(sql)
+            .map_err(|source| StoreError::Migration {
+                name: name.to_string(),
+                source,
+            })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)",
+            (name, now.to_string()),
+        )?;
         applied.push(name.to_string());
     }
     tx.commit()?;
@@ -104,9 +132,13 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path, now: Timestamp) -> StoreResult<Self> {
         let mut writer = Connection::open(path)?;
-        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Invalid(format!("{} does not support WAL (journal_mode={mode})", path.display())));
+            return Err(StoreError::Invalid(format!(
+                "{} does not support WAL (journal_mode={mode})",
+                path.display()
+            )));
         }
         configure(&writer)?;
         migrate(&mut writer, now)?;
@@ -163,11 +195,19 @@ impl SqliteStore {
 
     /// The run's frozen thresholds, from the cache or the database.
     fn frozen_rules(&self, conn: &Connection, run_id: i64) -> StoreResult<Arc<Vec<FrozenRule>>> {
-        if let Some(hit) = self.thresholds.lock().unwrap_or_else(|p| p.into_inner()).get(&run_id) {
+        if let Some(hit) = self
+            .thresholds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run_id)
+        {
             return Ok(hit.clone());
         }
         let rules = Arc::new(runs::load_rules(conn, run_id)?);
-        self.thresholds.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id, rules.clone());
+        self.thresholds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id, rules.clone());
         Ok(rules)
     }
 }
@@ -176,24 +216,33 @@ impl SqliteStore {
 
 pub(crate) fn ts_col(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<Timestamp> {
     let s: String = row.get(idx)?;
-    s.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 pub(crate) fn ts_opt(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<Option<Timestamp>> {
     let s: Option<String> = row.get(idx)?;
-    s.map(|s| s.parse())
-        .transpose()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    s.map(|s| s.parse()).transpose().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
-pub(crate) fn parse_col<T: std::str::FromStr>(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<T>
+pub(crate) fn parse_col<T: std::str::FromStr>(
+    row: &rusqlite::Row<'_>,
+    idx: &str,
+) -> rusqlite::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
     let s: String = row.get(idx)?;
-    s.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
+/// Inserts one `events` row; the arguments are the table's columns.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn insert_event(
     tx: &Connection,
     run_id: Option<i64>,
@@ -244,7 +293,13 @@ impl Store for SqliteStore {
         self.read(|tx| runs::detail(tx, run_id))
     }
 
-    fn operator_transition(&self, run_id: i64, event: RunEvent, power: Option<Power>, now: Timestamp) -> StoreResult<Run> {
+    fn operator_transition(
+        &self,
+        run_id: i64,
+        event: RunEvent,
+        power: Option<Power>,
+        now: Timestamp,
+    ) -> StoreResult<Run> {
         self.write(|tx| runs::operator_transition(tx, run_id, event, power, now))
     }
 
@@ -252,7 +307,15 @@ impl Store for SqliteStore {
         self.write(|tx| runs::ignore_diff(tx, run_id, field, now))
     }
 
-    fn record_event(&self, run_id: Option<i64>, host_id: Option<i64>, level: &str, kind: &str, message: &str, now: Timestamp) -> StoreResult<()> {
+    fn record_event(
+        &self,
+        run_id: Option<i64>,
+        host_id: Option<i64>,
+        level: &str,
+        kind: &str,
+        message: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         self.write(|tx| insert_event(tx, run_id, host_id, level, kind, message, None, now))
     }
 
@@ -260,32 +323,64 @@ impl Store for SqliteStore {
         self.read(|tx| runs::events(tx, run_id))
     }
 
-    fn measurements(&self, run_id: i64, kind: Option<&str>) -> StoreResult<Vec<common::wire::Measurement>> {
+    fn measurements(
+        &self,
+        run_id: i64,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<common::wire::Measurement>> {
         self.read(|tx| runs::measurements(tx, run_id, kind))
     }
 
     fn agent_token_hash(&self, run_id: i64) -> StoreResult<String> {
         self.read(|tx| {
-            tx.query_row("SELECT agent_token_hash FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))
+            tx.query_row(
+                "SELECT agent_token_hash FROM runs WHERE id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))
         })
     }
 
-    fn claim(&self, macs: &[Mac], boot_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<Option<Claimed>> {
+    fn claim(
+        &self,
+        macs: &[Mac],
+        boot_id: &str,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<Claimed>> {
         let claimed = self.write(|tx| agent::claim(tx, macs, boot_id, token_hash, now))?;
         Ok(claimed)
     }
 
-    fn start_stage(&self, run_id: i64, ordinal: u32, at: Timestamp, now: Timestamp) -> StoreResult<RunFacts> {
+    fn start_stage(
+        &self,
+        run_id: i64,
+        ordinal: u32,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<RunFacts> {
         self.write(|tx| agent::start_stage(tx, run_id, ordinal, at, now))
     }
 
-    fn finish_stage(&self, run_id: i64, ordinal: u32, report: &StageFinish, diffs: Option<ComputedDiffs>, now: Timestamp) -> StoreResult<StageResult> {
+    fn finish_stage(
+        &self,
+        run_id: i64,
+        ordinal: u32,
+        report: &StageFinish,
+        diffs: Option<ComputedDiffs>,
+        now: Timestamp,
+    ) -> StoreResult<StageResult> {
         self.write(|tx| agent::finish_stage(tx, run_id, ordinal, report, diffs, now))
     }
 
-    fn append_batch(&self, run_id: i64, batch: &MeasurementBatch, now: Timestamp) -> StoreResult<(BatchAck, RunFacts)> {
+    fn append_batch(
+        &self,
+        run_id: i64,
+        batch: &MeasurementBatch,
+        now: Timestamp,
+    ) -> StoreResult<(BatchAck, RunFacts)> {
         let mut conn = self.lock_writer();
         let rules = self.frozen_rules(&conn, run_id)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -302,7 +397,12 @@ impl Store for SqliteStore {
         self.read(|tx| agent::facts(tx, run_id))
     }
 
-    fn record_firmware(&self, run_id: i64, components: &[FirmwareComponent], now: Timestamp) -> StoreResult<()> {
+    fn record_firmware(
+        &self,
+        run_id: i64,
+        components: &[FirmwareComponent],
+        now: Timestamp,
+    ) -> StoreResult<()> {
         self.write(|tx| agent::record_firmware(tx, run_id, components, now))
     }
 
@@ -318,7 +418,13 @@ impl Store for SqliteStore {
         self.read(|tx| agent::latest_artifact(tx, run_id, kind))
     }
 
-    fn set_hold_key(&self, run_id: i64, public_key: &str, key_artifact: &NewArtifact, now: Timestamp) -> StoreResult<RunFacts> {
+    fn set_hold_key(
+        &self,
+        run_id: i64,
+        public_key: &str,
+        key_artifact: &NewArtifact,
+        now: Timestamp,
+    ) -> StoreResult<RunFacts> {
         self.write(|tx| agent::set_hold_key(tx, run_id, public_key, key_artifact, now))
     }
 
@@ -326,7 +432,12 @@ impl Store for SqliteStore {
         self.write(|tx| agent::report_hold_ip(tx, run_id, ip, now))
     }
 
-    fn complete(&self, run_id: i64, samples_produced: u64, now: Timestamp) -> StoreResult<(u64, RunFacts)> {
+    fn complete(
+        &self,
+        run_id: i64,
+        samples_produced: u64,
+        now: Timestamp,
+    ) -> StoreResult<(u64, RunFacts)> {
         self.write(|tx| agent::complete(tx, run_id, samples_produced, now))
     }
 
@@ -338,7 +449,8 @@ impl Store for SqliteStore {
         self.read(|tx| {
             let mut out = Vec::new();
             for t in TABLES {
-                let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+                let n: i64 =
+                    tx.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
                 out.push((t.to_string(), n));
             }
             Ok(RowCounts(out))

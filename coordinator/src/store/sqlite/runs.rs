@@ -40,7 +40,8 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
 }
 
 pub fn create(tx: &Connection, run: &NewRun, now: Timestamp) -> StoreResult<Run> {
-    let overrides = serde_json::to_string(&run.overrides).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let overrides =
+        serde_json::to_string(&run.overrides).map_err(|e| StoreError::Invalid(e.to_string()))?;
     tx.execute(
         "INSERT INTO runs (host_id, state, agent_token_hash, started_at, override_flags_json, non_destructive, profile, require_all_disks)
          VALUES (?1, 'Queued', '', ?2, ?3, ?4, ?5, ?6)",
@@ -74,7 +75,11 @@ pub fn create(tx: &Connection, run: &NewRun, now: Timestamp) -> StoreResult<Run>
         &format!(
             "run created: Queued ({} profile{}, {} thresholds)",
             run.profile,
-            if run.non_destructive { ", non-destructive" } else { "" },
+            if run.non_destructive {
+                ", non-destructive"
+            } else {
+                ""
+            },
             run.thresholds.len()
         ),
         None,
@@ -84,29 +89,49 @@ pub fn create(tx: &Connection, run: &NewRun, now: Timestamp) -> StoreResult<Run>
 }
 
 pub fn list(tx: &Connection) -> StoreResult<Vec<Run>> {
-    let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id ORDER BY r.id"))?;
-    let rows = stmt.query_map([], row_to_run)?.collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id ORDER BY r.id"
+    ))?;
+    let rows = stmt
+        .query_map([], row_to_run)?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
 pub fn by_id(tx: &Connection, run_id: i64) -> StoreResult<Run> {
-    tx.query_row(&format!("SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id WHERE r.id = ?1"), [run_id], row_to_run)
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id WHERE r.id = ?1"),
+        [run_id],
+        row_to_run,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))
 }
 
 pub fn state_of(tx: &Connection, run_id: i64) -> StoreResult<(RunState, i64)> {
     let row: Option<(String, i64)> = tx
-        .query_row("SELECT state, host_id FROM runs WHERE id = ?1", [run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT state, host_id FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
-    let (state, host_id) = row.ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))?;
-    let state = state.parse().map_err(|e: common::run_state::UnknownRunState| StoreError::Corrupt(e.to_string()))?;
+    let (state, host_id) =
+        row.ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))?;
+    let state = state
+        .parse()
+        .map_err(|e: common::run_state::UnknownRunState| StoreError::Corrupt(e.to_string()))?;
     Ok((state, host_id))
 }
 
 /// Applies `event` to the run: checks the state machine, updates state,
 /// result and completed_at, writes a `transition` event. Illegal → Conflict.
-pub fn apply_transition(tx: &Connection, run_id: i64, event: RunEvent, now: Timestamp) -> StoreResult<RunState> {
+pub fn apply_transition(
+    tx: &Connection,
+    run_id: i64,
+    event: RunEvent,
+    now: Timestamp,
+) -> StoreResult<RunState> {
     let (from, host_id) = state_of(tx, run_id)?;
     let to = from
         .transition(event)
@@ -138,13 +163,21 @@ pub fn apply_transition(tx: &Connection, run_id: i64, event: RunEvent, now: Time
         level,
         "transition",
         &message,
-        Some(&serde_json::json!({"from": from.as_str(), "to": to.as_str(), "event": event.as_str()})),
+        Some(
+            &serde_json::json!({"from": from.as_str(), "to": to.as_str(), "event": event.as_str()}),
+        ),
         now,
     )?;
     Ok(to)
 }
 
-pub fn operator_transition(tx: &Connection, run_id: i64, event: RunEvent, power: Option<Power>, now: Timestamp) -> StoreResult<Run> {
+pub fn operator_transition(
+    tx: &Connection,
+    run_id: i64,
+    event: RunEvent,
+    power: Option<Power>,
+    now: Timestamp,
+) -> StoreResult<Run> {
     let running_stage: Option<String> = tx
         .query_row("SELECT name FROM stages WHERE run_id = ?1 AND state = 'running' ORDER BY ordinal LIMIT 1", [run_id], |r| r.get(0))
         .optional()?;
@@ -153,12 +186,27 @@ pub fn operator_transition(tx: &Connection, run_id: i64, event: RunEvent, power:
     match event {
         RunEvent::Release => {
             let power = power.unwrap_or_default();
-            tx.execute("UPDATE runs SET release_power = ?1 WHERE id = ?2", (power.as_str(), run_id))?;
-            insert_event(tx, Some(run_id), Some(host_id), "info", "release", &format!("hold released by operator (power: {})", power.as_str()), None, now)?;
+            tx.execute(
+                "UPDATE runs SET release_power = ?1 WHERE id = ?2",
+                (power.as_str(), run_id),
+            )?;
+            insert_event(
+                tx,
+                Some(run_id),
+                Some(host_id),
+                "info",
+                "release",
+                &format!("hold released by operator (power: {})", power.as_str()),
+                None,
+                now,
+            )?;
         }
         RunEvent::OperatorAbort => {
             if let Some(stage) = running_stage {
-                tx.execute("UPDATE runs SET failed_stage = COALESCE(failed_stage, ?1) WHERE id = ?2", (&stage, run_id))?;
+                tx.execute(
+                    "UPDATE runs SET failed_stage = COALESCE(failed_stage, ?1) WHERE id = ?2",
+                    (&stage, run_id),
+                )?;
             }
         }
         _ => {}
@@ -166,24 +214,50 @@ pub fn operator_transition(tx: &Connection, run_id: i64, event: RunEvent, power:
     by_id(tx, run_id)
 }
 
-pub fn ignore_diff(tx: &Connection, run_id: i64, field: &str, now: Timestamp) -> StoreResult<usize> {
+pub fn ignore_diff(
+    tx: &Connection,
+    run_id: i64,
+    field: &str,
+    now: Timestamp,
+) -> StoreResult<usize> {
     let (_, host_id) = state_of(tx, run_id)?;
-    let n = tx.execute("UPDATE spec_diffs SET ignored = 1 WHERE run_id = ?1 AND field = ?2", (run_id, field))?;
+    let n = tx.execute(
+        "UPDATE spec_diffs SET ignored = 1 WHERE run_id = ?1 AND field = ?2",
+        (run_id, field),
+    )?;
     // Remember it for a SpecValidate still to come.
-    let flags: Option<String> = tx.query_row("SELECT override_flags_json FROM runs WHERE id = ?1", [run_id], |r| r.get(0))?;
+    let flags: Option<String> = tx.query_row(
+        "SELECT override_flags_json FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
     let mut flags: serde_json::Value = flags
         .and_then(|f| serde_json::from_str(&f).ok())
         .unwrap_or_else(|| serde_json::json!({}));
     if let Some(obj) = flags.as_object_mut() {
-        let list = obj.entry("ignore_diffs").or_insert_with(|| serde_json::json!([]));
+        let list = obj
+            .entry("ignore_diffs")
+            .or_insert_with(|| serde_json::json!([]));
         if let Some(arr) = list.as_array_mut() {
             if !arr.iter().any(|v| v == field) {
                 arr.push(serde_json::json!(field));
             }
         }
     }
-    tx.execute("UPDATE runs SET override_flags_json = ?1 WHERE id = ?2", (flags.to_string(), run_id))?;
-    insert_event(tx, Some(run_id), Some(host_id), "info", "ignore_diff", &format!("operator ignores spec diff {field} ({n} existing row(s) marked)"), None, now)?;
+    tx.execute(
+        "UPDATE runs SET override_flags_json = ?1 WHERE id = ?2",
+        (flags.to_string(), run_id),
+    )?;
+    insert_event(
+        tx,
+        Some(run_id),
+        Some(host_id),
+        "info",
+        "ignore_diff",
+        &format!("operator ignores spec diff {field} ({n} existing row(s) marked)"),
+        None,
+        now,
+    )?;
     Ok(n)
 }
 
@@ -202,7 +276,9 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 
 pub fn events(tx: &Connection, run_id: i64) -> StoreResult<Vec<Event>> {
     let mut stmt = tx.prepare_cached("SELECT * FROM events WHERE run_id = ?1 ORDER BY id")?;
-    let rows = stmt.query_map([run_id], row_to_event)?.collect::<Result<Vec<_>, _>>()?;
+    let rows = stmt
+        .query_map([run_id], row_to_event)?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
@@ -223,7 +299,8 @@ pub fn detail(tx: &Connection, run_id: i64) -> StoreResult<RunDetail> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = tx.prepare_cached("SELECT * FROM sub_steps WHERE run_id = ?1 ORDER BY stage_name, ordinal")?;
+    let mut stmt = tx
+        .prepare_cached("SELECT * FROM sub_steps WHERE run_id = ?1 ORDER BY stage_name, ordinal")?;
     let subs = stmt
         .query_map([run_id], |r| {
             let stage: String = r.get("stage_name")?;
@@ -282,8 +359,19 @@ pub fn detail(tx: &Connection, run_id: i64) -> StoreResult<RunDetail> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let measurements: i64 = tx.query_row("SELECT COUNT(*) FROM measurements WHERE run_id = ?1", [run_id], |r| r.get(0))?;
-    Ok(RunDetail { run, stages, events: events(tx, run_id)?, spec_diffs, thresholds, measurements })
+    let measurements: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM measurements WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    Ok(RunDetail {
+        run,
+        stages,
+        events: events(tx, run_id)?,
+        spec_diffs,
+        thresholds,
+        measurements,
+    })
 }
 
 /// The run's frozen thresholds, rebuilt into rules.
@@ -307,26 +395,32 @@ pub fn load_rules(tx: &Connection, run_id: i64) -> StoreResult<Vec<FrozenRule>> 
         })?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
-        .map(|(id, stage, kind, key, op, threshold, nominal, unit, severity)| {
-            let corrupt = |e: String| StoreError::Corrupt(format!("threshold {id}: {e}"));
-            Ok(FrozenRule {
-                id,
-                rule: Rule {
-                    stage: stage.parse().map_err(corrupt)?,
-                    kind: kind.parse::<Kind>().map_err(|e| corrupt(e.to_string()))?,
-                    key: KeySelector::new(&key).map_err(corrupt)?,
-                    op: op.parse().map_err(corrupt)?,
-                    threshold,
-                    nominal,
-                    unit,
-                    severity: severity.parse().map_err(corrupt)?,
-                },
-            })
-        })
+        .map(
+            |(id, stage, kind, key, op, threshold, nominal, unit, severity)| {
+                let corrupt = |e: String| StoreError::Corrupt(format!("threshold {id}: {e}"));
+                Ok(FrozenRule {
+                    id,
+                    rule: Rule {
+                        stage: stage.parse().map_err(corrupt)?,
+                        kind: kind.parse::<Kind>().map_err(|e| corrupt(e.to_string()))?,
+                        key: KeySelector::new(&key).map_err(corrupt)?,
+                        op: op.parse().map_err(corrupt)?,
+                        threshold,
+                        nominal,
+                        unit,
+                        severity: severity.parse().map_err(corrupt)?,
+                    },
+                })
+            },
+        )
         .collect()
 }
 
-pub fn measurements(tx: &Connection, run_id: i64, kind: Option<&str>) -> StoreResult<Vec<common::wire::Measurement>> {
+pub fn measurements(
+    tx: &Connection,
+    run_id: i64,
+    kind: Option<&str>,
+) -> StoreResult<Vec<common::wire::Measurement>> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, stage_id, ts, kind, key, value, unit FROM measurements WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY id",
     )?;

@@ -1,0 +1,431 @@
+//! The real binaries: `vet-coordinator` killed with SIGKILL mid-stream and
+//! restarted on the same data dir, and `vetctl` driving it.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use support::wait_until;
+
+struct Daemon {
+    child: Child,
+    base: String,
+    token: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn spawn_coordinator(dir: &Path, port: u16) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vet-coordinator"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("VET_")) {
+        cmd.env_remove(k);
+    }
+    let child = cmd
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let token_path = dir.join("operator.token");
+    let token = wait_until("vet-coordinator /health", Duration::from_secs(30), || {
+        let (http, url, token_path) = (
+            http.clone(),
+            format!("{base}/api/v1/health"),
+            token_path.clone(),
+        );
+        async move {
+            let ok = http.get(&url).send().await.ok()?.status() == StatusCode::OK;
+            ok.then(|| std::fs::read_to_string(&token_path).ok())
+                .flatten()
+                .map(|t| t.trim().to_string())
+        }
+    })
+    .await;
+    Daemon { child, base, token }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn op(http: &reqwest::Client, d: &Daemon, path: &str, body: Value) -> Value {
+    let resp = http
+        .post(format!("{}/api/v1{path}", d.base))
+        .bearer_auth(&d.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let daemon = spawn_coordinator(dir.path(), port).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    op(
+        &http,
+        &daemon,
+        "/hosts",
+        json!({"name": "crash", "mac": "52:54:00:00:00:0c"}),
+    )
+    .await;
+    let run = op(
+        &http,
+        &daemon,
+        "/runs",
+        json!({"host": "crash", "non_destructive": true}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let claim: Value = http
+        .post(format!("{}/api/v1/claim", daemon.base))
+        .json(&json!({"macs": ["52:54:00:00:00:0c"], "boot_id": "b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = claim["token"].as_str().unwrap().to_string();
+    let base = daemon.base.clone();
+
+    const BATCHES: u64 = 60;
+    const PER_BATCH: usize = 200;
+    // The agent: sends batches in order, retrying each until acknowledged.
+    let sender = tokio::spawn(async move {
+        let mut retries = 0;
+        for seq in 1..=BATCHES {
+            let samples: Vec<Value> = (0..PER_BATCH)
+                .map(|i| json!({"ts": "2026-11-23T09:15:43.123Z", "kind": "temp", "key": format!("s/{seq}/{i}"), "value": 40.0}))
+                .collect();
+            let body = json!({"seq": seq, "samples": samples});
+            loop {
+                let res = http
+                    .post(format!("{base}/api/v1/runs/{run}/batches"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == StatusCode::OK => break,
+                    Ok(r) => panic!(
+                        "batch {seq}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ),
+                    Err(_) => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        retries
+    });
+    // Kill the coordinator once some batches are in.
+    let db = dir.path().join("vetting.db");
+    wait_until(
+        "a third of the batches stored",
+        Duration::from_secs(60),
+        || {
+            let db = db.clone();
+            async move {
+                let n: i64 = support::open_db(&db)
+                    .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
+                    .ok()?;
+                (n >= (BATCHES / 3) as i64).then_some(())
+            }
+        },
+    )
+    .await;
+    let mut daemon = daemon;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    daemon.child.wait().unwrap();
+    let restarted = spawn_coordinator(dir.path(), port).await;
+    assert_eq!(restarted.token, daemon.token, "the operator token survives");
+    let retries = tokio::time::timeout(Duration::from_secs(120), sender)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(retries > 0, "the kill happened while the agent was sending");
+
+    let db = support::open_db(&dir.path().join("vetting.db"));
+    let rows: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM measurements WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let distinct: i64 = db
+        .query_row(
+            "SELECT COUNT(DISTINCT key) FROM measurements WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let batches: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM batches WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(batches, BATCHES as i64);
+    assert_eq!(
+        rows,
+        (BATCHES as usize * PER_BATCH) as i64,
+        "every accepted sample stored once"
+    );
+    assert_eq!(distinct, rows, "no sample duplicated");
+    drop(restarted);
+}
+
+fn vetctl(base: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vetctl"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("VET_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("VET_COORDINATOR", base);
+    if let Some(t) = token {
+        cmd.env("VET_TOKEN", t);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn vetctl_drives_hosts_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = spawn_coordinator(dir.path(), free_port()).await;
+    let (base, token) = (d.base.as_str(), Some(d.token.as_str()));
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, support::SPEC).unwrap();
+    let spec = spec.to_str().unwrap();
+
+    let (code, out, err) = vetctl(
+        base,
+        token,
+        &[
+            "host",
+            "add",
+            "node-1",
+            "--mac",
+            "52:54:00:00:00:01",
+            "--spec",
+            spec,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let host: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            host["name"].as_str(),
+            host["mac"].as_str(),
+            host["wol_broadcast_ip"].as_str()
+        ),
+        (Some("node-1"), Some("52:54:00:00:00:01"), Some(""))
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "cpu: {model: x, cores: 4}\n").unwrap();
+    let (code, out, err) = vetctl(
+        base,
+        token,
+        &[
+            "host",
+            "add",
+            "node-2",
+            "--mac",
+            "52:54:00:00:00:02",
+            "--spec",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    assert!(err.contains("cores") && err.contains("400"), "{err}");
+
+    let (code, _, err) = vetctl(
+        base,
+        token,
+        &["host", "edit", "node-1", "--spec", bad.to_str().unwrap()],
+    );
+    assert_ne!(code, 0, "a bad spec changes nothing: {err}");
+    let (code, out, _) = vetctl(base, token, &["host", "show", "node-1", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        serde_json::from_str::<Value>(&out).unwrap()["expected_spec_yaml"]
+            .as_str()
+            .unwrap()
+            .contains("EPYC")
+    );
+
+    let (code, out, _) = vetctl(base, token, &["host", "list", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (code, _, err) = vetctl(
+        base,
+        token,
+        &[
+            "run",
+            "start",
+            "node-1",
+            "--non-destructive",
+            "--override",
+            "wipe=true",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("contradicts --non-destructive"), "{err}");
+
+    let (code, out, err) = vetctl(
+        base,
+        token,
+        &[
+            "run",
+            "start",
+            "node-1",
+            "--profile",
+            "quick",
+            "--non-destructive",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let run: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["state"], "Queued");
+    let id = run["id"].as_i64().unwrap().to_string();
+
+    let (code, out, _) = vetctl(base, token, &["run", "list", "--json"]);
+    assert_eq!(code, 0);
+    let runs: Value = serde_json::from_str(&out).unwrap();
+    let first = &runs.as_array().unwrap()[0];
+    for field in [
+        "id",
+        "host_id",
+        "state",
+        "result",
+        "failed_stage",
+        "hold_ip",
+        "profile",
+        "non_destructive",
+        "started_at",
+        "completed_at",
+    ] {
+        assert!(
+            first.get(field).is_some(),
+            "run list --json lacks {field}: {first}"
+        );
+    }
+
+    // After a claim, run show --json carries stages with sub_steps, and events.
+    let claim = reqwest::Client::new()
+        .post(format!("{base}/api/v1/claim"))
+        .json(&json!({"macs": ["52:54:00:00:00:01"], "boot_id": "b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claim.status(), StatusCode::OK);
+    let (code, out, _) = vetctl(base, token, &["run", "show", &id, "--json"]);
+    assert_eq!(code, 0);
+    let show: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(show["state"], "Running");
+    assert_eq!(show["stages"].as_array().unwrap().len(), 12);
+    assert!(show["stages"][3]["sub_steps"].is_array());
+    assert!(show["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "claim"));
+    let (code, out, _) = vetctl(base, token, &["run", "show", &id]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("stages:") && out.contains("SpecValidate") && out.contains("events:"),
+        "{out}"
+    );
+
+    let (code, _, err) = vetctl(base, token, &["run", "cancel", &id]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("already claimed: use `run abort`") && err.contains("409"),
+        "{err}"
+    );
+    let (code, _, _) = vetctl(
+        base,
+        token,
+        &["run", "ignore-diff", &id, "memory.total_gib"],
+    );
+    assert_eq!(code, 0);
+    let (code, out, _) = vetctl(base, token, &["run", "abort", &id, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["state"],
+        "Aborted"
+    );
+
+    let (code, _, err) = vetctl(base, token, &["run", "show", "999"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "vetctl: run 999 not found (404)");
+    let (code, _, err) = vetctl(base, None, &["run", "list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("VET_TOKEN"), "{err}");
+    let (code, _, err) = vetctl(base, Some("wrong"), &["run", "list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = vetctl(
+        &format!("http://127.0.0.1:{}", free_port()),
+        token,
+        &["host", "list"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach coordinator"), "{err}");
+}

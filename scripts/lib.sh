@@ -1,0 +1,25 @@
+# Shared helpers for scripts/*: phase timing and the build cache.
+# shellcheck shell=bash
+
+# Runs "$@" as a named phase and prints how long it took.
+phase() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "==> [$name] $*"
+  "$@"
+  echo "==> [$name] done in $((SECONDS - start)) s"
+}
+
+# Builds go to a target directory shared between clones on this machine,
+# keyed by the digest of what decides the build (toolchain + lock file), so
+# CI's fresh clone reuses an earlier build instead of starting cold.
+use_build_cache() {
+  local root=$1
+  if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    local key
+    key=$( { rustc -Vv; cat "$root/Cargo.lock"; } | sha256sum | cut -c1-16)
+    export CARGO_TARGET_DIR="${VET_CACHE_DIR:-$HOME/.cache/vetting}/target-$key"
+    mkdir -p "$CARGO_TARGET_DIR"
+  fi
+  echo "==> build cache: $CARGO_TARGET_DIR"
+}
