@@ -212,7 +212,24 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         "every accepted sample stored once"
     );
     assert_eq!(distinct, rows, "no sample duplicated");
-    drop(restarted);
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let mut restarted = restarted;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(restarted.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_until(
+        "coordinator exit after SIGTERM",
+        Duration::from_secs(20),
+        || {
+            let status = restarted.child.try_wait().unwrap();
+            async move { status }
+        },
+    )
+    .await;
+    assert!(status.success(), "{status:?}");
 }
 
 fn vetctl(base: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {

@@ -748,3 +748,85 @@ async fn coordinator_restart_mid_run_loses_nothing() {
     assert_eq!(body["samples_stored"], 501);
     assert_eq!(coord.run_detail(run).await["measurements"], 501);
 }
+
+#[tokio::test]
+async fn artifacts_stream_to_content_addressed_files() {
+    let coord = TestCoordinator::start_with(|c| c.max_artifact_bytes = 1 << 20).await;
+    coord.add_host("node-f", MAC, None).await;
+    let run = coord.start_run("node-f", json!({})).await;
+    let agent = coord.agent(MAC, "b").await;
+    let bytes: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| i.to_le_bytes())
+        .take(700_000)
+        .collect();
+    let (st, a) = agent.upload("fio", Some(6), bytes.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{a}");
+    use sha2::Digest;
+    assert_eq!(
+        a["sha256"],
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        "sha256sum-compatible digest"
+    );
+    assert_eq!(a["blake3"], blake3::hash(&bytes).to_hex().to_string());
+    assert_eq!(a["size_bytes"], 700_000);
+    let path = a["path"].as_str().unwrap();
+    assert!(
+        path.ends_with(a["blake3"].as_str().unwrap()),
+        "named by content: {path}"
+    );
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+    let stage_id: i64 = coord
+        .db()
+        .query_row(
+            "SELECT stage_id FROM artifacts WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stage_id > 0);
+
+    let before = coord.row_counts();
+    let (st, err) = agent.upload("fio", None, vec![0u8; (1 << 20) + 1]).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(coord.row_counts(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(coord.dir.path().join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "a refused upload leaves nothing: {leftovers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_in_production_gets_only_non_destructive_runs() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-p", MAC, None).await;
+    // What a host-mode agent's heartbeat records.
+    let db = rusqlite::Connection::open(coord.db_path()).unwrap();
+    let seen = common::time::Timestamp::from_datetime(chrono::Utc::now()).to_string();
+    db.execute(
+        "UPDATE hosts SET last_seen_at = ?1 WHERE name = 'node-p'",
+        [seen],
+    )
+    .unwrap();
+    let before = coord.row_counts();
+    let (st, err) = coord
+        .op_post("/runs", json!({"host": "node-p", "non_destructive": false}))
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--non-destructive"),
+        "{err}"
+    );
+    assert_eq!(coord.row_counts(), before);
+    let (st, _) = coord
+        .op_post("/runs", json!({"host": "node-p", "non_destructive": true}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}

@@ -1,0 +1,460 @@
+//! `vet-bench ingest`: how fast measurements get into the store.
+//!
+//! (a) bare SQLite: the rows the coordinator writes per sample (measurement
+//!     and threshold evaluations, plus the batch ledger row) inserted in
+//!     batches of 500 with the same schema and indices: the physical limit.
+//! (b) the real `vet-coordinator` binary over HTTP on loopback, unpaced,
+//!     N concurrent simulated agents, batches of 500, thresholds present.
+//! (c) a fleet: 1000 simulated agents, each one batch of 200 samples per second.
+//!
+//! The load generator shares the machine's cores with the coordinator.
+//! Never used by tests: figures go to docs/BENCHMARKS.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures_util::{stream, StreamExt};
+use serde_json::{json, Value};
+
+use common::profile::Profile;
+use common::stage::Stage;
+use common::time::Timestamp;
+use common::wire::{RunCreate, StageFinish, StageOutcome};
+use coordinator::store::sqlite::SqliteStore;
+use coordinator::store::{NewHost, Store};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ingest throughput and latency: (a), (b), (c).
+    Ingest {
+        /// Samples per scenario in (a) and (b).
+        #[arg(long, default_value_t = 300_000)]
+        samples: usize,
+        /// Seconds the fleet (c) runs.
+        #[arg(long, default_value_t = 20)]
+        fleet_secs: u64,
+        /// Agents in the fleet (c).
+        #[arg(long, default_value_t = 1000)]
+        fleet_agents: usize,
+    },
+}
+
+const SPEC: &str = "thresholds:\n  - {stage: CPUStress, kind: temp, key: \"coretemp/*\", op: lt, threshold: 90, unit: C, severity: critical}\n";
+
+fn sample_json(i: usize, base_ms: i64) -> Value {
+    let ts = Timestamp::from_unix_millis(base_ms + i as i64);
+    json!({"ts": ts.to_string(), "kind": "temp", "key": format!("coretemp/Core {}", i % 32), "value": 40.0 + (i % 40) as f64, "unit": "C", "stage": 4})
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Ingest {
+            samples,
+            fleet_secs,
+            fleet_agents,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let a = bare_sqlite(samples)?;
+            println!(
+                "(a) bare SQLite          {:>10.0} samples/s  ({samples} samples, batches of 500)",
+                a
+            );
+            let mut b_rates = Vec::new();
+            for agents in [10usize, 100] {
+                let r = rt.block_on(http_unpaced(agents, samples))?;
+                println!(
+                    "(b) coordinator N={agents:<4}  {:>10.0} samples/s  ratio to (a) {:>5.1} %  batch latency p50 {:>7.1} ms  p99 {:>7.1} ms",
+                    r.rate,
+                    100.0 * r.rate / a,
+                    r.p50_ms,
+                    r.p99_ms
+                );
+                b_rates.push(r);
+            }
+            let c = rt.block_on(fleet(fleet_agents, fleet_secs))?;
+            println!(
+                "(c) fleet {fleet_agents} agents × 200 samples/s for {fleet_secs} s: offered {:.0} samples/s, acknowledged {:.0} samples/s ({:.1} %), batch latency p50 {:.1} ms p99 {:.1} ms, max {:.1} ms",
+                c.offered,
+                c.rate,
+                100.0 * c.rate / c.offered,
+                c.p50_ms,
+                c.p99_ms,
+                c.max_ms
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A store with one host and one claimed run whose CPUStress stage runs.
+fn prepared_store(path: &Path) -> anyhow::Result<(SqliteStore, i64)> {
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    let store = SqliteStore::open(path, now)?;
+    store.create_host(
+        &NewHost {
+            name: "bench".into(),
+            mac: "52:54:00:be:00:01".parse()?,
+            wol: None,
+            expected_spec_yaml: SPEC.into(),
+            notes: String::new(),
+        },
+        now,
+    )?;
+    let run = coordinator::lifecycle::create_run(
+        &store,
+        &RunCreate {
+            host: "bench".into(),
+            profile: Profile::Quick,
+            non_destructive: true,
+            overrides: Default::default(),
+            require_all_disks: false,
+        },
+        now,
+    )?;
+    store.claim(&["52:54:00:be:00:01".parse()?], "b", "", now)?;
+    for o in 0..4 {
+        store.start_stage(run.id, o, now, now)?;
+        let finish = StageFinish {
+            outcome: StageOutcome::Passed,
+            reason: None,
+            at: None,
+            summary: None,
+            sub_steps: vec![],
+        };
+        store.finish_stage(run.id, o, &finish, None, now)?;
+    }
+    store.start_stage(run.id, Stage::CpuStress.ordinal(), now, now)?;
+    Ok((store, run.id))
+}
+
+fn bare_sqlite(samples: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("vetting.db");
+    let (store, run_id) = prepared_store(&path)?;
+    drop(store);
+    let mut db = rusqlite::Connection::open(&path)?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.pragma_update(None, "foreign_keys", "ON")?;
+    let stage_id: i64 = db.query_row(
+        "SELECT id FROM stages WHERE run_id = ?1 AND ordinal = 4",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    // The rules a temp sample of CPUStress matches (same as the coordinator's).
+    let rule_ids: Vec<i64> = db
+        .prepare("SELECT id FROM thresholds WHERE run_id = ?1 AND kind = 'temp' AND stage_name IN ('*', 'CPUStress')")?
+        .query_map([run_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let base = chrono::Utc::now().timestamp_millis();
+    let start = Instant::now();
+    let mut seq = 0i64;
+    for chunk in (0..samples).collect::<Vec<_>>().chunks(500) {
+        seq += 1;
+        let tx = db.transaction()?;
+        {
+            let mut m = tx.prepare_cached("INSERT INTO measurements (run_id, stage_id, ts, kind, key, value, unit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            let mut e = tx.prepare_cached(
+                "INSERT INTO threshold_evaluations (run_id, threshold_id, stage_name, kind, key, ts, observed, passed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for &i in chunk {
+                let ts = Timestamp::from_unix_millis(base + i as i64).to_string();
+                let key = format!("coretemp/Core {}", i % 32);
+                let value = 40.0 + (i % 40) as f64;
+                m.execute((run_id, stage_id, &ts, "temp", &key, value, "C"))?;
+                for id in &rule_ids {
+                    e.execute((run_id, id, "CPUStress", "temp", &key, &ts, value, true))?;
+                }
+            }
+            tx.execute("INSERT INTO batches (run_id, seq, sample_count, received_at) VALUES (?1, ?2, ?3, ?4)", (run_id, seq, chunk.len() as i64, base.to_string()))?;
+        }
+        tx.commit()?;
+    }
+    Ok(samples as f64 / start.elapsed().as_secs_f64())
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coordinator_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .context("bench binary has no directory")?
+        .join("vet-coordinator");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p vetting-coordinator`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+async fn start_daemon(http: &reqwest::Client) -> anyhow::Result<Daemon> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(coordinator_binary()?)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/api/v1/health")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("coordinator did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = std::fs::read_to_string(dir.path().join("operator.token"))?
+        .trim()
+        .to_string();
+    Ok(Daemon {
+        child,
+        base,
+        token,
+        _dir: dir,
+    })
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if !status.is_success() {
+        bail!("{url}: {status} {v}");
+    }
+    Ok(v)
+}
+
+/// Registers `n` hosts, starts and claims their runs, and brings each to a
+/// running CPUStress stage. Returns (run id, run token) per agent.
+async fn agents(
+    http: &reqwest::Client,
+    d: &Daemon,
+    n: usize,
+) -> anyhow::Result<Vec<(i64, String)>> {
+    let out = stream::iter(0..n)
+        .map(|i| async move {
+            let mac = format!(
+                "52:54:{:02x}:{:02x}:{:02x}:01",
+                i >> 16 & 0xff,
+                i >> 8 & 0xff,
+                i & 0xff
+            );
+            let name = format!("bench-{i}");
+            let api = format!("{}/api/v1", d.base);
+            post(
+                http,
+                format!("{api}/hosts"),
+                &d.token,
+                json!({"name": name, "mac": mac, "expected_spec_yaml": SPEC}),
+            )
+            .await?;
+            post(
+                http,
+                format!("{api}/runs"),
+                &d.token,
+                json!({"host": name, "non_destructive": true}),
+            )
+            .await?;
+            let claim = post(
+                http,
+                format!("{api}/claim"),
+                "",
+                json!({"macs": [mac], "boot_id": "b"}),
+            )
+            .await?;
+            let run = claim["run_id"].as_i64().context("run_id")?;
+            let token = claim["token"].as_str().context("token")?.to_string();
+            for o in 0..4 {
+                post(
+                    http,
+                    format!("{api}/runs/{run}/stages/{o}/start"),
+                    &token,
+                    json!({}),
+                )
+                .await?;
+                post(
+                    http,
+                    format!("{api}/runs/{run}/stages/{o}/finish"),
+                    &token,
+                    json!({"outcome": "passed"}),
+                )
+                .await?;
+            }
+            post(
+                http,
+                format!("{api}/runs/{run}/stages/4/start"),
+                &token,
+                json!({}),
+            )
+            .await?;
+            anyhow::Ok((run, token))
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    out.into_iter().collect()
+}
+
+struct Rate {
+    rate: f64,
+    offered: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn percentiles(mut lat: Vec<Duration>) -> (f64, f64, f64) {
+    lat.sort();
+    let at = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.99), at(1.0))
+}
+
+fn client(conns: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+async fn http_unpaced(n: usize, samples: usize) -> anyhow::Result<Rate> {
+    let http = client(n)?;
+    let d = start_daemon(&http).await?;
+    let runs = agents(&http, &d, n).await?;
+    let per_agent = samples / n / 500;
+    let base = chrono::Utc::now().timestamp_millis();
+    let start = Instant::now();
+    let tasks: Vec<_> = runs
+        .into_iter()
+        .map(|(run, token)| {
+            let http = http.clone();
+            let url = format!("{}/api/v1/runs/{run}/batches", d.base);
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_agent);
+                for seq in 1..=per_agent {
+                    let body = json!({"seq": seq, "samples": (0..500).map(|i| sample_json(seq * 500 + i, base)).collect::<Vec<_>>()});
+                    let t = Instant::now();
+                    post(&http, url.clone(), &token, body).await?;
+                    lat.push(t.elapsed());
+                }
+                anyhow::Ok(lat)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent = (per_agent * 500 * n) as f64;
+    let (p50, p99, max) = percentiles(lat);
+    Ok(Rate {
+        rate: sent / elapsed,
+        offered: f64::NAN,
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+    })
+}
+
+async fn fleet(n: usize, secs: u64) -> anyhow::Result<Rate> {
+    let http = client(n)?;
+    let d = Arc::new(start_daemon(&http).await?);
+    let runs = agents(&http, &d, n).await?;
+    let base = chrono::Utc::now().timestamp_millis();
+    let start = tokio::time::Instant::now() + Duration::from_millis(500);
+    let tasks: Vec<_> = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (run, token))| {
+            let http = http.clone();
+            let url = format!("{}/api/v1/runs/{run}/batches", d.base);
+            tokio::spawn(async move {
+                // Spread the agents over the second, as real ones are.
+                let phase = Duration::from_micros((i as u64 * 1_000_000 / n as u64) % 1_000_000);
+                let mut tick = tokio::time::interval_at(start + phase, Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut lat = Vec::new();
+                let mut acked = 0usize;
+                for seq in 1..=secs as usize {
+                    tick.tick().await;
+                    let body = json!({"seq": seq, "samples": (0..200).map(|j| sample_json(seq * 200 + j, base)).collect::<Vec<_>>()});
+                    let t = Instant::now();
+                    post(&http, url.clone(), &token, body).await?;
+                    lat.push(t.elapsed());
+                    acked += 200;
+                }
+                anyhow::Ok((lat, acked))
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut acked = 0usize;
+    for t in tasks {
+        let (l, a) = t.await??;
+        lat.extend(l);
+        acked += a;
+    }
+    let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
+    let (p50, p99, max) = percentiles(lat);
+    Ok(Rate {
+        rate: acked as f64 / elapsed,
+        offered: (n * 200) as f64,
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+    })
+}
