@@ -22,7 +22,7 @@ use super::error::{ApiError, AppJson};
 use super::{parse_id, AppState};
 use crate::auth;
 use crate::lifecycle::{self, now};
-use crate::store::NewArtifact;
+use crate::store::{NewArtifact, RunFacts, Store};
 
 pub async fn health() -> Json<Health> {
     Json(Health {
@@ -95,26 +95,39 @@ fn parse_ordinal(s: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("stage ordinal must be 0 to 11, got {s:?}")))
 }
 
+/// Checks the run token of `/runs/{id}/…` and returns the run id.
+async fn authed_run(app: &AppState, id: &str, headers: &HeaderMap) -> Result<i64, ApiError> {
+    let run_id = parse_id(id, "run id")?;
+    app.require_run(headers, run_id).await?;
+    Ok(run_id)
+}
+
+/// Runs `f` on the store and answers with the run's state and next directive.
+async fn with_directive<F>(app: &AppState, f: F) -> Result<Json<DirectiveResponse>, ApiError>
+where
+    F: FnOnce(&dyn Store) -> Result<RunFacts, ApiError> + Send + 'static,
+{
+    let facts = app.db(f).await?;
+    let (facts, directive) = app.directive(facts).await?;
+    Ok(Json(DirectiveResponse {
+        state: facts.state,
+        directive,
+    }))
+}
+
 pub async fn stage_start(
     State(app): State<AppState>,
     Path((id, ordinal)): Path<(String, String)>,
     headers: HeaderMap,
     AppJson(body): AppJson<StageStart>,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
     let ordinal = parse_ordinal(&ordinal)?;
-    app.require_run(&headers, run_id).await?;
-    let facts = app
-        .db(move |s| {
-            let now = now();
-            Ok(s.start_stage(run_id, ordinal, body.at.unwrap_or(now), now)?)
-        })
-        .await?;
-    let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse {
-        state: facts.state,
-        directive,
-    }))
+    let run_id = authed_run(&app, &id, &headers).await?;
+    with_directive(&app, move |s| {
+        let now = now();
+        Ok(s.start_stage(run_id, ordinal, body.at.unwrap_or(now), now)?)
+    })
+    .await
 }
 
 pub async fn stage_finish(
@@ -123,9 +136,8 @@ pub async fn stage_finish(
     headers: HeaderMap,
     AppJson(body): AppJson<StageFinish>,
 ) -> Result<Json<StageVerdict>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
     let ordinal = parse_ordinal(&ordinal)?;
-    app.require_run(&headers, run_id).await?;
+    let run_id = authed_run(&app, &id, &headers).await?;
     if body.sub_steps.len() > 1024 {
         return Err(ApiError::BadRequest(
             "more than 1024 sub_steps in one report".into(),
@@ -157,8 +169,7 @@ pub async fn batch(
     headers: HeaderMap,
     AppJson(batch): AppJson<MeasurementBatch>,
 ) -> Result<Json<BatchAck>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
-    app.require_run(&headers, run_id).await?;
+    let run_id = authed_run(&app, &id, &headers).await?;
     let (mut ack, facts) = app
         .db(move |s| Ok(s.append_batch(run_id, &batch, now())?))
         .await?;
@@ -172,14 +183,8 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
-    app.require_run(&headers, run_id).await?;
-    let facts = app.db(move |s| Ok(s.heartbeat(run_id, now())?)).await?;
-    let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse {
-        state: facts.state,
-        directive,
-    }))
+    let run_id = authed_run(&app, &id, &headers).await?;
+    with_directive(&app, move |s| Ok(s.heartbeat(run_id, now())?)).await
 }
 
 pub async fn directive(
@@ -187,14 +192,8 @@ pub async fn directive(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
-    app.require_run(&headers, run_id).await?;
-    let facts = app.db(move |s| Ok(s.facts(run_id)?)).await?;
-    let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse {
-        state: facts.state,
-        directive,
-    }))
+    let run_id = authed_run(&app, &id, &headers).await?;
+    with_directive(&app, move |s| Ok(s.facts(run_id)?)).await
 }
 
 pub async fn firmware(
@@ -203,14 +202,15 @@ pub async fn firmware(
     headers: HeaderMap,
     AppJson(report): AppJson<FirmwareReport>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
-    app.require_run(&headers, run_id).await?;
-    for c in &report.components {
-        if c.component.is_empty() || c.version.is_empty() {
-            return Err(ApiError::BadRequest(
-                "firmware components need a component and a version".into(),
-            ));
-        }
+    let run_id = authed_run(&app, &id, &headers).await?;
+    if report
+        .components
+        .iter()
+        .any(|c| c.component.is_empty() || c.version.is_empty())
+    {
+        return Err(ApiError::BadRequest(
+            "firmware components need a component and a version".into(),
+        ));
     }
     let n = report.components.len();
     app.db(move |s| Ok(s.record_firmware(run_id, &report.components, now())?))
@@ -224,19 +224,14 @@ pub async fn hold_ip(
     headers: HeaderMap,
     AppJson(report): AppJson<HoldReport>,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
-    app.require_run(&headers, run_id).await?;
+    let run_id = authed_run(&app, &id, &headers).await?;
     let ip: std::net::IpAddr = report.hold_ip.parse().map_err(|_| {
         ApiError::BadRequest(format!("hold_ip {:?} is not an IP address", report.hold_ip))
     })?;
-    let facts = app
-        .db(move |s| Ok(s.report_hold_ip(run_id, &ip.to_string(), now())?))
-        .await?;
-    let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(DirectiveResponse {
-        state: facts.state,
-        directive,
-    }))
+    with_directive(&app, move |s| {
+        Ok(s.report_hold_ip(run_id, &ip.to_string(), now())?)
+    })
+    .await
 }
 
 pub async fn complete(
@@ -245,8 +240,7 @@ pub async fn complete(
     headers: HeaderMap,
     AppJson(body): AppJson<RunComplete>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let run_id = parse_id(&id, "run id")?;
-    app.require_run(&headers, run_id).await?;
+    let run_id = authed_run(&app, &id, &headers).await?;
     let (stored, facts) = app
         .db(move |s| Ok(s.complete(run_id, body.samples_produced, now())?))
         .await?;
@@ -269,8 +263,7 @@ pub async fn artifact(
     body: Body,
 ) -> Result<Json<ArtifactInfo>, ApiError> {
     use sha2::Digest;
-    let run_id = parse_id(&id, "run id")?;
-    app.require_run(&headers, run_id).await?;
+    let run_id = authed_run(&app, &id, &headers).await?;
     let kind = q.get("kind").cloned().unwrap_or_default();
     if kind.is_empty()
         || kind.len() > 32
