@@ -446,6 +446,24 @@ async fn batches_are_idempotent_and_gaps_refused() {
     // A reclaim by the same boot tells the agent where the sequence stands.
     let again = coord.agent(MAC, "boot-1").await;
     assert_eq!(again.seq, 3);
+    // The agent's total disagrees with what was stored: an error event.
+    let (st, body) = again
+        .post("/complete", json!({"samples_produced": 5}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["samples_stored"], 2);
+    let d = coord.run_detail(run).await;
+    let mismatch = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "sample_count_mismatch")
+        .expect("mismatch event");
+    assert_eq!(mismatch["level"], "error");
+    assert_eq!(
+        mismatch["message"],
+        "agent produced 5 samples; coordinator stored 2"
+    );
 }
 
 #[tokio::test]
