@@ -219,6 +219,20 @@ pub struct RunComplete {
     pub samples_produced: u64,
 }
 
+/// The coordinator's count next to the agent's; a mismatch is an error event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteAck {
+    pub samples_produced: u64,
+    pub samples_stored: u64,
+    pub state: RunState,
+    pub directive: Directive,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirmwareAck {
+    pub stored: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactInfo {
     pub id: i64,
@@ -383,6 +397,24 @@ pub struct ReleaseRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IgnoreDiffRequest {
     pub field: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IgnoreDiffAck {
+    pub run_id: i64,
+    pub field: String,
+    /// Existing spec_diffs rows marked ignored (0 when SpecValidate is still to come).
+    pub marked: u64,
+}
+
+/// `GET /runs/{id}/hold-key`: what an engineer needs to log into a held host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldKey {
+    pub run_id: i64,
+    /// OpenSSH private key.
+    pub private_key: String,
+    pub hold_ip: Option<String>,
+    pub user: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

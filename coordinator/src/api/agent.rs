@@ -13,9 +13,9 @@ use tokio::io::AsyncWriteExt;
 use common::profile::Profile;
 use common::stage::Stage;
 use common::wire::{
-    ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, DirectiveResponse, FirmwareReport, Health,
-    HoldReport, Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart,
-    StageVerdict,
+    ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, CompleteAck, DirectiveResponse,
+    FirmwareAck, FirmwareReport, Health, HoldReport, Iperf3Servers, MeasurementBatch, RunComplete,
+    StageFinish, StageStart, StageVerdict,
 };
 
 use super::error::{ApiError, AppJson};
@@ -201,7 +201,7 @@ pub async fn firmware(
     Path(id): Path<String>,
     headers: HeaderMap,
     AppJson(report): AppJson<FirmwareReport>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<FirmwareAck>, ApiError> {
     let run_id = authed_run(&app, &id, &headers).await?;
     if report
         .components
@@ -215,7 +215,7 @@ pub async fn firmware(
     let n = report.components.len();
     app.db(move |s| Ok(s.record_firmware(run_id, &report.components, now())?))
         .await?;
-    Ok(Json(serde_json::json!({"stored": n})))
+    Ok(Json(FirmwareAck { stored: n as u64 }))
 }
 
 pub async fn hold_ip(
@@ -239,18 +239,18 @@ pub async fn complete(
     Path(id): Path<String>,
     headers: HeaderMap,
     AppJson(body): AppJson<RunComplete>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CompleteAck>, ApiError> {
     let run_id = authed_run(&app, &id, &headers).await?;
     let (stored, facts) = app
         .db(move |s| Ok(s.complete(run_id, body.samples_produced, now())?))
         .await?;
     let (facts, directive) = app.directive(facts).await?;
-    Ok(Json(serde_json::json!({
-        "samples_produced": body.samples_produced,
-        "samples_stored": stored,
-        "state": facts.state,
-        "directive": directive,
-    })))
+    Ok(Json(CompleteAck {
+        samples_produced: body.samples_produced,
+        samples_stored: stored,
+        state: facts.state,
+        directive,
+    }))
 }
 
 /// Streams the body to a temporary file, hashing as it goes, then renames it

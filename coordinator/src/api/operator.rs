@@ -9,7 +9,8 @@ use axum::Json;
 use common::run_state::{RunEvent, RunState};
 use common::spec::HostSpec;
 use common::wire::{
-    Host, HostCreate, HostUpdate, IgnoreDiffRequest, ReleaseRequest, Run, RunCreate, RunDetail,
+    HoldKey, Host, HostCreate, HostUpdate, IgnoreDiffAck, IgnoreDiffRequest, ReleaseRequest, Run,
+    RunCreate, RunDetail,
 };
 
 use super::error::{ApiError, AppJson};
@@ -174,7 +175,7 @@ pub async fn ignore_diff(
     Path(id): Path<String>,
     headers: HeaderMap,
     AppJson(req): AppJson<IgnoreDiffRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IgnoreDiffAck>, ApiError> {
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     let field = req.field.trim().to_string();
@@ -187,9 +188,11 @@ pub async fn ignore_diff(
     let marked = app
         .db(move |s| Ok(s.ignore_diff(run_id, &f, now())?))
         .await?;
-    Ok(Json(
-        serde_json::json!({"run_id": run_id, "field": field, "marked": marked}),
-    ))
+    Ok(Json(IgnoreDiffAck {
+        run_id,
+        field,
+        marked: marked as u64,
+    }))
 }
 
 /// The hold key of a held run: private key (OpenSSH format) and where to use it.
@@ -197,7 +200,7 @@ pub async fn hold_key(
     State(app): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HoldKey>, ApiError> {
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     let (run, artifact) = app
@@ -214,9 +217,12 @@ pub async fn hold_key(
     let private_key = tokio::fs::read_to_string(&artifact.path)
         .await
         .map_err(|e| ApiError::Internal(format!("reading hold key {}: {e}", artifact.path)))?;
-    Ok(Json(
-        serde_json::json!({"run_id": run_id, "private_key": private_key, "hold_ip": run.hold_ip, "user": "root"}),
-    ))
+    Ok(Json(HoldKey {
+        run_id,
+        private_key,
+        hold_ip: run.hold_ip,
+        user: "root".into(),
+    }))
 }
 
 /// Stored measurements of a run (optionally one kind), oldest first.

@@ -241,11 +241,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             }
             RunCmd::IgnoreDiff { run, field } => {
-                let v: serde_json::Value = client.post(
+                let ack: common::wire::IgnoreDiffAck = client.post(
                     &format!("/runs/{run}/ignore-diff"),
                     &IgnoreDiffRequest { field },
                 )?;
-                output::value(&v, json)
+                output::ignored(&ack, json)
             }
         },
     }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use common::wire::{Host, Run, RunDetail};
+use common::wire::{Host, IgnoreDiffAck, Run, RunDetail};
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -18,8 +18,15 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub fn value(v: &serde_json::Value, _json: bool) -> anyhow::Result<()> {
-    print_json(v)
+pub fn ignored(ack: &IgnoreDiffAck, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(ack);
+    }
+    println!(
+        "run {}: spec diff {} ignored ({} recorded diff(s) marked; later ones will be too)",
+        ack.run_id, ack.field, ack.marked
+    );
+    Ok(())
 }
 
 pub fn host(h: &Host, json: bool) -> anyhow::Result<()> {
