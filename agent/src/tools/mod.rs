@@ -1,0 +1,133 @@
+//! Tool output parsers. Each takes the bytes a tool printed and returns
+//! normalized measurements plus what the tool itself reported as an error.
+//!
+//! Never: scrape human text where a structured form exists, panic on any
+//! input, or read files or spawn processes (that is the stage executors').
+
+pub mod fio;
+pub mod iperf3;
+pub mod smartctl;
+pub mod stress_ng;
+
+use serde::Serialize;
+
+use common::measurement::Kind;
+use common::profile::Profile;
+use common::stage::Stage;
+use common::threshold::Severity;
+
+/// One normalized measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measured {
+    pub kind: Kind,
+    pub key: String,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+impl Measured {
+    pub fn new(kind: Kind, key: String, value: f64) -> Option<Measured> {
+        let unit = kind.unit_for_key(&key).unwrap_or("");
+        value.is_finite().then_some(Measured {
+            kind,
+            key,
+            value,
+            unit,
+        })
+    }
+}
+
+/// What a tool run yielded: measurements, and problems the tool reported
+/// that mean it could not measure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ToolResult {
+    pub measurements: Vec<Measured>,
+    /// The tool could not measure (smartctl exit bits 0–1, fio job error,
+    /// iperf3 `error`, …).
+    pub errors: Vec<String>,
+    /// Facts worth showing that are not failures by themselves.
+    pub notes: Vec<String>,
+}
+
+/// Why bytes are not output of the tool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not {tool} output: {detail}")]
+pub struct ParseError {
+    pub tool: &'static str,
+    pub detail: String,
+}
+
+impl ParseError {
+    pub fn new(tool: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            tool,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Error,
+}
+
+/// `vet-agent parse` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+    pub measurements: Vec<Measured>,
+}
+
+/// Judges a tool result by the `quick` profile's default thresholds for
+/// `stage`: error when the tool could not measure, fail when a critical
+/// default is breached, pass otherwise (warnings listed as reasons).
+pub fn judge(stage: Stage, result: ToolResult) -> Judged {
+    let rules = Profile::Quick.definition().default_thresholds();
+    let mut reasons = result.errors.clone();
+    let mut failed = false;
+    for m in &result.measurements {
+        for r in rules.iter().filter(|r| r.applies_to(stage, m.kind, &m.key)) {
+            if !r.passes(m.value) {
+                let what = match r.severity {
+                    Severity::Critical => {
+                        failed = true;
+                        "critical"
+                    }
+                    Severity::Warning => "warning",
+                };
+                reasons.push(format!(
+                    "{what}: {} = {} (must be {} {})",
+                    m.key,
+                    m.value,
+                    r.op.as_str(),
+                    r.threshold
+                ));
+            }
+        }
+    }
+    reasons.extend(result.notes.iter().cloned());
+    let verdict = if !result.errors.is_empty() {
+        Verdict::Error
+    } else if failed {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
+    };
+    Judged {
+        verdict,
+        reasons,
+        measurements: result.measurements,
+    }
+}
+
+/// The last path component of a device path (`/dev/sda` → `sda`).
+pub fn device_name(path: &str) -> String {
+    path.rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or(path)
+        .to_string()
+}

@@ -1,0 +1,362 @@
+//! Every recorded fixture of smartctl, fio, iperf3 and stress-ng parses; the
+//! normalized, judged output is snapshotted; failing disks fail; no input
+//! makes a parser panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::stage::Stage;
+use proptest::prelude::*;
+use vet_agent::tools::{self, judge, Judged, ParseError, ToolResult, Verdict};
+
+fn fixtures(tool: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(tool);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("json" | "yaml")
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+fn parse(tool: &str, bytes: &[u8]) -> Result<ToolResult, ParseError> {
+    match tool {
+        "smartctl" => tools::smartctl::parse(bytes, None),
+        "fio" => tools::fio::parse(bytes, None),
+        "iperf3" => tools::iperf3::parse(bytes, None),
+        "stress-ng" => tools::stress_ng::parse(bytes),
+        _ => unreachable!(),
+    }
+}
+
+fn stage(tool: &str) -> Stage {
+    match tool {
+        "smartctl" => Stage::Smart,
+        "fio" => Stage::DiskPerf,
+        "iperf3" => Stage::Network,
+        _ => Stage::CpuStress,
+    }
+}
+
+fn judged(tool: &str, file: &Path) -> Judged {
+    let bytes = std::fs::read(file).unwrap();
+    let result = parse(tool, &bytes)
+        .unwrap_or_else(|e| panic!("{}: recorded fixture must parse: {e}", file.display()));
+    judge(stage(tool), result)
+}
+
+#[test]
+fn every_fixture_parses_and_matches_its_snapshot() {
+    for tool in ["smartctl", "fio", "iperf3", "stress-ng"] {
+        for file in fixtures(tool) {
+            let j = judged(tool, &file);
+            let name = format!("{tool}__{}", file.file_stem().unwrap().to_string_lossy());
+            insta::assert_json_snapshot!(name, j);
+        }
+    }
+}
+
+#[test]
+fn verdicts_of_failing_and_broken_devices() {
+    let cases = [
+        (
+            "smartctl",
+            "megaraid-sat-hdd-wd4000fyyx-realloc387-smartctl71-a.json",
+            Verdict::Fail,
+        ),
+        (
+            "smartctl",
+            "nvme-qemu72-emulated-critical-warning-4-FAILED-smartctl73-x.json",
+            Verdict::Fail,
+        ),
+        (
+            "smartctl",
+            "nvme-samsung-970evo-media-errors7-smartctl70-x.json",
+            Verdict::Fail,
+        ),
+        (
+            "smartctl",
+            "sas-hdd-seagate-st373453lc-smartctl74.json",
+            Verdict::Fail,
+        ),
+        (
+            "smartctl",
+            "usb-jmicron-sata-hdd-hitachi-health-FAILED-smartctl71-a.json",
+            Verdict::Fail,
+        ),
+        (
+            "smartctl",
+            "error-vm-virtio-unknown-device-type-smartctl73-x.json",
+            Verdict::Error,
+        ),
+        (
+            "smartctl",
+            "error-windows-open-failed-smartctl70.json",
+            Verdict::Error,
+        ),
+        (
+            "smartctl",
+            "scan-no-devices-smartctl73.json",
+            Verdict::Error,
+        ),
+        (
+            "smartctl",
+            "nvme-qemu72-emulated-smartctl73-x.json",
+            Verdict::Pass,
+        ),
+        (
+            "smartctl",
+            "nvme-intel-ssdpedmd800g4-spare93-used51-smartctl73.json",
+            Verdict::Pass,
+        ),
+        // CRC errors (199) and a non-empty error log are warnings, not failures.
+        (
+            "smartctl",
+            "sata-hdd-hgst-hus724020ale640-errorlog-exit64-smartctl73.json",
+            Verdict::Pass,
+        ),
+        // NVMe error-log entries are a warning, not a failure.
+        (
+            "smartctl",
+            "nvme-corsair-force-mp510-smartctl70-a.json",
+            Verdict::Pass,
+        ),
+        (
+            "fio",
+            "fio-3.33-error-file-creation-disallowed.json",
+            Verdict::Error,
+        ),
+        (
+            "fio",
+            "fio-3.14-samsung860pro-randread-qd8-32jobs-grouped.json",
+            Verdict::Pass,
+        ),
+        (
+            "iperf3",
+            "iperf3-3.12-error-connection-refused.json",
+            Verdict::Error,
+        ),
+        (
+            "iperf3",
+            "iperf3-3.12-udp-200M-loopback.json",
+            Verdict::Pass,
+        ),
+        (
+            "stress-ng",
+            "stress-ng-0.15.06-cpu-vm-matrix-hdd.yaml",
+            Verdict::Pass,
+        ),
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    for (tool, file, want) in cases {
+        let j = judged(tool, &root.join(tool).join(file));
+        assert_eq!(j.verdict, want, "{file}: {:?}", j.reasons);
+    }
+    let hot = judged(
+        "smartctl",
+        &root.join("smartctl/nvme-qemu72-emulated-critical-warning-4-FAILED-smartctl73-x.json"),
+    );
+    assert!(
+        hot.reasons
+            .iter()
+            .any(|r| r.contains("exit status bit 3: SMART status check returned DISK FAILING")),
+        "{:?}",
+        hot.reasons
+    );
+    assert!(
+        hot.reasons
+            .iter()
+            .any(|r| r == "critical: nvme0/critical_warning = 4 (must be lte 0)"),
+        "{:?}",
+        hot.reasons
+    );
+}
+
+#[test]
+fn units_and_keys_follow_the_scheme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let j = judged(
+        "fio",
+        &root.join("fio/fio-3.14-samsung860pro-randread-qd8-32jobs-grouped.json"),
+    );
+    let bw = j
+        .measurements
+        .iter()
+        .find(|m| m.key == "sdf/read_bw_mbps")
+        .expect("bandwidth");
+    assert_eq!(bw.unit, "MB/s");
+    // bw_bytes 214,726,… B/s is 214.7 MB/s (10^6 bytes).
+    assert!((bw.value - 214.7).abs() < 0.1, "{}", bw.value);
+    assert_eq!(
+        j.measurements
+            .iter()
+            .find(|m| m.key == "sdf/read_clat_p99_us")
+            .unwrap()
+            .unit,
+        "µs"
+    );
+    let j = judged(
+        "iperf3",
+        &root.join("iperf3/iperf3-3.12-udp-200M-loopback.json"),
+    );
+    let keys: Vec<(&str, &str)> = j
+        .measurements
+        .iter()
+        .map(|m| (m.key.as_str(), m.unit))
+        .collect();
+    assert_eq!(keys, [("nic/bps", "bit/s"), ("nic/lost_pct", "%")]);
+    let j = judged(
+        "smartctl",
+        &root.join("smartctl/nvme-intel-ssdpedmd800g4-spare93-used51-smartctl73.json"),
+    );
+    let margin = j
+        .measurements
+        .iter()
+        .find(|m| m.key == "nvme0/available_spare_margin")
+        .unwrap();
+    assert_eq!(margin.value, 93.0 - 10.0);
+}
+
+#[test]
+fn truncated_fixtures_never_panic() {
+    for tool in ["smartctl", "fio", "iperf3", "stress-ng"] {
+        for file in fixtures(tool) {
+            let bytes = std::fs::read(&file).unwrap();
+            let step = (bytes.len() / 97).max(1);
+            for cut in (0..bytes.len()).step_by(step) {
+                // Any answer is fine; a panic is not. A cut JSON document is never valid.
+                let r = parse(tool, &bytes[..cut]);
+                let only_whitespace_cut = bytes[cut..].iter().all(u8::is_ascii_whitespace);
+                if tool != "stress-ng" && !only_whitespace_cut {
+                    assert!(r.is_err(), "{} cut at {cut} parsed", file.display());
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        for tool in ["smartctl", "fio", "iperf3", "stress-ng"] {
+            let _ = parse(tool, &bytes);
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_values_never_panic(v in arb_json()) {
+        let bytes = serde_json::to_vec(&v).unwrap();
+        for tool in ["smartctl", "fio", "iperf3"] {
+            let _ = parse(tool, &bytes);
+        }
+    }
+}
+
+/// JSON documents shaped like tool output: the keys the parsers look at,
+/// with values of any type.
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null)),
+        "[a-z_ ]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    let keys = prop_oneof![
+        Just("smartctl"),
+        Just("exit_status"),
+        Just("device"),
+        Just("name"),
+        Just("smart_status"),
+        Just("passed"),
+        Just("ata_smart_attributes"),
+        Just("table"),
+        Just("raw"),
+        Just("value"),
+        Just("id"),
+        Just("nvme_smart_health_information_log"),
+        Just("fio version"),
+        Just("jobs"),
+        Just("read"),
+        Just("write"),
+        Just("clat_ns"),
+        Just("percentile"),
+        Just("50.000000"),
+        Just("bw_bytes"),
+        Just("start"),
+        Just("end"),
+        Just("error"),
+        Just("sum_received"),
+        Just("bits_per_second"),
+        Just("test_start"),
+        Just("protocol"),
+    ];
+    leaf.prop_recursive(4, 64, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            proptest::collection::vec((keys.clone(), inner), 0..6).prop_map(|kv| {
+                serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+}
+
+fn vet_agent(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vet-agent"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn parse_command_exit_codes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let failing =
+        root.join("smartctl/usb-jmicron-sata-hdd-hitachi-health-FAILED-smartctl71-a.json");
+    let (code, out, _) = vet_agent(&["parse", "smartctl", failing.to_str().unwrap()]);
+    assert_eq!(code, 0, "a failing disk is valid smartctl output");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "fail");
+    assert!(v["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["kind"] == "smart_attr" && m["key"].as_str().unwrap().starts_with("sdc/")));
+    let (code, out, _) = vet_agent(&[
+        "parse",
+        "smartctl",
+        failing.to_str().unwrap(),
+        "--device",
+        "sdz",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"sdz/5_Reallocated_Sector_Ct\""));
+
+    let wrong = root.join("iperf3/iperf3-3.12-tcp-client-loopback.json");
+    let (code, out, err) = vet_agent(&["parse", "fio", wrong.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not fio output"), "{err}");
+    let (code, _, err) = vet_agent(&["parse", "iperf3", "/nonexistent/file.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("reading /nonexistent/file.json"), "{err}");
+    let (code, _, err) = vet_agent(&["boot"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not implemented"), "{err}");
+}
