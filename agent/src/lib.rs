@@ -9,4 +9,5 @@
 //! coordinated run; `tools::judge` exists for `vet-agent parse`, the
 //! operator's debugging aid. The agent never depends on the coordinator.
 
+pub mod exec;
 pub mod tools;
