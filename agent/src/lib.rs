@@ -11,3 +11,4 @@
 
 pub mod exec;
 pub mod tools;
+pub mod uplink;

@@ -1,0 +1,146 @@
+//! HTTP client for the run-token routes (reqwest + rustls). Decides which
+//! answers are worth retrying: connect errors, 408, 429 and 5xx are;
+//! any other 4xx is a bug on one side and is returned as `Rejected`.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use common::wire::{ClaimRequest, ClaimResponse, ErrorBody, API_PREFIX};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// Worth retrying: the coordinator was unreachable or busy.
+    #[error("coordinator unreachable or busy: {0}")]
+    Transient(String),
+    /// The coordinator refused the request; retrying will not help.
+    #[error("coordinator refused ({status}): {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+        expected_seq: Option<u64>,
+    },
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: RwLock<String>,
+    run_id: RwLock<i64>,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Result<Client, UplinkError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| UplinkError::Transient(format!("building HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: RwLock::new(String::new()),
+            run_id: RwLock::new(0),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn run_id(&self) -> i64 {
+        *self.run_id.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn answer<T: DeserializeOwned>(
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, UplinkError> {
+        let resp = resp.map_err(|e| UplinkError::Transient(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| UplinkError::Transient(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| UplinkError::Rejected {
+                status: status.as_u16(),
+                code: "bad_answer".into(),
+                message: format!("answer not understood: {e}"),
+                expected_seq: None,
+            });
+        }
+        let s = status.as_u16();
+        if s == 408 || s == 429 || status.is_server_error() {
+            return Err(UplinkError::Transient(format!("HTTP {status}")));
+        }
+        let (code, message, expected_seq) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (b.error.code, b.error.message, b.error.expected_seq),
+            Err(_) => (
+                "unknown".into(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+                None,
+            ),
+        };
+        Err(UplinkError::Rejected {
+            status: s,
+            code,
+            message,
+            expected_seq,
+        })
+    }
+
+    /// Claims a run; on success the client carries its id and token.
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<ClaimResponse, UplinkError> {
+        let resp = self
+            .http
+            .post(format!("{}{API_PREFIX}/claim", self.base))
+            .json(req)
+            .send()
+            .await;
+        let claim: ClaimResponse = Self::answer(resp).await?;
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = claim.token.clone();
+        *self.run_id.write().unwrap_or_else(|p| p.into_inner()) = claim.run_id;
+        Ok(claim)
+    }
+
+    fn run_url(&self, path: &str) -> String {
+        format!("{}{API_PREFIX}/runs/{}{path}", self.base, self.run_id())
+    }
+
+    fn token(&self) -> String {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, UplinkError> {
+        let resp = self
+            .http
+            .post(self.run_url(path))
+            .bearer_auth(self.token())
+            .json(body)
+            .send()
+            .await;
+        Self::answer(resp).await
+    }
+
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+        bytes: Vec<u8>,
+    ) -> Result<T, UplinkError> {
+        let resp = self
+            .http
+            .post(self.run_url(path_and_query))
+            .bearer_auth(self.token())
+            .body(bytes)
+            .send()
+            .await;
+        Self::answer(resp).await
+    }
+}

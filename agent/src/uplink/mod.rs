@@ -1,0 +1,9 @@
+//! The agent's link to the coordinator: HTTP client, batcher, spool, retry.
+
+pub mod batcher;
+pub mod client;
+pub mod retry;
+pub mod spool;
+
+pub use batcher::Uplink;
+pub use client::{Client, UplinkError};
