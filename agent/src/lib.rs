@@ -10,5 +10,7 @@
 //! operator's debugging aid. The agent never depends on the coordinator.
 
 pub mod exec;
+pub mod host;
+pub mod sensors;
 pub mod tools;
 pub mod uplink;
