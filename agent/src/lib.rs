@@ -11,6 +11,8 @@
 
 pub mod exec;
 pub mod host;
+pub mod run;
 pub mod sensors;
+pub mod stages;
 pub mod tools;
 pub mod uplink;

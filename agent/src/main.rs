@@ -1,7 +1,7 @@
 //! vet-agent: the static agent run on the node under test.
 //!
-//! `parse` works today; `boot` and `host` arrive with the rest of the agent
-//! issue and until then say so plainly and exit 2.
+//! `boot` claims and runs this machine's queued run; `parse` checks a tool's
+//! recorded output; `host` (production hosts) is not in this build yet.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +9,23 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::time::Duration;
+
+use common::run_state::RunState;
 use common::stage::Stage;
+use vet_agent::host::{Roots, Selector};
+use vet_agent::run::{boot, BootOptions, PowerMode};
 use vet_agent::tools::{self, judge};
+
+/// `vet.coordinator=URL` from /proc/cmdline (what the live image passes).
+fn kernel_cmdline_coordinator() -> anyhow::Result<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("vet.coordinator="))
+        .map(str::to_string)
+        .context("no --coordinator given and no vet.coordinator=URL on the kernel command line")
+}
 
 #[derive(Parser)]
 #[command(name = "vet-agent", version, about = "Vetting agent")]
@@ -21,8 +36,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Claim and run the queued run for this machine (not in this build yet).
-    Boot,
+    /// Claim the run queued for this machine's MACs, run it, then do what
+    /// the coordinator says (hold, release, done).
+    Boot(BootArgs),
     /// Heartbeat and run non-destructive runs on a host in use (not in this build yet).
     Host,
     /// Parse a tool's recorded output and print the normalized result as
@@ -37,6 +53,37 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct BootArgs {
+    /// Coordinator URL; default: `vet.coordinator=URL` from the kernel command line.
+    #[arg(long, env = "VET_COORDINATOR")]
+    coordinator: Option<String>,
+    /// `exec` powers off/reboots for real (the live image); `none` only logs.
+    #[arg(long, value_enum, default_value = "none")]
+    power: PowerArg,
+    /// Disks to test, replacing the default selection (e.g. '/dev/loop*').
+    #[arg(long)]
+    disks: Option<String>,
+    /// NICs to test, replacing the default selection (e.g. 'veth*').
+    #[arg(long)]
+    nics: Option<String>,
+    /// sysfs root the thermal sidecar reads.
+    #[arg(long, default_value = "/sys")]
+    sensors_root: PathBuf,
+    /// Spool and scratch directory.
+    #[arg(long, default_value = "/var/lib/vet-agent")]
+    work_dir: PathBuf,
+    /// Seconds to keep asking for a queued run.
+    #[arg(long, default_value_t = 3600)]
+    claim_timeout: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PowerArg {
+    Exec,
+    None,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Tool {
     Smartctl,
@@ -47,6 +94,13 @@ enum Tool {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -58,8 +112,46 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Boot | Command::Host => {
-            anyhow::bail!("this mode is not implemented in this build; only `vet-agent parse` is")
+        Command::Host => {
+            anyhow::bail!("host mode is not implemented in this build; `boot` and `parse` are")
+        }
+        Command::Boot(a) => {
+            let coordinator = match a.coordinator {
+                Some(c) => c,
+                None => kernel_cmdline_coordinator()?,
+            };
+            let selector = |g: Option<String>| {
+                g.map(|g| Selector::new(&g).map_err(anyhow::Error::msg))
+                    .transpose()
+            };
+            let opts = BootOptions {
+                coordinator,
+                power: match a.power {
+                    PowerArg::Exec => PowerMode::Exec,
+                    PowerArg::None => PowerMode::None,
+                },
+                disks: selector(a.disks)?,
+                nics: selector(a.nics)?,
+                roots: Roots::default(),
+                sensors_root: a.sensors_root,
+                work_dir: a.work_dir,
+                claim_timeout: Duration::from_secs(a.claim_timeout),
+                macs: None,
+                boot_id: None,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let end = rt.block_on(boot(opts))?;
+            println!(
+                "run {}: {} (power action: {}, {} samples sent)",
+                end.run_id,
+                end.state,
+                end.power.as_str(),
+                end.samples_produced
+            );
+            Ok(match end.state {
+                RunState::Passed => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            })
         }
         Command::Parse { tool, file, device } => {
             let bytes =

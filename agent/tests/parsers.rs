@@ -356,7 +356,7 @@ fn parse_command_exit_codes() {
     let (code, _, err) = vet_agent(&["parse", "iperf3", "/nonexistent/file.json"]);
     assert_eq!(code, 2);
     assert!(err.contains("reading /nonexistent/file.json"), "{err}");
-    let (code, _, err) = vet_agent(&["boot"]);
+    let (code, _, err) = vet_agent(&["host"]);
     assert_eq!(code, 2);
     assert!(err.contains("not implemented"), "{err}");
 }

@@ -8,6 +8,7 @@
 //! - [`lifecycle`]: run creation (threshold freezing, Wake-on-LAN), claim
 //!   tokens, hold keys, the silent-agent sweep.
 //! - [`wol`], [`auth`], [`config`]: Wake-on-LAN, tokens, configuration.
+//! - [`iperf`]: the supervised `iperf3 -s` pool agents measure against.
 //!
 //! Architecture invariant: nothing but SQL runs inside a store transaction;
 //! the gate is the only place pass/fail is decided.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod gate;
+pub mod iperf;
 pub mod lifecycle;
 pub mod store;
 pub mod wol;

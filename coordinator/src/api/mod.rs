@@ -192,11 +192,15 @@ pub async fn serve(
     let store: Arc<dyn Store> = Arc::new(store);
     let state = AppState::new(store.clone(), config.clone(), &token);
     let sweeper = tokio::spawn(sweep_silent_agents(store, config.heartbeat_timeout));
+    let iperf_servers = crate::iperf::spawn_pool(&config.iperf3_ports);
     tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "coordinator listening");
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
+    for s in iperf_servers {
+        s.abort();
+    }
     result.context("serving HTTP")
 }
 

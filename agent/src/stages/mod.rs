@@ -1,0 +1,226 @@
+//! Stage executors, one file per stage. Each runs its tools through
+//! `exec`, streams measurements through the uplink tagged with its ordinal,
+//! and reports what it saw. The coordinator decides pass/fail; an executor
+//! reports `failed` only when a tool could not do its job.
+//!
+//! Never: write to a disk (the destructive stages arrive with the safety
+//! interlock), or run a tool without a timeout.
+
+mod burn;
+mod cpu_stress;
+mod disk_perf;
+mod firmware;
+mod gpu;
+mod inventory;
+mod memory;
+mod network;
+mod smart;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use common::inventory::{DiskInfo, Inventory, NicInfo};
+use common::measurement::{Finite, Kind, Sample};
+use common::stage::{Stage, StageState};
+use common::time::Timestamp;
+use common::wire::{ClaimResponse, StageOutcome, SubStepReport};
+
+use crate::exec::{self, ToolCommand, ToolError, ToolOutput};
+use crate::host::Roots;
+use crate::uplink::{Client, Uplink};
+
+/// The coordinator's clock as seen from here: local time plus an offset
+/// measured at the claim (new servers often have wrong clocks).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    offset_ms: i64,
+}
+
+impl Clock {
+    pub fn from_claim(coordinator_time: Timestamp) -> Self {
+        Clock {
+            offset_ms: coordinator_time.unix_millis() - chrono::Utc::now().timestamp_millis(),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_unix_millis(chrono::Utc::now().timestamp_millis() + self.offset_ms)
+    }
+}
+
+/// Everything a stage executor needs.
+pub struct StageCtx {
+    pub stage: Stage,
+    pub claim: Arc<ClaimResponse>,
+    pub uplink: Uplink,
+    pub client: Arc<Client>,
+    pub clock: Clock,
+    pub roots: Roots,
+    /// The machine as selected at boot (`--disks`, `--nics`).
+    pub inventory: Inventory,
+    pub work_dir: PathBuf,
+    /// Cancelled on `abort_stage`; the reason is stored first.
+    pub abort: CancellationToken,
+    pub abort_reason: Arc<Mutex<String>>,
+}
+
+impl StageCtx {
+    /// Sends one measurement of this stage.
+    pub fn emit(&self, kind: Kind, key: String, value: f64) {
+        let Ok(value) = Finite::new(value) else {
+            return;
+        };
+        let unit = kind.unit_for_key(&key).unwrap_or("").to_string();
+        self.uplink.push(Sample {
+            ts: self.clock.now(),
+            kind,
+            key,
+            value,
+            unit,
+            stage: Some(self.stage.ordinal()),
+        });
+    }
+
+    pub async fn run_tool(&self, cmd: &ToolCommand) -> Result<ToolOutput, ToolError> {
+        let reason = self.abort_reason.clone();
+        exec::run(cmd, &self.abort, move || {
+            reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        })
+        .await
+    }
+
+    pub fn disks(&self) -> &[DiskInfo] {
+        &self.inventory.disks
+    }
+
+    pub fn nics(&self) -> &[NicInfo] {
+        &self.inventory.nics
+    }
+
+    pub fn seconds(&self, s: u64) -> Duration {
+        Duration::from_secs(s.max(1))
+    }
+}
+
+/// What a stage executor reports.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    pub outcome: StageOutcome,
+    pub reason: Option<String>,
+    pub summary: serde_json::Value,
+    pub sub_steps: Vec<SubStepReport>,
+}
+
+impl StageReport {
+    pub fn passed(summary: serde_json::Value) -> Self {
+        Self {
+            outcome: StageOutcome::Passed,
+            reason: None,
+            summary,
+            sub_steps: Vec::new(),
+        }
+    }
+
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            outcome: StageOutcome::Failed,
+            reason: Some(reason.into()),
+            summary: serde_json::json!({}),
+            sub_steps: Vec::new(),
+        }
+    }
+
+    pub fn skipped(reason: impl Into<String>) -> Self {
+        Self {
+            outcome: StageOutcome::Skipped,
+            reason: Some(reason.into()),
+            summary: serde_json::json!({}),
+            sub_steps: Vec::new(),
+        }
+    }
+
+    /// A stage made of sub-steps: failed if any failed, skipped if all were
+    /// skipped, passed otherwise.
+    pub fn from_sub_steps(sub_steps: Vec<SubStepReport>, summary: serde_json::Value) -> Self {
+        let failed: Vec<&str> = sub_steps
+            .iter()
+            .filter(|s| s.state == StageState::Failed)
+            .map(|s| s.name.as_str())
+            .collect();
+        let all_skipped = sub_steps.iter().all(|s| s.state == StageState::Skipped);
+        let (outcome, reason) = if !failed.is_empty() {
+            (
+                StageOutcome::Failed,
+                Some(format!("failed: {}", failed.join(", "))),
+            )
+        } else if all_skipped {
+            (
+                StageOutcome::Skipped,
+                Some(if sub_steps.is_empty() {
+                    "nothing to test".into()
+                } else {
+                    "every sub-step skipped".into()
+                }),
+            )
+        } else {
+            (StageOutcome::Passed, None)
+        };
+        Self {
+            outcome,
+            reason,
+            summary,
+            sub_steps,
+        }
+    }
+}
+
+pub fn sub_step(
+    ordinal: usize,
+    name: String,
+    state: StageState,
+    started: Timestamp,
+    ended: Timestamp,
+    summary: serde_json::Value,
+) -> SubStepReport {
+    SubStepReport {
+        ordinal: ordinal as u32,
+        name,
+        state,
+        started_at: Some(started),
+        completed_at: Some(ended),
+        summary: Some(summary),
+    }
+}
+
+/// Runs the executor of `ctx.stage`.
+pub async fn run(ctx: &StageCtx) -> StageReport {
+    match ctx.stage {
+        Stage::Inventory => inventory::run(ctx).await,
+        // Judged by the coordinator from the uploaded inventory.
+        Stage::SpecValidate => StageReport::passed(serde_json::json!({})),
+        Stage::Firmware => firmware::run(ctx).await,
+        Stage::Smart => smart::run(ctx).await,
+        Stage::CpuStress => cpu_stress::run(ctx).await,
+        Stage::Memory => memory::run(ctx).await,
+        Stage::DiskPerf => disk_perf::run(ctx).await,
+        Stage::DiskSurface | Stage::WipeProbe => StageReport::skipped(
+            "destructive stages are not in this build: they arrive with the safety interlock",
+        ),
+        Stage::Network => network::run(ctx).await,
+        Stage::Gpu => gpu::run(ctx).await,
+        Stage::Burn => burn::run(ctx).await,
+    }
+}
+
+/// A tool error as a stage failure line.
+pub fn tool_failure(e: &ToolError) -> String {
+    match e {
+        ToolError::TimedOut { stderr_tail, .. } if !stderr_tail.is_empty() => {
+            format!("{e}: {stderr_tail}")
+        }
+        _ => e.to_string(),
+    }
+}

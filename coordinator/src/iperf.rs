@@ -1,0 +1,50 @@
+//! The pool of `iperf3 -s` servers the coordinator runs next to itself, one
+//! per configured port, handed to agents in the claim answer. Each server is
+//! restarted when it exits and killed when the coordinator stops.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::task::JoinHandle;
+
+/// Starts one supervisor per port. Dropping (aborting) the handles kills the servers.
+pub fn spawn_pool(ports: &[u16]) -> Vec<JoinHandle<()>> {
+    ports
+        .iter()
+        .map(|&port| tokio::spawn(supervise(port)))
+        .collect()
+}
+
+async fn supervise(port: u16) {
+    loop {
+        let child = Command::new("iperf3")
+            .args(["-s", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::error!(
+                    port,
+                    "iperf3 not found; install package `iperf3`: Network stages will fail"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(port, error = %e, "cannot start iperf3 server");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        tracing::info!(port, "iperf3 server started");
+        match child.wait().await {
+            Ok(status) => tracing::warn!(port, %status, "iperf3 server exited; restarting"),
+            Err(e) => tracing::warn!(port, error = %e, "iperf3 server lost; restarting"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
