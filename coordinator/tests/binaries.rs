@@ -82,7 +82,7 @@ async fn op(http: &reqwest::Client, d: &Daemon, path: &str, body: Value) -> Valu
     resp.json().await.unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -122,9 +122,23 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     const BATCHES: u64 = 60;
     const PER_BATCH: usize = 200;
     // The agent: sends batches in order, retrying each until acknowledged.
+    // A third of the way in, the agent tells the test to kill the coordinator
+    // and keeps sending, paced, so the kill lands mid-stream.
+    let (third_tx, third_rx) = tokio::sync::oneshot::channel::<()>();
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen_failures = failures.clone();
     let sender = tokio::spawn(async move {
         let mut retries = 0;
+        let mut third = Some(third_tx);
         for seq in 1..=BATCHES {
+            if seq == BATCHES / 3 {
+                if let Some(tx) = third.take() {
+                    let _ = tx.send(());
+                }
+            }
+            if seq >= BATCHES / 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let samples: Vec<Value> = (0..PER_BATCH)
                 .map(|i| json!({"ts": "2026-11-23T09:15:43.123Z", "kind": "temp", "key": format!("s/{seq}/{i}"), "value": 40.0}))
                 .collect();
@@ -145,6 +159,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
                     ),
                     Err(_) => {
                         retries += 1;
+                        failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -152,22 +167,8 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         }
         retries
     });
-    // Kill the coordinator once some batches are in.
-    let db = dir.path().join("vetting.db");
-    wait_until(
-        "a third of the batches stored",
-        Duration::from_secs(60),
-        || {
-            let db = db.clone();
-            async move {
-                let n: i64 = support::open_db(&db)
-                    .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
-                    .ok()?;
-                (n >= (BATCHES / 3) as i64).then_some(())
-            }
-        },
-    )
-    .await;
+    // Kill the coordinator once a third of the batches are in.
+    third_rx.await.expect("the sender reached a third");
     let mut daemon = daemon;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.child.id() as i32),
@@ -175,6 +176,16 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     )
     .unwrap();
     daemon.child.wait().unwrap();
+    // The agent notices the outage before the coordinator comes back.
+    wait_until(
+        "the agent to see the coordinator gone",
+        Duration::from_secs(30),
+        || {
+            let n = seen_failures.load(std::sync::atomic::Ordering::SeqCst);
+            async move { (n > 0).then_some(()) }
+        },
+    )
+    .await;
     let restarted = spawn_coordinator(dir.path(), port).await;
     assert_eq!(restarted.token, daemon.token, "the operator token survives");
     let retries = tokio::time::timeout(Duration::from_secs(120), sender)
