@@ -312,7 +312,12 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
             summary: Some(report.summary.clone()),
             sub_steps: report.sub_steps.clone(),
         };
-        let verdict: StageVerdict = finish_with_retry(&client, plan.ordinal, &finish).await?;
+        let verdict: StageVerdict = post_with_retry(
+            &client,
+            &format!("/stages/{}/finish", plan.ordinal),
+            &finish,
+        )
+        .await?;
         tracing::info!(stage = %stage, state = %verdict.state, reasons = ?verdict.reasons, "stage finished");
         last = verdict.directive;
         if last != Directive::Continue {
@@ -412,26 +417,24 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
     })
 }
 
-/// Reports a finished stage, retrying while the coordinator is away (the
-/// report is idempotent).
-async fn finish_with_retry(
+/// Posts a run-token request, retrying while the coordinator is away. Every
+/// such request is idempotent on the coordinator (a resent stage start or
+/// report gets the same answer).
+async fn post_with_retry<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
     client: &Client,
-    ordinal: u32,
-    finish: &StageFinish,
-) -> anyhow::Result<StageVerdict> {
+    path: &str,
+    body: &B,
+) -> anyhow::Result<T> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        match client
-            .post(&format!("/stages/{ordinal}/finish"), finish)
-            .await
-        {
+        match client.post(path, body).await {
             Ok(v) => return Ok(v),
             Err(UplinkError::Transient(e)) => {
                 let d = backoff.next_delay();
-                tracing::warn!(error = %e, ?d, "stage report: coordinator unreachable, retrying");
+                tracing::warn!(path, error = %e, ?d, "coordinator unreachable, retrying");
                 tokio::time::sleep(d).await;
             }
-            Err(e) => return Err(anyhow::anyhow!("stage {ordinal} report refused: {e}")),
+            Err(e) => return Err(anyhow::anyhow!("{path} refused: {e}")),
         }
     }
 }

@@ -66,15 +66,34 @@ struct Coord {
     base: String,
     token: String,
     http: reqwest::Client,
+    task: tokio::task::JoinHandle<anyhow_free::Result>,
+}
+
+mod anyhow_free {
+    pub type Result = std::result::Result<(), String>;
 }
 
 impl Coord {
     async fn start(dir: &Path) -> Coord {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(dir, 0, vec![free_port()]).await
+    }
+
+    /// Starts on `port` (0: any), retrying the bind while an old socket lingers.
+    async fn start_on(dir: &Path, port: u16, iperf3_ports: Vec<u16>) -> Coord {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = Config::for_data_dir(dir);
-        config.iperf3_ports = vec![free_port()];
-        tokio::spawn(coordinator::serve(listener, config, std::future::pending()));
+        config.iperf3_ports = iperf3_ports;
+        let task = tokio::spawn(async move {
+            coordinator::serve(listener, config, std::future::pending())
+                .await
+                .map_err(|e| e.to_string())
+        });
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while http
@@ -91,7 +110,12 @@ impl Coord {
             .unwrap()
             .trim()
             .to_string();
-        Coord { base, token, http }
+        Coord {
+            base,
+            token,
+            http,
+            task,
+        }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -277,5 +301,86 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
         end.power,
         common::wire::Power::Poweroff,
         "released with poweroff; --power none only logs it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_crash_during_a_run_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Loop::new(dir.path(), 64);
+    let port = free_port();
+    let iperf = vec![free_port()];
+    let coord = Coord::start_on(dir.path(), port, iperf.clone()).await;
+    let mac = "52:54:00:e2:e1:03";
+    coord
+        .call(
+            reqwest::Method::POST,
+            "/hosts",
+            Some(json!({"name": "e2e-crash", "mac": mac})),
+        )
+        .await;
+    let run = coord
+        .call(
+            reqwest::Method::POST,
+            "/runs",
+            Some(json!({"host": "e2e-crash", "non_destructive": true})),
+        )
+        .await;
+    let run_id = run["id"].as_i64().unwrap();
+    let agent = tokio::spawn(boot(options(&coord, dir.path(), mac, &disk.0)));
+    // Crash the coordinator while CPUStress runs and the sidecar streams.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = coord
+            .call(reqwest::Method::GET, &format!("/runs/{run_id}"), None)
+            .await;
+        if d["stages"][4]["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CPUStress never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    coord.task.abort();
+    let _ = coord.task.await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let coord = Coord::start_on(dir.path(), port, iperf).await;
+    let end = tokio::time::timeout(Duration::from_secs(400), agent)
+        .await
+        .expect("run ends")
+        .unwrap()
+        .expect("boot");
+    assert_eq!(end.state, RunState::Passed);
+    let d = coord
+        .call(reqwest::Method::GET, &format!("/runs/{run_id}"), None)
+        .await;
+    assert_eq!(
+        d["measurements"].as_u64(),
+        Some(end.samples_produced),
+        "stored = produced"
+    );
+    assert!(!d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "sample_count_mismatch"));
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("vetting.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let dups: i64 = db
+        .query_row("SELECT COUNT(*) FROM (SELECT 1 FROM measurements GROUP BY kind, key, ts, value HAVING COUNT(*) > 1)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(dups, 0, "no sample stored twice");
+    let temps: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM measurements WHERE kind = 'temp'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        temps > 60,
+        "the sidecar streamed through the outage: {temps} temperature samples"
     );
 }
