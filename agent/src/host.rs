@@ -6,12 +6,14 @@
 //! an empty one without an explicit `--disks` glob.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use globset::{Glob, GlobMatcher};
 
 use common::inventory::{CpuInfo, DiskInfo, Excluded, Inventory, MemoryInfo, NicInfo};
 use common::mac::Mac;
+
+use crate::sysfs::{entries, read};
 
 /// Where to read /proc and /sys from (`/` on a real machine).
 #[derive(Debug, Clone)]
@@ -27,22 +29,6 @@ impl Default for Roots {
             sys: "/sys".into(),
         }
     }
-}
-
-fn read(p: &Path) -> Option<String> {
-    fs::read_to_string(p).ok().map(|s| s.trim().to_string())
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// A `--disks`/`--nics` glob, matched against the name and the /dev path.
@@ -297,6 +283,7 @@ pub fn inventory(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn write(root: &Path, rel: &str, content: &str) {
         let p = root.join(rel);

@@ -14,5 +14,6 @@ pub mod host;
 pub mod run;
 pub mod sensors;
 pub mod stages;
+pub mod sysfs;
 pub mod tools;
 pub mod uplink;

@@ -7,11 +7,12 @@
 //! returns garbage is skipped.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::measurement::Kind;
+
+use crate::sysfs::{entries, read, read_num};
 
 /// One reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,26 +20,6 @@ pub struct Reading {
     pub kind: Kind,
     pub key: String,
     pub value: f64,
-}
-
-fn read(p: &Path) -> Option<String> {
-    fs::read_to_string(p).ok().map(|s| s.trim().to_string())
-}
-
-fn read_num(p: &Path) -> Option<f64> {
-    read(p)?.parse::<f64>().ok().filter(|v| v.is_finite())
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// Reads sensors under a sysfs root; keeps RAPL state between calls.
@@ -154,6 +135,7 @@ impl Sidecar {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn fixture_tree() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/misc/hwmon-sysfs-tree-telegraf/sys")
