@@ -260,5 +260,69 @@ pub fn ensure_hold_key(
         blake3: d.blake3,
         size_bytes: d.size as i64,
     };
-    Ok(store.set_hold_key(facts.run_id, &public, &artifact, now)?)
+    let facts = store.set_hold_key(facts.run_id, &public, &artifact, now)?;
+    if facts.hold_public_key.as_deref() != Some(public.as_str()) {
+        // A concurrent request issued the key first; ours was never recorded.
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::NewHost;
+    use common::wire::{Overrides, StageFinish, StageOutcome};
+
+    #[test]
+    fn racing_hold_key_requests_leave_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_data_dir(dir.path());
+        let now = Timestamp::from_unix_millis(1_795_000_000_000);
+        let store = SqliteStore::open(&config.db_path(), now).unwrap();
+        let mac = "52:54:00:00:00:42".parse().unwrap();
+        let host = NewHost {
+            name: "h".into(),
+            mac,
+            wol: None,
+            expected_spec_yaml: String::new(),
+            notes: String::new(),
+        };
+        store.create_host(&host, now).unwrap();
+        let req = RunCreate {
+            host: "h".into(),
+            profile: Profile::Quick,
+            non_destructive: true,
+            overrides: Overrides::default(),
+            require_all_disks: false,
+        };
+        let run = create_run(&store, &req, now).unwrap();
+        store.claim(&[mac], "b", "x", now).unwrap().unwrap();
+        store.start_stage(run.id, 0, now, now).unwrap();
+        let failed = StageFinish {
+            outcome: StageOutcome::Failed,
+            reason: Some("test".into()),
+            at: None,
+            summary: None,
+            sub_steps: vec![],
+        };
+        let stale = store
+            .finish_stage(run.id, 0, &failed, None, now)
+            .unwrap()
+            .facts;
+        assert_eq!(stale.state, common::run_state::RunState::FailedHolding);
+        assert!(stale.hold_public_key.is_none());
+        // Two requests both saw the run without a key.
+        let a = ensure_hold_key(&store, &config, stale.clone(), now).unwrap();
+        let b = ensure_hold_key(&store, &config, stale, now).unwrap();
+        assert_eq!(a.hold_public_key, b.hold_public_key, "the first key stands");
+        let files: Vec<_> = std::fs::read_dir(config.artifacts_dir())
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(files.len(), 1, "the losing key file is removed: {files:?}");
+        let recorded = store.latest_artifact(run.id, "hold_key").unwrap().unwrap();
+        assert_eq!(std::path::Path::new(&recorded.path), files[0].path());
+    }
 }
