@@ -390,15 +390,10 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
     };
     let produced = uplink.produced();
     uplink.flush().await;
-    let _: serde_json::Value = client
-        .post(
-            "/complete",
-            &common::wire::RunComplete {
-                samples_produced: produced,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("reporting completion: {e}"))?;
+    let complete = common::wire::RunComplete {
+        samples_produced: produced,
+    };
+    let _: common::wire::CompleteAck = post_with_retry(&client, "/complete", &complete).await?;
     let state = client
         .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
         .await
