@@ -427,6 +427,24 @@ async fn batches_are_idempotent_and_gaps_refused() {
         2,
         "a resent batch must not add rows: {ms}"
     );
+    // Pages: `limit` rows at a time, continuing after the last id seen.
+    let (_, first) = coord
+        .op_get(&format!("/runs/{run}/measurements?limit=1"))
+        .await;
+    assert_eq!(first.as_array().unwrap().len(), 1);
+    assert_eq!(first[0]["key"], "coretemp/Core 0");
+    let (_, next) = coord
+        .op_get(&format!(
+            "/runs/{run}/measurements?limit=1&after={}",
+            first[0]["id"]
+        ))
+        .await;
+    assert_eq!(next.as_array().unwrap().len(), 1);
+    assert_eq!(next[0]["key"], "coretemp/Core 1");
+    let (st, _) = coord
+        .op_get(&format!("/runs/{run}/measurements?limit=0"))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(ms[0]["ts"], "2026-11-23T09:15:43.123Z");
     assert_eq!(
         ms[1]["unit"], "C",

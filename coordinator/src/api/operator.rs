@@ -16,7 +16,7 @@ use common::wire::{
 use super::error::{ApiError, AppJson};
 use super::{parse_id, AppState};
 use crate::lifecycle::{self, now};
-use crate::store::NewHost;
+use crate::store::{MeasurementPage, NewHost};
 use crate::wol;
 
 fn check_spec(yaml: &str) -> Result<(), ApiError> {
@@ -225,7 +225,12 @@ pub async fn hold_key(
     }))
 }
 
-/// Stored measurements of a run (optionally one kind), oldest first.
+/// Measurements per page when the request names no `limit`, and the most.
+const MEASUREMENTS_PAGE: u32 = 10_000;
+const MEASUREMENTS_PAGE_MAX: u32 = 100_000;
+
+/// Stored measurements of a run, oldest first, one page at a time:
+/// `?kind=&after=<last id seen>&limit=` (a soak run holds millions).
 pub async fn measurements(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -234,11 +239,33 @@ pub async fn measurements(
 ) -> Result<Json<Vec<common::wire::Measurement>>, ApiError> {
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
-    let kind = q.get("kind").cloned();
+    let after = match q.get("after") {
+        Some(a) => a.parse::<i64>().ok().filter(|a| *a >= 0).ok_or_else(|| {
+            ApiError::BadRequest(format!("after must be a measurement id, got {a:?}"))
+        })?,
+        None => 0,
+    };
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MEASUREMENTS_PAGE_MAX).contains(l))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be 1 to {MEASUREMENTS_PAGE_MAX}, got {l:?}"
+                ))
+            })?,
+        None => MEASUREMENTS_PAGE,
+    };
+    let page = MeasurementPage {
+        kind: q.get("kind").cloned(),
+        after,
+        limit,
+    };
     let rows = app
         .db(move |s| {
             s.run(run_id)?;
-            Ok(s.measurements(run_id, kind.as_deref())?)
+            Ok(s.measurements(run_id, &page)?)
         })
         .await?;
     Ok(Json(rows))

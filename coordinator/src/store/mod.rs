@@ -132,6 +132,14 @@ pub struct NewArtifact {
     pub size_bytes: i64,
 }
 
+/// A page of measurements: ids above `after`, at most `limit`, optionally one kind.
+#[derive(Debug, Clone)]
+pub struct MeasurementPage {
+    pub kind: Option<String>,
+    pub after: i64,
+    pub limit: u32,
+}
+
 /// Rows an operator can count to see that a refused request changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowCounts(pub Vec<(String, i64)>);
@@ -168,11 +176,11 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
     fn events(&self, run_id: i64) -> StoreResult<Vec<Event>>;
-    /// Stored measurements of a run, optionally of one kind, oldest first.
+    /// One page of a run's stored measurements, oldest first.
     fn measurements(
         &self,
         run_id: i64,
-        kind: Option<&str>,
+        page: &MeasurementPage,
     ) -> StoreResult<Vec<common::wire::Measurement>>;
 
     // Agent side.

@@ -75,6 +75,9 @@ const TABLES: &[&str] = &[
     "batches",
 ];
 
+/// Runs whose frozen thresholds are kept in memory at most.
+const THRESHOLD_CACHE_RUNS: usize = 4096;
+
 /// A frozen threshold with its row id, compiled for matching.
 #[derive(Debug, Clone)]
 pub(crate) struct FrozenRule {
@@ -204,10 +207,13 @@ impl SqliteStore {
             return Ok(hit.clone());
         }
         let rules = Arc::new(runs::load_rules(conn, run_id)?);
-        self.thresholds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id, rules.clone());
+        let mut cache = self.thresholds.lock().unwrap_or_else(|p| p.into_inner());
+        // Rules never change, so dropping entries only costs a reload; the
+        // bound keeps a long-lived coordinator from holding every past run.
+        if cache.len() >= THRESHOLD_CACHE_RUNS {
+            cache.clear();
+        }
+        cache.insert(run_id, rules.clone());
         Ok(rules)
     }
 }
@@ -326,9 +332,9 @@ impl Store for SqliteStore {
     fn measurements(
         &self,
         run_id: i64,
-        kind: Option<&str>,
+        page: &super::MeasurementPage,
     ) -> StoreResult<Vec<common::wire::Measurement>> {
-        self.read(|tx| runs::measurements(tx, run_id, kind))
+        self.read(|tx| runs::measurements(tx, run_id, page))
     }
 
     fn agent_token_hash(&self, run_id: i64) -> StoreResult<String> {

@@ -419,23 +419,27 @@ pub fn load_rules(tx: &Connection, run_id: i64) -> StoreResult<Vec<FrozenRule>> 
 pub fn measurements(
     tx: &Connection,
     run_id: i64,
-    kind: Option<&str>,
+    page: &crate::store::MeasurementPage,
 ) -> StoreResult<Vec<common::wire::Measurement>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, stage_id, ts, kind, key, value, unit FROM measurements WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY id",
+        "SELECT id, stage_id, ts, kind, key, value, unit FROM measurements
+         WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) AND id > ?3 ORDER BY id LIMIT ?4",
     )?;
     let rows = stmt
-        .query_map((run_id, kind), |r| {
-            Ok(common::wire::Measurement {
-                id: r.get("id")?,
-                stage_id: r.get("stage_id")?,
-                ts: ts_col(r, "ts")?,
-                kind: r.get("kind")?,
-                key: r.get("key")?,
-                value: r.get("value")?,
-                unit: r.get("unit")?,
-            })
-        })?
+        .query_map(
+            (run_id, page.kind.as_deref(), page.after, page.limit),
+            |r| {
+                Ok(common::wire::Measurement {
+                    id: r.get("id")?,
+                    stage_id: r.get("stage_id")?,
+                    ts: ts_col(r, "ts")?,
+                    kind: r.get("kind")?,
+                    key: r.get("key")?,
+                    value: r.get("value")?,
+                    unit: r.get("unit")?,
+                })
+            },
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
