@@ -191,3 +191,38 @@ async fn a_chatty_stderr_never_blocks_the_child() {
     assert_eq!(out.stdout, b"done\n");
     assert!(out.stderr_tail.len() <= 2048 && out.stderr_tail.ends_with('x'));
 }
+
+#[tokio::test]
+async fn real_memtester_passes_and_a_timeout_stops_it() {
+    use vet_agent::tools::memtester;
+    let cmd =
+        ToolCommand::new("memtester", "memtester", Duration::from_secs(120)).args(["4M", "1"]);
+    let out = run(&cmd, &CancellationToken::new(), String::new)
+        .await
+        .expect("memtester is installed by scripts/setup");
+    let judged = memtester::judge(out.status.code().unwrap(), &out.stderr_tail);
+    assert_eq!(
+        judged,
+        memtester::MemtesterResult::default(),
+        "{}",
+        out.stderr_tail
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Done."));
+
+    // A pass over 512 MiB takes minutes here: the timeout ends it.
+    let cmd =
+        ToolCommand::new("memtester", "memtester", Duration::from_secs(2)).args(["512M", "1"]);
+    let started = Instant::now();
+    let err = run(&cmd, &CancellationToken::new(), String::new)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ToolError::TimedOut { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("cmdline"))
+                .is_ok_and(|c| c.starts_with("memtester\0512M"))
+        }),
+        "memtester was killed"
+    );
+}

@@ -181,6 +181,104 @@ fn verdicts_of_failing_and_broken_devices() {
     );
 }
 
+fn smartctl_doc(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/smartctl")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn self_test_support_and_progress_from_recorded_devices() {
+    use tools::smartctl::{
+        self_test_running, self_test_support, SelfTestKind::*, SelfTestSupport::*,
+    };
+    let samsung = smartctl_doc("sata-ssd-samsung-860evo-smartctl70-x.json");
+    assert_eq!(
+        self_test_support(&samsung, Short),
+        Supported { minutes: Some(2) }
+    );
+    assert_eq!(
+        self_test_support(&samsung, Long),
+        Supported { minutes: Some(85) }
+    );
+    assert_eq!(self_test_running(&samsung), None, "status 0: idle");
+    // Recorded while a short test ran: status 241, "in progress, 10% remaining".
+    let wdc = smartctl_doc("sata-hdd-wdc-wd140edfz-smartctl70-a.json");
+    assert_eq!(self_test_running(&wdc), Some(10));
+    // SCSI: the extended test's duration comes in seconds.
+    let sas = smartctl_doc("sas-hdd-seagate-st600mp0036-smartctl73-a.json");
+    let secs = sas["scsi_extended_self_test_seconds"].as_u64().unwrap();
+    assert_eq!(
+        self_test_support(&sas, Long),
+        Supported {
+            minutes: Some(secs.div_ceil(60))
+        }
+    );
+    // smartctl 7.3 shows no NVMe self-test log: noted as unsupported.
+    for name in [
+        "nvme-qemu72-emulated-smartctl73-x.json",
+        "error-vm-virtio-unknown-device-type-smartctl73-x.json",
+        "scsi-intel-raid1-volume-no-smart-smartctl70-a.json",
+    ] {
+        assert!(
+            matches!(
+                self_test_support(&smartctl_doc(name), Short),
+                Unsupported(_)
+            ),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_recorded_self_test_log_entry_is_judged() {
+    use tools::smartctl::{judge_self_test_entry, newest_self_test, SelfTestOutcome};
+    let mut seen = std::collections::BTreeMap::new();
+    for file in fixtures("smartctl") {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let mut entries: Vec<serde_json::Value> = Vec::new();
+        for log in ["standard", "extended"] {
+            if let Some(t) = doc["ata_smart_self_test_log"][log]["table"].as_array() {
+                entries.extend(t.iter().cloned());
+            }
+        }
+        for (k, v) in doc.as_object().unwrap() {
+            if k.starts_with("scsi_self_test_") {
+                entries.push(v.clone());
+            }
+        }
+        if let Some(newest) = newest_self_test(&doc) {
+            assert_eq!(Some(newest), entries.first(), "{}", file.display());
+        }
+        for e in &entries {
+            let outcome = judge_self_test_entry(e)
+                .unwrap_or_else(|| panic!("{}: unjudged entry {e}", file.display()));
+            if e["status"]["passed"] == true || e["result"]["value"] == 0 {
+                assert_eq!(outcome, SelfTestOutcome::Passed, "{e}");
+            }
+            let label = match &outcome {
+                SelfTestOutcome::Passed => "passed".to_string(),
+                SelfTestOutcome::Failed(w) => format!("failed: {w}"),
+                SelfTestOutcome::Aborted(w) => format!("aborted: {w}"),
+                SelfTestOutcome::Running => "running".to_string(),
+            };
+            *seen.entry(label).or_insert(0) += 1;
+        }
+    }
+    // The Hitachi behind a USB bridge failed an extended test with a read error.
+    assert!(
+        seen.contains_key("failed: Extended offline: Completed: read failure at LBA 104870168"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains_key("aborted: Short offline: Aborted by host"),
+        "{seen:?}"
+    );
+    assert!(seen["passed"] > 10, "{seen:?}");
+}
+
 #[test]
 fn units_and_keys_follow_the_scheme() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");

@@ -44,6 +44,7 @@ impl Profile {
                     network_per_nic_s: 5,
                     burn_s: 60,
                     smart_self_test: SelfTest::Short,
+                    memtester: false,
                     destructive_scope: DestructiveScope::Sample,
                 },
                 sidecar_interval_ms: 1_000,
@@ -59,6 +60,7 @@ impl Profile {
                     network_per_nic_s: 60,
                     burn_s: 4 * 3600,
                     smart_self_test: SelfTest::Long,
+                    memtester: true,
                     destructive_scope: DestructiveScope::WholeDisk,
                 },
                 sidecar_interval_ms: 5_000,
@@ -74,6 +76,7 @@ impl Profile {
                     network_per_nic_s: 60,
                     burn_s: 24 * 3600,
                     smart_self_test: SelfTest::Long,
+                    memtester: true,
                     destructive_scope: DestructiveScope::WholeDisk,
                 },
                 sidecar_interval_ms: 10_000,
@@ -125,6 +128,9 @@ pub struct Durations {
     pub network_per_nic_s: u64,
     pub burn_s: u64,
     pub smart_self_test: SelfTest,
+    /// Memory also runs memtester (when installed) for half its time.
+    #[serde(default)]
+    pub memtester: bool,
     pub destructive_scope: DestructiveScope,
 }
 
@@ -172,6 +178,8 @@ impl ProfileDef {
                 1.0,
                 Critical,
             ),
+            // The self-test this run started (1 = completed without error).
+            rule("SMART", SmartAttr, "*/self_test_passed", Gte, 1.0, Critical),
             // ATA: reallocated (5) warn from 1, fail above 10; pending (197),
             // offline uncorrectable (198), reported uncorrectable (187) fail from 1.
             rule("SMART", SmartAttr, "*/5_*", Lte, 10.0, Critical),

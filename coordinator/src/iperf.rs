@@ -1,6 +1,7 @@
 //! The pool of `iperf3 -s` servers the coordinator runs next to itself, one
 //! per configured port, handed to agents in the claim answer. Each server is
-//! restarted when it exits and killed when the coordinator stops.
+//! restarted when it exits and killed when the coordinator stops, even by
+//! SIGKILL (parent-death signal).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,13 +19,21 @@ pub fn spawn_pool(ports: &[u16]) -> Vec<JoinHandle<()>> {
 
 async fn supervise(port: u16) {
     loop {
-        let child = Command::new("iperf3")
-            .args(["-s", "-p", &port.to_string()])
+        let mut cmd = Command::new("iperf3");
+        cmd.args(["-s", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        // The server must not outlive a coordinator killed with SIGKILL.
+        let child = unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            })
+        }
+        .spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -1,151 +1,18 @@
 //! `vet-agent boot` end to end on this machine: the real coordinator on
 //! 127.0.0.1 with its iperf3 pool, the agent's run loop with real stress-ng,
 //! fio on a loop device the test makes, iperf3 over loopback, and the
-//! sidecar reading a hwmon tree the test lays out per the kernel ABI.
+//! sidecar reading a hwmon tree the test lays out per the kernel ABI; the
+//! crash test SIGKILLs the real `vet-coordinator` binary mid-run.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use common::run_state::RunState;
-use coordinator::Config;
-use vet_agent::host::{Roots, Selector};
-use vet_agent::run::{boot, BootOptions, PowerMode};
-
-struct Loop(String);
-
-impl Loop {
-    fn new(dir: &Path, mib: u64) -> Loop {
-        let img = dir.join("disk.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&img)
-            .output()
-            .expect("losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A hwmon tree per the sysfs ABI: one CPU sensor at 45 °C.
-fn sensors(dir: &Path) -> PathBuf {
-    let root = dir.join("sys");
-    let hw = root.join("class/hwmon/hwmon0");
-    std::fs::create_dir_all(&hw).unwrap();
-    std::fs::write(hw.join("name"), "coretemp\n").unwrap();
-    std::fs::write(hw.join("temp1_input"), "45000\n").unwrap();
-    std::fs::write(hw.join("temp1_label"), "Package id 0\n").unwrap();
-    root
-}
-
-struct Coord {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    task: tokio::task::JoinHandle<anyhow_free::Result>,
-}
-
-mod anyhow_free {
-    pub type Result = std::result::Result<(), String>;
-}
-
-impl Coord {
-    async fn start(dir: &Path) -> Coord {
-        Self::start_on(dir, 0, vec![free_port()]).await
-    }
-
-    /// Starts on `port` (0: any), retrying the bind while an old socket lingers.
-    async fn start_on(dir: &Path, port: u16, iperf3_ports: Vec<u16>) -> Coord {
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = Config::for_data_dir(dir);
-        config.iperf3_ports = iperf3_ports;
-        let task = tokio::spawn(async move {
-            coordinator::serve(listener, config, std::future::pending())
-                .await
-                .map_err(|e| e.to_string())
-        });
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http
-            .get(format!("{base}/api/v1/health"))
-            .send()
-            .await
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let token = std::fs::read_to_string(dir.join("operator.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Coord {
-            base,
-            token,
-            http,
-            task,
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-}
-
-fn options(coord: &Coord, dir: &Path, mac: &str, disk: &str) -> BootOptions {
-    BootOptions {
-        coordinator: coord.base.clone(),
-        power: PowerMode::None,
-        disks: Some(Selector::new(disk).unwrap()),
-        nics: Some(Selector::new("lo").unwrap()),
-        roots: Roots::default(),
-        sensors_root: sensors(dir),
-        work_dir: dir.join("agent"),
-        claim_timeout: Duration::from_secs(30),
-        macs: Some(vec![mac.parse().unwrap()]),
-        boot_id: Some(format!("e2e-{mac}")),
-    }
-}
+use support::{free_port, options, Coord, Loop};
+use vet_agent::run::boot;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
@@ -305,12 +172,12 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_coordinator_crash_during_a_run_loses_nothing() {
+async fn a_coordinator_killed_with_sigkill_during_a_run_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Loop::new(dir.path(), 64);
     let port = free_port();
     let iperf = vec![free_port()];
-    let coord = Coord::start_on(dir.path(), port, iperf.clone()).await;
+    let coord = Coord::spawn_binary(dir.path(), port, &iperf).await;
     let mac = "52:54:00:e2:e1:03";
     coord
         .call(
@@ -340,10 +207,9 @@ async fn a_coordinator_crash_during_a_run_loses_nothing() {
         assert!(Instant::now() < deadline, "CPUStress never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    coord.task.abort();
-    let _ = coord.task.await;
+    coord.crash().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let coord = Coord::start_on(dir.path(), port, iperf).await;
+    let coord = Coord::spawn_binary(dir.path(), port, &iperf).await;
     let end = tokio::time::timeout(Duration::from_secs(400), agent)
         .await
         .expect("run ends")

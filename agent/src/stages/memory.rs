@@ -1,13 +1,74 @@
 //! Memory: `stress-ng --vm --verify` for the profile's time (a quarter of
 //! free memory per worker) and the EDAC corrected/uncorrected counters per
-//! memory controller before and after, as `<mc>/{ce,ue}` deltas.
+//! memory controller before and after, as `<mc>/{ce,ue}` deltas. Deep and
+//! soak give half the time to memtester over a quarter of available memory
+//! when it is installed; its absence is noted, not failed.
 
 use std::collections::BTreeMap;
 
 use common::measurement::Kind;
 
+use std::time::Duration;
+
 use super::cpu_stress::stress;
 use super::{StageCtx, StageReport};
+use crate::exec::{ToolCommand, ToolError};
+use crate::tools::memtester;
+
+/// MemAvailable in MiB, from /proc/meminfo.
+fn available_mib(ctx: &StageCtx) -> Option<u64> {
+    let text = std::fs::read_to_string(ctx.roots.proc.join("meminfo")).ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// One memtester pass over a quarter of available memory, stopped after
+/// `secs`. `Err` is a memory failure; `Ok` says what was (or was not) done.
+async fn run_memtester(ctx: &StageCtx, secs: u64) -> Result<serde_json::Value, String> {
+    let mib = (available_mib(ctx).unwrap_or(64) / 4).max(16);
+    let cmd = ToolCommand::new("memtester", "memtester", Duration::from_secs(secs))
+        .arg(format!("{mib}M"))
+        .arg("1");
+    match ctx.run_tool(&cmd).await {
+        Err(e @ ToolError::NotInstalled { .. }) => {
+            Ok(serde_json::json!({"skipped": e.to_string()}))
+        }
+        Err(ToolError::TimedOut { stderr_tail, .. }) => {
+            let failures = memtester::failure_lines(&stderr_tail);
+            if failures.is_empty() {
+                Ok(
+                    serde_json::json!({"mib": mib, "note": format!("stopped after {secs} s before finishing a pass; no failure so far")}),
+                )
+            } else {
+                Err(format!("memtester: {}", failures.join("; ")))
+            }
+        }
+        Err(e) => Err(super::tool_failure(&e)),
+        Ok(out) => {
+            let r = memtester::judge(out.status.code().unwrap_or(-1), &out.stderr_tail);
+            if !r.memory_failures.is_empty() {
+                Err(format!(
+                    "memtester over {mib} MiB: {}",
+                    r.memory_failures.join("; ")
+                ))
+            } else if !r.result.errors.is_empty() {
+                Err(format!(
+                    "memtester could not test: {}",
+                    r.result.errors.join("; ")
+                ))
+            } else {
+                Ok(serde_json::json!({"mib": mib, "passes": 1, "elapsed_s": out.elapsed.as_secs()}))
+            }
+        }
+    }
+}
 
 fn edac(ctx: &StageCtx) -> BTreeMap<String, (f64, f64)> {
     let base = ctx.roots.sys.join("devices/system/edac/mc");
@@ -35,13 +96,28 @@ fn edac(ctx: &StageCtx) -> BTreeMap<String, (f64, f64)> {
 pub async fn run(ctx: &StageCtx) -> StageReport {
     let before = edac(ctx);
     let workers = ctx.inventory.cpu.logical_cores.clamp(1, 4).to_string();
-    let result = stress(
+    let total = ctx.claim.durations.memory_s;
+    let with_memtester = ctx.claim.durations.memtester;
+    let stress_secs = if with_memtester {
+        total.div_ceil(2)
+    } else {
+        total
+    };
+    let mut result = stress(
         ctx,
         &["--vm", &workers, "--vm-bytes", "25%"],
-        ctx.claim.durations.memory_s,
+        stress_secs,
         "vm",
     )
     .await;
+    if with_memtester {
+        if let Ok(summary) = &mut result {
+            match run_memtester(ctx, (total - stress_secs).max(1)).await {
+                Ok(m) => summary["memtester"] = m,
+                Err(e) => result = Err(e),
+            }
+        }
+    }
     for (mc, (ce, ue)) in edac(ctx) {
         let (ce0, ue0) = before.get(&mc).copied().unwrap_or((ce, ue));
         ctx.emit(Kind::Mem, format!("{mc}/ce"), ce - ce0);

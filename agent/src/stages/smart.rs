@@ -1,35 +1,208 @@
-//! SMART: `smartctl --json=c -x` per disk, in parallel, one sub-step each.
-//! A disk without SMART (virtio, loop) is a skipped sub-step with its reason.
-//! The self-test run (short in quick, long in deep) is not in this build.
+//! SMART: `smartctl --json=c -x` per disk, in parallel, one sub-step each,
+//! then the profile's self-test (short in quick, long in deep and soak)
+//! judged from the device's self-test log.
+//!
+//! A disk without SMART (virtio, loop) is a skipped sub-step with its
+//! reason; a device without self-test support is noted, never failed. A
+//! self-test this stage started is aborted on the device (`smartctl -X`)
+//! when the stage is aborted or runs out of time, so none is left running.
 
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
+use common::measurement::Kind;
+use common::profile::SelfTest;
 use common::stage::StageState;
 
 use super::{sub_step, StageCtx, StageReport};
 use crate::exec::{ToolCommand, ToolError};
-use crate::tools::smartctl;
+use crate::tools::smartctl::{self, SelfTestKind, SelfTestOutcome, SelfTestSupport};
+use common::inventory::DiskInfo;
+
+fn smartctl(args: &[&str], disk: &DiskInfo, timeout: Duration) -> ToolCommand {
+    ToolCommand::new("smartctl", "smartmontools", timeout)
+        .args(args.iter().copied())
+        .arg(format!("/dev/{}", disk.name))
+}
+
+/// How long to wait between polls and in all, from the device's estimate.
+fn self_test_timing(minutes: Option<u64>, kind: SelfTestKind) -> (Duration, Duration) {
+    let expected = Duration::from_secs(
+        60 * minutes.unwrap_or(match kind {
+            SelfTestKind::Short => 2,
+            SelfTestKind::Long => 120,
+        }),
+    );
+    let poll = (expected / 12).clamp(Duration::from_secs(2), Duration::from_secs(60));
+    (poll, expected * 2 + Duration::from_secs(120))
+}
+
+/// What the self-test of one disk came to.
+struct SelfTestReport {
+    /// Fails the sub-step.
+    failed: Option<String>,
+    summary: Value,
+}
+
+impl SelfTestReport {
+    fn note(state: &str, detail: impl Into<String>) -> Self {
+        Self {
+            failed: None,
+            summary: json!({"state": state, "detail": detail.into()}),
+        }
+    }
+}
+
+/// Runs one self-test on `disk` and judges the newest log entry after it.
+async fn self_test(
+    ctx: &StageCtx,
+    disk: &DiskInfo,
+    x: &Value,
+    kind: SelfTestKind,
+) -> SelfTestReport {
+    let minutes = match smartctl::self_test_support(x, kind) {
+        SelfTestSupport::Unsupported(why) => return SelfTestReport::note("not supported", why),
+        SelfTestSupport::Supported { minutes } => minutes,
+    };
+    let short = Duration::from_secs(60);
+    if let Some(left) = smartctl::self_test_running(x) {
+        // A test someone else started would block ours; ours must be judged.
+        let _ = ctx
+            .run_tool(&smartctl(&["--json=c", "-X"], disk, short))
+            .await;
+        tracing::info!(disk = %disk.name, left, "aborted a self-test already running");
+    }
+    let start = smartctl(&["--json=c", "-t", kind.arg()], disk, short);
+    match ctx.run_tool(&start).await {
+        Err(e) => return SelfTestReport::note("not started", super::tool_failure(&e)),
+        Ok(out) => {
+            let bits = out.status.code().unwrap_or(0) as u64 & 0b111;
+            if bits != 0 {
+                let why: Vec<&str> = smartctl::decode_exit(bits)
+                    .into_iter()
+                    .map(|(_, m)| m)
+                    .collect();
+                return SelfTestReport::note(
+                    "not started",
+                    format!("smartctl -t {}: {}", kind.arg(), why.join("; ")),
+                );
+            }
+        }
+    }
+    let (poll, limit) = self_test_timing(minutes, kind);
+    let began = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = ctx.abort.cancelled() => {
+                let never = tokio_util::sync::CancellationToken::new();
+                let _ = crate::exec::run(&smartctl(&["--json=c", "-X"], disk, short), &never, String::new).await;
+                return SelfTestReport::note("aborted", "the stage was aborted; the self-test was stopped on the device");
+            }
+        }
+        let status = smartctl(&["--json=c", "-c", "-l", "selftest"], disk, short);
+        let doc: Option<Value> = match ctx.run_tool(&status).await {
+            Ok(out) => serde_json::from_slice(&out.stdout).ok(),
+            Err(ToolError::Aborted { .. }) => None,
+            Err(e) => {
+                tracing::warn!(disk = %disk.name, "self-test poll: {}", super::tool_failure(&e));
+                None
+            }
+        };
+        let running = doc.as_ref().and_then(smartctl::self_test_running);
+        if let (Some(doc), None) = (&doc, running) {
+            return judge(ctx, disk, doc, kind);
+        }
+        if began.elapsed() > limit {
+            let _ = ctx
+                .run_tool(&smartctl(&["--json=c", "-X"], disk, short))
+                .await;
+            return SelfTestReport {
+                failed: Some(format!(
+                    "{} self-test still running after {} min (device estimate {} min); aborted",
+                    kind.arg(),
+                    limit.as_secs() / 60,
+                    minutes.map_or("none".into(), |m| m.to_string())
+                )),
+                summary: json!({"state": "timed out"}),
+            };
+        }
+        if let Some(left) = running {
+            tracing::debug!(disk = %disk.name, left, "self-test running");
+        }
+    }
+}
+
+fn judge(ctx: &StageCtx, disk: &DiskInfo, doc: &Value, kind: SelfTestKind) -> SelfTestReport {
+    let key = format!("{}/self_test_passed", disk.name);
+    match smartctl::newest_self_test(doc).and_then(smartctl::judge_self_test_entry) {
+        Some(SelfTestOutcome::Passed) => {
+            ctx.emit(Kind::SmartAttr, key, 1.0);
+            SelfTestReport::note(
+                "passed",
+                format!("{} self-test completed without error", kind.arg()),
+            )
+        }
+        Some(SelfTestOutcome::Failed(why)) => {
+            ctx.emit(Kind::SmartAttr, key, 0.0);
+            SelfTestReport {
+                failed: Some(format!("self-test failed: {why}")),
+                summary: json!({"state": "failed", "detail": why}),
+            }
+        }
+        Some(SelfTestOutcome::Aborted(why)) => SelfTestReport::note("aborted", why),
+        Some(SelfTestOutcome::Running) | None => SelfTestReport::note(
+            "no result",
+            "the device's self-test log has no finished entry",
+        ),
+    }
+}
 
 pub async fn run(ctx: &StageCtx) -> StageReport {
+    let kind = match ctx.claim.durations.smart_self_test {
+        SelfTest::Short => SelfTestKind::Short,
+        SelfTest::Long => SelfTestKind::Long,
+    };
     let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
         let started = ctx.clock.now();
-        let cmd = ToolCommand::new("smartctl", "smartmontools", Duration::from_secs(120)).args(["--json=c", "-x"]).arg(format!("/dev/{}", d.name));
+        let cmd = smartctl(&["--json=c", "-x"], d, Duration::from_secs(120));
         let (state, summary) = match ctx.run_tool(&cmd).await {
-            Err(e @ ToolError::NotInstalled { .. }) => (StageState::Failed, serde_json::json!({"reason": e.to_string()})),
-            Err(e) => (StageState::Failed, serde_json::json!({"reason": super::tool_failure(&e)})),
+            Err(e @ ToolError::NotInstalled { .. }) => (StageState::Failed, json!({"reason": e.to_string()})),
+            Err(e) => (StageState::Failed, json!({"reason": super::tool_failure(&e)})),
             Ok(out) => match smartctl::parse(&out.stdout, Some(&d.name)) {
-                Err(e) => (StageState::Failed, serde_json::json!({"reason": e.to_string(), "stderr": out.stderr_tail})),
-                Ok(r) if !r.errors.is_empty() => (StageState::Skipped, serde_json::json!({"reason": format!("no SMART: {}", r.errors.join("; ")), "notes": r.notes})),
+                Err(e) => (StageState::Failed, json!({"reason": e.to_string(), "stderr": out.stderr_tail})),
+                Ok(r) if !r.errors.is_empty() => (
+                    StageState::Skipped,
+                    json!({"reason": format!("no SMART: {}", r.errors.join("; ")), "notes": r.notes}),
+                ),
                 Ok(r) => {
                     for m in &r.measurements {
                         ctx.emit(m.kind, m.key.clone(), m.value);
                     }
-                    (StageState::Passed, serde_json::json!({"measurements": r.measurements.len(), "notes": r.notes}))
+                    // `parse` accepted it, so it is JSON.
+                    let x: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    let st = self_test(ctx, d, &x, kind).await;
+                    let mut summary = json!({
+                        "measurements": r.measurements.len(),
+                        "notes": r.notes,
+                        "self_test": st.summary,
+                    });
+                    match st.failed {
+                        Some(why) => {
+                            summary["reason"] = json!(why);
+                            (StageState::Failed, summary)
+                        }
+                        None => (StageState::Passed, summary),
+                    }
                 }
             },
         };
         sub_step(i, format!("{} SMART", d.name), state, started, ctx.clock.now(), summary)
     });
     let subs = futures_util::future::join_all(jobs).await;
-    StageReport::from_sub_steps(subs, serde_json::json!({"disks": ctx.disks().len()}))
+    StageReport::from_sub_steps(
+        subs,
+        json!({"disks": ctx.disks().len(), "self_test": kind.arg()}),
+    )
 }

@@ -175,24 +175,203 @@ pub fn parse(bytes: &[u8], disk: Option<&str>) -> Result<ToolResult, ParseError>
         ));
     }
     // The newest self-test, when the log has one.
-    let newest = doc
-        .pointer("/ata_smart_self_test_log/standard/table/0")
-        .or_else(|| doc.pointer("/nvme_self_test_log/table/0"));
-    if let Some(t) = newest {
-        let passed = t
-            .pointer("/status/passed")
-            .and_then(Value::as_bool)
-            .or_else(|| {
-                t.pointer("/self_test_result/value")
-                    .and_then(Value::as_u64)
-                    .map(|v| v == 0)
-            });
-        if let Some(p) = passed {
-            out.notes.push(format!(
-                "newest self-test {}",
-                if p { "passed" } else { "FAILED" }
-            ));
+    match newest_self_test(&doc).and_then(judge_self_test_entry) {
+        Some(SelfTestOutcome::Passed) => out.notes.push("newest self-test passed".into()),
+        Some(SelfTestOutcome::Failed(why)) => {
+            out.notes.push(format!("newest self-test FAILED: {why}"))
         }
+        Some(SelfTestOutcome::Aborted(why)) => {
+            out.notes.push(format!("newest self-test aborted: {why}"))
+        }
+        Some(SelfTestOutcome::Running) => out.notes.push("a self-test is running".into()),
+        None => {}
     }
     Ok(out)
+}
+
+/// Which self-test a SMART stage runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfTestKind {
+    Short,
+    Long,
+}
+
+impl SelfTestKind {
+    /// The argument of `smartctl -t`.
+    pub fn arg(self) -> &'static str {
+        match self {
+            SelfTestKind::Short => "short",
+            SelfTestKind::Long => "long",
+        }
+    }
+}
+
+/// Whether a device can run self-tests, read from its `-x` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelfTestSupport {
+    /// Supported; the device's own estimate of the duration, when it gives one.
+    Supported { minutes: Option<u64> },
+    /// Not supported, with the reason shown to the operator.
+    Unsupported(String),
+}
+
+/// Reads self-test support from a `smartctl -x` document. ATA says so in
+/// its capabilities; smartctl shows an NVMe self-test log only when the
+/// controller supports Device Self-test (smartctl 7.4+); SCSI devices that
+/// report a self-test log or duration support it.
+pub fn self_test_support(doc: &Value, kind: SelfTestKind) -> SelfTestSupport {
+    if let Some(ata) = doc.get("ata_smart_data") {
+        return match ata
+            .pointer("/capabilities/self_tests_supported")
+            .and_then(Value::as_bool)
+        {
+            Some(true) => {
+                let field = match kind {
+                    SelfTestKind::Short => "short",
+                    SelfTestKind::Long => "extended",
+                };
+                SelfTestSupport::Supported {
+                    minutes: ata
+                        .pointer(&format!("/self_test/polling_minutes/{field}"))
+                        .and_then(Value::as_u64),
+                }
+            }
+            _ => SelfTestSupport::Unsupported("the ATA device reports no self-test support".into()),
+        };
+    }
+    if doc.get("nvme_smart_health_information_log").is_some() {
+        return if doc.get("nvme_self_test_log").is_some() {
+            SelfTestSupport::Supported { minutes: None }
+        } else {
+            SelfTestSupport::Unsupported(
+                "no NVMe self-test log: the controller lacks Device Self-test, or smartctl is older than 7.4".into(),
+            )
+        };
+    }
+    let scsi_log = doc
+        .as_object()
+        .is_some_and(|o| o.keys().any(|k| k.starts_with("scsi_self_test_")));
+    if scsi_log || doc.get("scsi_extended_self_test_seconds").is_some() {
+        let minutes = match kind {
+            SelfTestKind::Long => doc
+                .get("scsi_extended_self_test_seconds")
+                .and_then(Value::as_u64)
+                .map(|s| s.div_ceil(60)),
+            SelfTestKind::Short => None,
+        };
+        return SelfTestSupport::Supported { minutes };
+    }
+    SelfTestSupport::Unsupported("smartctl shows no self-test capability for this device".into())
+}
+
+/// Percent of a running self-test still to do, or `None` when none runs.
+pub fn self_test_running(doc: &Value) -> Option<u64> {
+    if let Some(st) = doc.pointer("/ata_smart_data/self_test/status") {
+        let value = st.get("value").and_then(Value::as_u64).unwrap_or(0);
+        return (value >> 4 == 0xF).then(|| {
+            st.get("remaining_percent")
+                .and_then(Value::as_u64)
+                .unwrap_or((value & 0xF) * 10)
+        });
+    }
+    if let Some(log) = doc.get("nvme_self_test_log") {
+        let op = log
+            .pointer("/current_self_test_operation/value")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        return (op != 0).then(|| {
+            100 - log
+                .get("current_self_test_completion_percent")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .min(100)
+        });
+    }
+    doc.pointer("/scsi_self_test_0/result/value")
+        .and_then(Value::as_u64)
+        .filter(|v| *v == 15)
+        .map(|_| 100)
+}
+
+/// The result of one self-test log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelfTestOutcome {
+    Passed,
+    /// The device found an error; the text says what and where.
+    Failed(String),
+    /// Aborted or interrupted: says nothing about the medium.
+    Aborted(String),
+    Running,
+}
+
+/// Judges one entry of an ATA, NVMe or SCSI self-test log table.
+pub fn judge_self_test_entry(entry: &Value) -> Option<SelfTestOutcome> {
+    let text = |p: &str| entry.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let kind = [
+        text("/type/string"),
+        text("/self_test_code/string"),
+        text("/code/string"),
+    ]
+    .into_iter()
+    .find(|s| !s.is_empty())
+    .unwrap_or("self-test")
+    .to_string();
+    // ATA: status.value, high nibble is the execution status.
+    if let Some(status) = entry.get("status") {
+        let value = status.get("value").and_then(Value::as_u64)?;
+        let what = format!("{kind}: {}", text("/status/string"));
+        let at = entry
+            .get("lba")
+            .and_then(Value::as_u64)
+            .map(|l| format!(" at LBA {l}"))
+            .unwrap_or_default();
+        return Some(
+            match (status.get("passed").and_then(Value::as_bool), value >> 4) {
+                (_, 0xF) => SelfTestOutcome::Running,
+                (Some(true), _) | (None, 0) => SelfTestOutcome::Passed,
+                (_, 1 | 2) => SelfTestOutcome::Aborted(what),
+                _ => SelfTestOutcome::Failed(format!("{what}{at}")),
+            },
+        );
+    }
+    // NVMe: self_test_result.value (NVMe base spec, Device Self-test log).
+    if let Some(value) = entry
+        .pointer("/self_test_result/value")
+        .and_then(Value::as_u64)
+    {
+        let what = format!("{kind}: {}", text("/self_test_result/string"));
+        let at = entry
+            .get("lba")
+            .and_then(Value::as_u64)
+            .map(|l| format!(" at LBA {l}"))
+            .unwrap_or_default();
+        return Some(match value {
+            0 => SelfTestOutcome::Passed,
+            5..=7 => SelfTestOutcome::Failed(format!("{what}{at}")),
+            0xF => SelfTestOutcome::Running,
+            _ => SelfTestOutcome::Aborted(what),
+        });
+    }
+    // SCSI: result.value (SPC self-test results log page).
+    let value = entry.pointer("/result/value").and_then(Value::as_u64)?;
+    let what = format!("{kind}: {}", text("/result/string"));
+    Some(match value {
+        0 => SelfTestOutcome::Passed,
+        1 | 2 => SelfTestOutcome::Aborted(what),
+        15 => SelfTestOutcome::Running,
+        _ => SelfTestOutcome::Failed(what),
+    })
+}
+
+/// The newest self-test log entry of a `-x` document (ATA extended or
+/// standard log, NVMe log, SCSI `scsi_self_test_0`).
+pub fn newest_self_test(doc: &Value) -> Option<&Value> {
+    [
+        "/ata_smart_self_test_log/extended/table/0",
+        "/ata_smart_self_test_log/standard/table/0",
+        "/nvme_self_test_log/table/0",
+        "/scsi_self_test_0",
+    ]
+    .into_iter()
+    .find_map(|p| doc.pointer(p))
 }

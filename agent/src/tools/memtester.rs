@@ -1,0 +1,74 @@
+//! memtester's result. memtester has no machine-readable report; its exit
+//! status is the structured result (memtester(8): the OR of 0x01 allocation
+//! or locking error, 0x02 stuck-address failure, 0x04 failure in another
+//! test). `FAILURE:` lines from stderr are kept only as the detail shown to
+//! the operator.
+
+use super::ToolResult;
+
+/// Meaning of each bit of memtester's exit status.
+pub const EXIT_BITS: [&str; 3] = [
+    "could not allocate or lock the memory (or bad invocation)",
+    "stuck address test failed",
+    "a pattern test failed",
+];
+
+/// Judges a finished memtester from its exit code and stderr. Bit 0 means
+/// memtester could not test (an error); bits 1–2 are memory failures,
+/// reported as errors of the memory with their `FAILURE:` lines.
+pub fn judge(exit_code: i32, stderr: &str) -> MemtesterResult {
+    let failures: Vec<String> = failure_lines(stderr);
+    let bits = exit_code as u32;
+    let mut r = MemtesterResult::default();
+    for (i, meaning) in EXIT_BITS.iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            if i == 0 {
+                r.result.errors.push(meaning.to_string());
+            } else {
+                r.memory_failures.push(meaning.to_string());
+            }
+        }
+    }
+    if bits & !0b111 != 0 {
+        r.result
+            .errors
+            .push(format!("unexpected exit status {exit_code}"));
+    }
+    r.memory_failures.extend(failures);
+    r
+}
+
+/// The `FAILURE:` lines memtester printed (at most 20).
+pub fn failure_lines(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.find("FAILURE").map(|i| l[i..].trim().to_string()))
+        .take(20)
+        .collect()
+}
+
+/// What memtester found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemtesterResult {
+    /// memtester could not test.
+    pub result: ToolResult,
+    /// Memory errors found, empty when none.
+    pub memory_failures: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_bits_split_tool_errors_from_memory_failures() {
+        assert_eq!(judge(0, ""), MemtesterResult::default());
+        let r = judge(1, "");
+        assert_eq!(r.result.errors.len(), 1);
+        assert!(r.memory_failures.is_empty());
+        let r = judge(6, "");
+        assert_eq!(r.memory_failures.len(), 2, "{r:?}");
+        assert!(r.result.errors.is_empty());
+        assert!(!judge(64, "").result.errors.is_empty());
+    }
+}

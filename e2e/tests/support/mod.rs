@@ -1,0 +1,281 @@
+//! Shared parts of the end-to-end tests: loop devices, a hwmon tree, and
+//! the coordinator either in-process or as the real `vet-coordinator`
+//! binary (which a test can SIGKILL).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use coordinator::Config;
+use vet_agent::host::{Roots, Selector};
+use vet_agent::run::{BootOptions, PowerMode};
+
+/// A loop device over a sparse file in the test's directory.
+pub struct Loop(pub String);
+
+impl Loop {
+    pub fn new(dir: &Path, mib: u64) -> Loop {
+        let img = tempfile::Builder::new()
+            .prefix("disk")
+            .suffix(".img")
+            .tempfile_in(dir)
+            .unwrap()
+            .into_temp_path()
+            .keep()
+            .unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+
+    /// `loop7` for `/dev/loop7`.
+    pub fn name(&self) -> &str {
+        self.0.trim_start_matches("/dev/")
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A hwmon tree per the sysfs ABI: one CPU sensor at 45 °C.
+pub fn sensors(dir: &Path) -> PathBuf {
+    let root = dir.join("sys");
+    let hw = root.join("class/hwmon/hwmon0");
+    std::fs::create_dir_all(&hw).unwrap();
+    std::fs::write(hw.join("name"), "coretemp\n").unwrap();
+    std::fs::write(hw.join("temp1_input"), "45000\n").unwrap();
+    std::fs::write(hw.join("temp1_label"), "Package id 0\n").unwrap();
+    root
+}
+
+enum Backend {
+    InProcess(tokio::task::JoinHandle<Result<(), String>>),
+    Binary(std::process::Child),
+}
+
+/// A running coordinator and an operator client for it.
+pub struct Coord {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    backend: Backend,
+}
+
+/// The `vet-coordinator` binary next to this test's executable, built if
+/// the workspace build has not made it yet.
+fn coordinator_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("vet-coordinator");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "vetting-coordinator",
+                "--bin",
+                "vet-coordinator",
+            ])
+            .status()
+            .expect("cargo build vet-coordinator");
+        assert!(ok.success(), "building vet-coordinator failed");
+    }
+    bin
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str, dir: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = http
+            .get(format!("{base}/api/v1/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if up {
+            if let Ok(t) = std::fs::read_to_string(dir.join("operator.token")) {
+                return t.trim().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "coordinator at {base} never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Coord {
+    pub async fn start(dir: &Path) -> Coord {
+        Self::start_on(dir, 0, vec![free_port()]).await
+    }
+
+    /// Starts in-process on `port` (0: any), retrying the bind while an old
+    /// socket lingers.
+    pub async fn start_on(dir: &Path, port: u16, iperf3_ports: Vec<u16>) -> Coord {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = Config::for_data_dir(dir);
+        config.iperf3_ports = iperf3_ports;
+        let task = tokio::spawn(async move {
+            coordinator::serve(listener, config, std::future::pending())
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let http = reqwest::Client::new();
+        let token = wait_healthy(&http, &base, dir).await;
+        Coord {
+            base,
+            token,
+            http,
+            backend: Backend::InProcess(task),
+        }
+    }
+
+    /// Starts the real `vet-coordinator serve` binary on `port`.
+    pub async fn spawn_binary(dir: &Path, port: u16, iperf3_ports: &[u16]) -> Coord {
+        let mut cmd = Command::new(coordinator_binary());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("VET_")) {
+            cmd.env_remove(k);
+        }
+        let ports: Vec<String> = iperf3_ports.iter().map(u16::to_string).collect();
+        let child = cmd
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("VET_IPERF3_PORTS", ports.join(","))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let token = wait_healthy(&http, &base, dir).await;
+        Coord {
+            base,
+            token,
+            http,
+            backend: Backend::Binary(child),
+        }
+    }
+
+    /// Kills the coordinator without warning: SIGKILL for the binary, an
+    /// aborted task in-process.
+    pub async fn crash(mut self) {
+        match &mut self.backend {
+            Backend::Binary(child) => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+            }
+            Backend::InProcess(task) => {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+impl Drop for Coord {
+    fn drop(&mut self) {
+        match &mut self.backend {
+            Backend::Binary(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Backend::InProcess(task) => task.abort(),
+        }
+    }
+}
+
+/// Boot options for an agent that tests `disk` and `lo` with a test MAC.
+pub fn options(coord: &Coord, dir: &Path, mac: &str, disk: &str) -> BootOptions {
+    BootOptions {
+        coordinator: coord.base.clone(),
+        power: PowerMode::None,
+        disks: Some(Selector::new(disk).unwrap()),
+        nics: Some(Selector::new("lo").unwrap()),
+        roots: Roots::default(),
+        sensors_root: sensors(dir),
+        work_dir: dir.join("agent"),
+        claim_timeout: Duration::from_secs(30),
+        macs: Some(vec![mac.parse().unwrap()]),
+        boot_id: Some(format!("e2e-{mac}")),
+    }
+}
+
+/// Polls run `id` until `pred` holds, failing after `limit`.
+pub async fn wait_run(
+    coord: &Coord,
+    id: i64,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let d = coord.get(&format!("/runs/{id}")).await;
+        if pred(&d) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "{what}: run is {}", d["state"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
