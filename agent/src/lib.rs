@@ -11,6 +11,7 @@
 
 pub mod exec;
 pub mod host;
+pub mod host_mode;
 pub mod run;
 pub mod sensors;
 pub mod stages;

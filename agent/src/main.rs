@@ -1,7 +1,7 @@
 //! vet-agent: the static agent run on the node under test.
 //!
-//! `boot` claims and runs this machine's queued run; `parse` checks a tool's
-//! recorded output; `host` (production hosts) is not in this build yet.
+//! `boot` claims and runs this machine's queued run; `host` heartbeats from a
+//! production host; `parse` checks a tool's recorded output.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::run_state::RunState;
 use common::stage::Stage;
 use vet_agent::host::{Roots, Selector};
+use vet_agent::host_mode::{self, HostModeOptions};
 use vet_agent::run::{boot, BootOptions, PowerMode};
 use vet_agent::tools::{self, judge};
 
@@ -39,8 +40,9 @@ enum Command {
     /// Claim the run queued for this machine's MACs, run it, then do what
     /// the coordinator says (hold, release, done).
     Boot(BootArgs),
-    /// Heartbeat and run non-destructive runs on a host in use (not in this build yet).
-    Host,
+    /// On a host in use: heartbeat with the host's token (from `vetctl host
+    /// token`) so the coordinator knows it is up. Runs until SIGTERM/SIGINT.
+    Host(HostArgs),
     /// Parse a tool's recorded output and print the normalized result as
     /// JSON, judged by the quick profile's defaults. Exit 0 when FILE is
     /// valid output of TOOL (whatever its verdict), 2 when it is not.
@@ -78,6 +80,15 @@ struct BootArgs {
     claim_timeout: u64,
 }
 
+#[derive(clap::Args)]
+struct HostArgs {
+    #[arg(long, env = "VET_COORDINATOR")]
+    coordinator: String,
+    /// File holding the host-mode token (`vetctl host token NAME --out FILE`).
+    #[arg(long, env = "VET_HOST_TOKEN_FILE")]
+    token_file: PathBuf,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum PowerArg {
     Exec,
@@ -112,8 +123,29 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Host => {
-            anyhow::bail!("host mode is not implemented in this build; `boot` and `parse` are")
+        Command::Host(a) => {
+            let token = std::fs::read_to_string(&a.token_file).with_context(|| {
+                format!("reading the host token from {}", a.token_file.display())
+            })?;
+            let token = token.trim();
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                anyhow::bail!("{} does not hold one token", a.token_file.display());
+            }
+            let opts = HostModeOptions {
+                coordinator: a.coordinator,
+                token: token.to_string(),
+                roots: Roots::default(),
+                macs: None,
+                boot_id: None,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let end = rt.block_on(host_mode::run(opts, shutdown_signal()))?;
+            println!(
+                "host mode stopped: {} heartbeats as host {}",
+                end.heartbeats,
+                end.host.as_deref().unwrap_or("(never acknowledged)")
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Boot(a) => {
             let coordinator = match a.coordinator {
@@ -168,5 +200,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&judged)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }

@@ -221,7 +221,7 @@ async fn real_memtester_passes_and_a_timeout_stops_it() {
     assert!(
         !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
             std::fs::read_to_string(e.path().join("cmdline"))
-                .is_ok_and(|c| c.starts_with("memtester\0512M"))
+                .is_ok_and(|c| c.starts_with("memtester\x00512M"))
         }),
         "memtester was killed"
     );

@@ -73,6 +73,30 @@ pub enum Directive {
 
 // ---- agent side -----------------------------------------------------------
 
+/// `POST /host/heartbeat` (host token): a host-mode agent is alive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostHeartbeat {
+    pub boot_id: String,
+    pub macs: Vec<Mac>,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostHeartbeatAck {
+    pub host: String,
+    pub server_time: Timestamp,
+    /// Seconds until the next heartbeat.
+    pub interval_s: u64,
+}
+
+/// `POST /hosts/{name}/token` (operator): a new host-mode token. Shown once;
+/// only its hash is stored, and it replaces any earlier one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostToken {
+    pub host: String,
+    pub token: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimRequest {
     pub macs: Vec<Mac>,

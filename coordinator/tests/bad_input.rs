@@ -14,6 +14,7 @@ const MAC: &str = "52:54:00:00:00:01";
 enum Auth {
     Operator,
     Run,
+    Host,
     NoToken,
     Bogus,
 }
@@ -59,6 +60,8 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     agent.finish_stage(0, StageOutcome::Passed, None).await;
     agent.start_stage(1).await;
     let r = format!("/runs/{run}");
+    let (_, t) = coord.op_post("/hosts/node-q/token", json!({})).await;
+    let host_token = t["token"].as_str().unwrap().to_string();
     let huge = format!(
         r#"{{"seq": 1, "samples": [{}]}}"#,
         vec![r#"{"ts":"2026-11-23T09:15:43.123Z","kind":"temp","key":"k","value":1}"#; 2000]
@@ -67,7 +70,72 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     use Auth::*;
     use StatusCode as S;
     let ts = "2026-11-23T09:15:43.123Z";
+    let hb_ok = format!(r#"{{"boot_id": "b", "macs": ["{MAC}"], "agent_version": "t"}}"#);
     let cases = vec![
+        case(
+            "host heartbeat without a token",
+            Method::POST,
+            "/host/heartbeat",
+            NoToken,
+            &hb_ok,
+            S::UNAUTHORIZED,
+        ),
+        case(
+            "host heartbeat with a bogus token",
+            Method::POST,
+            "/host/heartbeat",
+            Bogus,
+            &hb_ok,
+            S::UNAUTHORIZED,
+        ),
+        case(
+            "host heartbeat with a run token",
+            Method::POST,
+            "/host/heartbeat",
+            Run,
+            &hb_ok,
+            S::UNAUTHORIZED,
+        ),
+        case(
+            "host heartbeat, malformed JSON",
+            Method::POST,
+            "/host/heartbeat",
+            Host,
+            "{\"boot_id\": ",
+            S::BAD_REQUEST,
+        ),
+        case(
+            "host heartbeat, empty boot id",
+            Method::POST,
+            "/host/heartbeat",
+            Host,
+            r#"{"boot_id": "", "macs": [], "agent_version": "t"}"#,
+            S::BAD_REQUEST,
+        ),
+        case(
+            "host heartbeat, MACs not a list",
+            Method::POST,
+            "/host/heartbeat",
+            Host,
+            r#"{"boot_id": "b", "macs": "52:54:00:00:00:01", "agent_version": "t"}"#,
+            S::BAD_REQUEST,
+        ),
+        case(
+            "host token for an unknown host",
+            Method::POST,
+            "/hosts/nope/token",
+            Operator,
+            "{}",
+            S::NOT_FOUND,
+        ),
+        case(
+            "host token without the operator token",
+            Method::POST,
+            "/hosts/node-a/token",
+            Host,
+            "{}",
+            S::UNAUTHORIZED,
+        ),
         case(
             "malformed JSON claim",
             Method::POST,
@@ -440,6 +508,7 @@ async fn bad_inputs_are_refused_and_change_nothing() {
         req = match c.auth {
             Operator => req.bearer_auth(&coord.token),
             Run => req.bearer_auth(&agent.token),
+            Host => req.bearer_auth(&host_token),
             Bogus => req.bearer_auth("0123456789abcdef"),
             NoToken => req,
         };

@@ -320,6 +320,27 @@ async fn vetctl_drives_hosts_and_runs() {
         &["host", "edit", "node-1", "--spec", bad.to_str().unwrap()],
     );
     assert_ne!(code, 0, "a bad spec changes nothing: {err}");
+    // A host-mode token, written privately; an existing file is never overwritten.
+    let token_file = dir.path().join("node-1.token");
+    let tf = token_file.to_str().unwrap();
+    let (code, out, err) = vetctl(base, token, &["host", "token", "node-1", "--out", tf]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty(), "the token goes to the file only");
+    assert!(err.contains("vet-agent host"), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&token_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&token_file).unwrap().trim().len(),
+        64
+    );
+    let (code, _, err) = vetctl(base, token, &["host", "token", "node-1", "--out", tf]);
+    assert_ne!(code, 0);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, _, err) = vetctl(base, token, &["host", "token", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("404"), "{err}");
+
     let (code, out, _) = vetctl(base, token, &["host", "show", "node-1", "--json"]);
     assert_eq!(code, 0);
     assert!(

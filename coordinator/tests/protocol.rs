@@ -11,7 +11,7 @@ use serde_json::json;
 use common::measurement::Kind;
 use common::stage::StageState;
 use common::wire::{StageFinish, StageOutcome, SubStepReport};
-use support::{inventory, sample, wait_until, TestAgent, TestCoordinator, SPEC};
+use support::{inventory, read, sample, wait_until, TestAgent, TestCoordinator, SPEC};
 
 const MAC: &str = "52:54:00:00:00:01";
 
@@ -840,14 +840,9 @@ async fn artifacts_stream_to_content_addressed_files() {
 async fn a_host_in_production_gets_only_non_destructive_runs() {
     let coord = TestCoordinator::start().await;
     coord.add_host("node-p", MAC, None).await;
-    // What a host-mode agent's heartbeat records.
-    let db = rusqlite::Connection::open(coord.db_path()).unwrap();
-    let seen = common::time::Timestamp::from_datetime(chrono::Utc::now()).to_string();
-    db.execute(
-        "UPDATE hosts SET last_seen_at = ?1 WHERE name = 'node-p'",
-        [seen],
-    )
-    .unwrap();
+    let (_, t) = coord.op_post("/hosts/node-p/token", json!({})).await;
+    let (st, _) = host_heartbeat(&coord, t["token"].as_str().unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
     let before = coord.row_counts();
     let (st, err) = coord
         .op_post("/runs", json!({"host": "node-p", "non_destructive": false}))
@@ -865,4 +860,84 @@ async fn a_host_in_production_gets_only_non_destructive_runs() {
         .op_post("/runs", json!({"host": "node-p", "non_destructive": true}))
         .await;
     assert_eq!(st, StatusCode::OK);
+}
+
+async fn host_heartbeat(coord: &TestCoordinator, token: &str) -> (StatusCode, serde_json::Value) {
+    read(
+        coord
+            .http
+            .post(coord.url("/host/heartbeat"))
+            .bearer_auth(token)
+            .json(&json!({"boot_id": "b-host", "macs": [MAC], "agent_version": "test"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn host_mode_heartbeats_need_the_hosts_own_current_token() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-h", MAC, None).await;
+    coord
+        .add_host("node-other", "52:54:00:00:00:99", None)
+        .await;
+    let (st, host) = coord.op_get("/hosts/node-h").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(host["last_seen_at"].is_null(), "never seen yet");
+
+    let (st, t1) = coord.op_post("/hosts/node-h/token", json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(t1["host"], "node-h");
+    let t1 = t1["token"].as_str().unwrap().to_string();
+    let stored: String = coord
+        .db()
+        .query_row(
+            "SELECT host_token_hash FROM hosts WHERE name = 'node-h'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored.len(), 64, "a SHA-256 hex digest");
+    assert_ne!(stored, t1, "never stored in clear");
+
+    let (st, ack) = host_heartbeat(&coord, &t1).await;
+    assert_eq!(st, StatusCode::OK, "{ack}");
+    assert_eq!(ack["host"], "node-h");
+    assert!(ack["interval_s"].as_u64().unwrap() >= 1);
+    let (_, host) = coord.op_get("/hosts/node-h").await;
+    assert!(host["last_seen_at"].is_string(), "{host}");
+    let (_, other) = coord.op_get("/hosts/node-other").await;
+    assert!(
+        other["last_seen_at"].is_null(),
+        "only the token's host is marked"
+    );
+
+    // A new token replaces the old one.
+    let (_, t2) = coord.op_post("/hosts/node-h/token", json!({})).await;
+    let (st, err) = host_heartbeat(&coord, &t1).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{err}");
+    let (st, _) = host_heartbeat(&coord, t2["token"].as_str().unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+
+    // Neither the operator token nor a run token is a host token, and a host
+    // token is not an operator token.
+    let (st, _) = host_heartbeat(&coord, &coord.token).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let before = coord.row_counts();
+    let (st, _) = read(
+        coord
+            .http
+            .get(coord.url("/hosts"))
+            .bearer_auth(t2["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = coord.op_post("/hosts/no-such/token", json!({})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(coord.row_counts(), before, "refusals change nothing");
 }

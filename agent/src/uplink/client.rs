@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use common::wire::{ClaimRequest, ClaimResponse, ErrorBody, API_PREFIX};
+use common::wire::{
+    ClaimRequest, ClaimResponse, ErrorBody, HostHeartbeat, HostHeartbeatAck, API_PREFIX,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
@@ -104,6 +106,26 @@ impl Client {
         *self.token.write().unwrap_or_else(|p| p.into_inner()) = claim.token.clone();
         *self.run_id.write().unwrap_or_else(|p| p.into_inner()) = claim.run_id;
         Ok(claim)
+    }
+
+    /// Uses `token` (a host-mode token) for the host routes.
+    pub fn set_token(&self, token: &str) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token.to_string();
+    }
+
+    /// A host-mode heartbeat, with the host token set by [`Client::set_token`].
+    pub async fn host_heartbeat(
+        &self,
+        hb: &HostHeartbeat,
+    ) -> Result<HostHeartbeatAck, UplinkError> {
+        let resp = self
+            .http
+            .post(format!("{}{API_PREFIX}/host/heartbeat", self.base))
+            .bearer_auth(self.token())
+            .json(hb)
+            .send()
+            .await;
+        Self::answer(resp).await
     }
 
     fn run_url(&self, path: &str) -> String {

@@ -14,8 +14,8 @@ use common::profile::Profile;
 use common::stage::Stage;
 use common::wire::{
     ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, CompleteAck, DirectiveResponse,
-    FirmwareAck, FirmwareReport, Health, HoldReport, Iperf3Servers, MeasurementBatch, RunComplete,
-    StageFinish, StageStart, StageVerdict,
+    FirmwareAck, FirmwareReport, Health, HoldReport, HostHeartbeat, HostHeartbeatAck,
+    Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart, StageVerdict,
 };
 
 use super::error::{ApiError, AppJson};
@@ -185,6 +185,35 @@ pub async fn heartbeat(
 ) -> Result<Json<DirectiveResponse>, ApiError> {
     let run_id = authed_run(&app, &id, &headers).await?;
     with_directive(&app, move |s| Ok(s.heartbeat(run_id, now())?)).await
+}
+
+/// A host-mode agent's heartbeat, authenticated by its host's token.
+pub async fn host_heartbeat(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    AppJson(hb): AppJson<HostHeartbeat>,
+) -> Result<Json<HostHeartbeatAck>, ApiError> {
+    let Some(token) = super::bearer(&headers) else {
+        return Err(ApiError::Unauthorized(
+            "missing Authorization: Bearer token",
+        ));
+    };
+    if hb.boot_id.is_empty() || hb.boot_id.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "boot_id must be 1 to 128 characters".into(),
+        ));
+    }
+    let hash = auth::hash_token(token);
+    let host = app
+        .db(move |s| Ok(s.host_heartbeat(&hash, now())?))
+        .await?
+        .ok_or(ApiError::Unauthorized("not a host-mode token"))?;
+    tracing::debug!(host = %host.name, boot_id = %hb.boot_id, "host heartbeat");
+    Ok(Json(HostHeartbeatAck {
+        host: host.name,
+        server_time: now(),
+        interval_s: (app.config.heartbeat_timeout.as_secs() / 4).max(1),
+    }))
 }
 
 pub async fn directive(

@@ -104,7 +104,7 @@ impl AppState {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
@@ -154,6 +154,8 @@ pub fn router(state: AppState) -> Router {
             "/hosts/{name}",
             get(operator::show_host).patch(operator::edit_host),
         )
+        .route("/hosts/{name}/token", post(operator::host_token))
+        .route("/host/heartbeat", post(agent::host_heartbeat))
         .route("/runs", get(operator::list_runs).post(operator::create_run))
         .route("/runs/{id}", get(operator::show_run))
         .route("/runs/{id}/cancel", post(operator::cancel))

@@ -86,6 +86,24 @@ pub async fn show_host(
     Ok(Json(app.db(move |s| Ok(s.host(&name)?)).await?))
 }
 
+/// Issues a new host-mode token for the host (replacing any earlier one).
+pub async fn host_token(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<common::wire::HostToken>, ApiError> {
+    app.require_operator(&headers)?;
+    let token = crate::auth::new_token();
+    let hash = crate::auth::hash_token(&token);
+    let host = app
+        .db(move |s| Ok(s.set_host_token(&name, &hash, now())?))
+        .await?;
+    Ok(Json(common::wire::HostToken {
+        host: host.name,
+        token,
+    }))
+}
+
 pub async fn edit_host(
     State(app): State<AppState>,
     Path(name): Path<String>,

@@ -151,6 +151,11 @@ pub trait Store: Send + Sync + 'static {
     fn update_host_spec(&self, name: &str, spec_yaml: &str, now: Timestamp) -> StoreResult<Host>;
     fn list_hosts(&self) -> StoreResult<Vec<Host>>;
     fn host(&self, name: &str) -> StoreResult<Host>;
+    /// Replaces the host's host-mode token hash.
+    fn set_host_token(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Host>;
+    /// Marks the host whose token hashes to `token_hash` as seen now; `None`
+    /// when no host has that token.
+    fn host_heartbeat(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Host>>;
 
     // Runs, operator side.
     fn create_run(&self, run: &NewRun, now: Timestamp) -> StoreResult<Run>;

@@ -89,27 +89,25 @@ pub struct Coord {
     backend: Backend,
 }
 
-/// The `vet-coordinator` binary next to this test's executable, built if
-/// the workspace build has not made it yet.
-fn coordinator_binary() -> PathBuf {
+/// A workspace binary next to this test's executable, built if the
+/// workspace build has not made it yet.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = profile_dir.join("vet-coordinator");
-    if !bin.exists() {
+    let path = profile_dir.join(bin);
+    if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "vetting-coordinator",
-                "--bin",
-                "vet-coordinator",
-            ])
+            .args(["build", "-p", package, "--bin", bin])
             .status()
-            .expect("cargo build vet-coordinator");
-        assert!(ok.success(), "building vet-coordinator failed");
+            .unwrap_or_else(|e| panic!("cargo build {bin}: {e}"));
+        assert!(ok.success(), "building {bin} failed");
     }
-    bin
+    path
+}
+
+fn coordinator_binary() -> PathBuf {
+    workspace_binary("vetting-coordinator", "vet-coordinator")
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str, dir: &Path) -> String {
@@ -141,6 +139,11 @@ impl Coord {
     /// Starts in-process on `port` (0: any), retrying the bind while an old
     /// socket lingers.
     pub async fn start_on(dir: &Path, port: u16, iperf3_ports: Vec<u16>) -> Coord {
+        Self::start_with(dir, port, |c| c.iperf3_ports = iperf3_ports).await
+    }
+
+    /// Starts in-process with `tweak` applied to the config.
+    pub async fn start_with(dir: &Path, port: u16, tweak: impl FnOnce(&mut Config)) -> Coord {
         let listener = loop {
             match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
                 Ok(l) => break l,
@@ -149,7 +152,7 @@ impl Coord {
         };
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = Config::for_data_dir(dir);
-        config.iperf3_ports = iperf3_ports;
+        tweak(&mut config);
         let task = tokio::spawn(async move {
             coordinator::serve(listener, config, std::future::pending())
                 .await

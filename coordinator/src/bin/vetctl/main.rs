@@ -75,6 +75,13 @@ enum HostCmd {
     List,
     /// Show one host.
     Show { name: String },
+    /// Issue a host-mode token for `vet-agent host` (replaces any earlier
+    /// one). Printed once, or written to --out with mode 0600.
+    Token {
+        name: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +204,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             HostCmd::List => output::hosts(&client.get::<Vec<common::wire::Host>>("/hosts")?, json),
             HostCmd::Show { name } => output::host(&client.get(&format!("/hosts/{name}"))?, json),
+            HostCmd::Token { name, out } => {
+                let t: common::wire::HostToken =
+                    client.post(&format!("/hosts/{name}/token"), &serde_json::json!({}))?;
+                match out {
+                    None if json => output::print_json(&t),
+                    None => {
+                        println!("{}", t.token);
+                        Ok(())
+                    }
+                    Some(path) => {
+                        write_private(&path, &format!("{}\n", t.token))?;
+                        eprintln!(
+                            "host-mode token for {} written to {} (0600); run: vet-agent host --coordinator URL --token-file {}",
+                            t.host,
+                            path.display(),
+                            path.display()
+                        );
+                        Ok(())
+                    }
+                }
+            }
         },
         Command::Run(cmd) => match cmd {
             RunCmd::Start(a) => {
@@ -249,4 +277,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// Writes a secret to `path` with mode 0600, never readable by others even
+/// for a moment (refuses to overwrite an existing file).
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

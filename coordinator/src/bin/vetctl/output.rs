@@ -5,7 +5,7 @@ use std::io::Write;
 
 use common::wire::{Host, IgnoreDiffAck, Run, RunDetail};
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;

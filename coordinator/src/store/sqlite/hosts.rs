@@ -115,3 +115,41 @@ pub fn by_id(tx: &Connection, id: i64) -> StoreResult<Host> {
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("host {id} not found")))
 }
+
+pub fn set_token(
+    tx: &Connection,
+    name: &str,
+    token_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Host> {
+    let host = by_name(tx, name)?;
+    tx.execute(
+        "UPDATE hosts SET host_token_hash = ?1, updated_at = ?2 WHERE id = ?3",
+        (token_hash, now.to_string(), host.id),
+    )?;
+    insert_event(
+        tx,
+        None,
+        Some(host.id),
+        "info",
+        "host_token",
+        &format!("host-mode token issued for {name}; any earlier one no longer works"),
+        None,
+        now,
+    )?;
+    by_id(tx, host.id)
+}
+
+pub fn heartbeat(tx: &Connection, token_hash: &str, now: Timestamp) -> StoreResult<Option<Host>> {
+    if token_hash.is_empty() {
+        return Ok(None);
+    }
+    let id: Option<i64> = tx
+        .query_row(
+            "UPDATE hosts SET last_seen_at = ?1 WHERE host_token_hash = ?2 RETURNING id",
+            (now.to_string(), token_hash),
+            |r| r.get(0),
+        )
+        .optional()?;
+    id.map(|id| by_id(tx, id)).transpose()
+}

@@ -57,6 +57,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_vetting_protocol",
         include_str!("../migrations/0006_vetting_protocol.sql"),
     ),
+    (
+        "0007_host_agent_tokens",
+        include_str!("../migrations/0007_host_agent_tokens.sql"),
+    ),
 ];
 
 const TABLES: &[&str] = &[
@@ -281,6 +285,14 @@ impl Store for SqliteStore {
 
     fn host(&self, name: &str) -> StoreResult<Host> {
         self.read(|tx| hosts::by_name(tx, name))
+    }
+
+    fn set_host_token(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Host> {
+        self.write(|tx| hosts::set_token(tx, name, token_hash, now))
+    }
+
+    fn host_heartbeat(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Host>> {
+        self.write(|tx| hosts::heartbeat(tx, token_hash, now))
     }
 
     fn create_run(&self, run: &NewRun, now: Timestamp) -> StoreResult<Run> {

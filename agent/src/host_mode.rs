@@ -1,0 +1,97 @@
+//! `vet-agent host`: the agent installed on a host in production. For now
+//! it heartbeats with its host's token so the coordinator knows the host is
+//! up (`hosts.last_seen_at`); running non-destructive runs in place comes
+//! with the failure-path work.
+//!
+//! Never: power anything, write to a disk, or give up while the coordinator
+//! is merely unreachable (it backs off and keeps trying). A refused token
+//! ends it with a clear error, since retrying cannot help.
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::mac::Mac;
+use common::wire::HostHeartbeat;
+
+use crate::host::{self, Roots};
+use crate::uplink::client::{Client, UplinkError};
+use crate::uplink::retry::Backoff;
+
+pub struct HostModeOptions {
+    pub coordinator: String,
+    pub token: String,
+    pub roots: Roots,
+    /// Tests pass these; otherwise read from the machine.
+    pub macs: Option<Vec<Mac>>,
+    pub boot_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostModeError {
+    #[error("the coordinator refused this host's token ({0}); issue a new one with `vetctl host token NAME`")]
+    TokenRefused(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a host-mode session did before it was stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostModeEnd {
+    pub host: Option<String>,
+    pub heartbeats: u64,
+}
+
+/// Heartbeats until `shutdown` resolves.
+pub async fn run(
+    opts: HostModeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<HostModeEnd, HostModeError> {
+    let client = Client::new(&opts.coordinator).map_err(|e| HostModeError::Setup(e.to_string()))?;
+    client.set_token(&opts.token);
+    let hb = HostHeartbeat {
+        boot_id: opts
+            .boot_id
+            .or_else(|| host::boot_id(&opts.roots))
+            .unwrap_or_else(|| "unknown".into()),
+        macs: opts.macs.unwrap_or_else(|| host::macs(&opts.roots)),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut end = HostModeEnd {
+        host: None,
+        heartbeats: 0,
+    };
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::pin!(shutdown);
+    loop {
+        let wait = match client.host_heartbeat(&hb).await {
+            Ok(ack) => {
+                if end.host.as_deref() != Some(ack.host.as_str()) {
+                    tracing::info!(host = %ack.host, every_s = ack.interval_s, "host mode: the coordinator knows this host");
+                }
+                end.host = Some(ack.host);
+                end.heartbeats += 1;
+                backoff.reset();
+                Duration::from_secs(ack.interval_s.max(1))
+            }
+            Err(UplinkError::Rejected {
+                status: 401,
+                message,
+                ..
+            }) => return Err(HostModeError::TokenRefused(message)),
+            Err(e @ UplinkError::Rejected { .. }) => {
+                return Err(HostModeError::Refused(e.to_string()))
+            }
+            Err(e) => {
+                let d = backoff.next_delay();
+                tracing::warn!("host heartbeat failed, retrying in {d:?}: {e}");
+                d
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(end),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
