@@ -12,6 +12,7 @@
 pub mod exec;
 pub mod host;
 pub mod host_mode;
+pub mod interlock;
 pub mod run;
 pub mod sensors;
 pub mod stages;

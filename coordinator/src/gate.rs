@@ -32,6 +32,10 @@ pub struct StageFacts<'a> {
     pub critical_diffs: &'a [String],
     /// No stage after this one is still pending.
     pub is_last: bool,
+    /// Sub-steps the agent's interlock refused, with the reason.
+    pub untested: &'a [String],
+    /// The run wants every disk tested (`--require-all-disks`).
+    pub require_all_disks: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +72,12 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
     for d in facts.critical_diffs {
         reasons.push(format!("spec: {d}"));
     }
+    if facts.require_all_disks && !facts.untested.is_empty() {
+        reasons.push(format!(
+            "not every disk was tested (--require-all-disks): {}",
+            facts.untested.join("; ")
+        ));
+    }
     let state = if !reasons.is_empty() {
         StageState::Failed
     } else if facts.agent == StageOutcome::Skipped {
@@ -78,6 +88,9 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
     } else {
         StageState::Passed
     };
+    if state != StageState::Failed && !facts.untested.is_empty() {
+        reasons.push(format!("not fully tested: {}", facts.untested.join("; ")));
+    }
     let run_event = match state {
         StageState::Failed => Some(RunEvent::StageFailed),
         _ if facts.is_last => Some(RunEvent::AllStagesPassed),
@@ -134,7 +147,28 @@ mod tests {
             critical_breaches: breaches,
             critical_diffs: diffs,
             is_last,
+            untested: &[],
+            require_all_disks: false,
         }
+    }
+
+    #[test]
+    fn refused_disks_pass_incomplete_unless_all_are_required() {
+        let untested = ["interlock refused loop3: mounted at /mnt".to_string()];
+        let mut f = facts(StageOutcome::Passed, &[], &[], false);
+        f.untested = &untested;
+        let d = decide_stage(&f);
+        assert_eq!(d.state, StageState::Passed);
+        assert!(
+            d.reasons[0].starts_with("not fully tested: "),
+            "{:?}",
+            d.reasons
+        );
+        f.require_all_disks = true;
+        let d = decide_stage(&f);
+        assert_eq!(d.state, StageState::Failed);
+        assert_eq!(d.run_event, Some(RunEvent::StageFailed));
+        assert!(d.reasons[0].contains("--require-all-disks"));
     }
 
     #[test]

@@ -941,3 +941,131 @@ async fn host_mode_heartbeats_need_the_hosts_own_current_token() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(coord.row_counts(), before, "refusals change nothing");
 }
+
+/// Starts and passes `ordinal` the way a healthy agent does.
+async fn pass_stage(agent: &TestAgent, ordinal: u32) {
+    agent.start_stage(ordinal).await;
+    if ordinal == 0 {
+        agent
+            .upload(
+                "inventory",
+                Some(0),
+                serde_json::to_vec(&inventory()).unwrap(),
+            )
+            .await;
+    }
+    let (st, v) = agent
+        .finish_stage(ordinal, StageOutcome::Passed, None)
+        .await;
+    assert_eq!(
+        (st, v["state"].as_str()),
+        (StatusCode::OK, Some("passed")),
+        "{ordinal}: {v}"
+    );
+}
+
+fn refused_write() -> StageFinish {
+    let sub =
+        |ordinal: u32, name: &str, state: StageState, summary: serde_json::Value| SubStepReport {
+            ordinal,
+            name: name.into(),
+            state,
+            started_at: None,
+            completed_at: None,
+            summary: Some(summary),
+        };
+    StageFinish {
+        outcome: StageOutcome::Passed,
+        reason: None,
+        at: None,
+        summary: None,
+        sub_steps: vec![
+            sub(0, "loop3 fio read", StageState::Passed, json!({})),
+            sub(
+                1,
+                "loop3 fio write",
+                StageState::Skipped,
+                json!({"interlock": true, "reason": "interlock refused loop3: mounted at /mnt"}),
+            ),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn interlock_refusals_are_events_and_fail_only_with_require_all_disks() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-r", MAC, None).await;
+    let run = coord
+        .start_run(
+            "node-r",
+            json!({"non_destructive": false, "require_all_disks": true}),
+        )
+        .await;
+    let agent = coord.agent(MAC, "boot-r").await;
+    for ordinal in 0..6 {
+        pass_stage(&agent, ordinal).await;
+    }
+    agent.start_stage(6).await;
+    let (st, v) = agent.finish_with(6, refused_write()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("--require-all-disks"),
+        "{v}"
+    );
+    let d = coord.run_detail(run).await;
+    assert_eq!(d["state"], "FailedHolding");
+    assert_eq!(d["failed_stage"], "DiskPerf");
+    let refusal = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "interlock_refused")
+        .expect("an interlock_refused event");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("mounted at /mnt"),
+        "{refusal}"
+    );
+
+    // Without --require-all-disks the same refusal passes, not fully tested.
+    let mac2 = "52:54:00:00:00:22";
+    coord.add_host("node-s", mac2, None).await;
+    let run = coord
+        .start_run("node-s", json!({"non_destructive": false}))
+        .await;
+    let agent = coord.agent(mac2, "boot-s").await;
+    for ordinal in 0..6 {
+        pass_stage(&agent, ordinal).await;
+    }
+    agent.start_stage(6).await;
+    let (_, v) = agent.finish_with(6, refused_write()).await;
+    assert_eq!(v["state"], "passed", "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("not fully tested"),
+        "{v}"
+    );
+    for ordinal in 7..12 {
+        pass_stage(&agent, ordinal).await;
+    }
+    let d = coord.run_detail(run).await;
+    assert_eq!(d["state"], "Passed");
+    let kinds: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"interlock_refused") && kinds.contains(&"pass_incomplete"),
+        "{kinds:?}"
+    );
+}

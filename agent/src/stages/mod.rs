@@ -9,12 +9,14 @@
 mod burn;
 mod cpu_stress;
 mod disk_perf;
+mod disk_surface;
 mod firmware;
 mod gpu;
 mod inventory;
 mod memory;
 mod network;
 mod smart;
+mod wipe_probe;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -206,13 +208,30 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         Stage::CpuStress => cpu_stress::run(ctx).await,
         Stage::Memory => memory::run(ctx).await,
         Stage::DiskPerf => disk_perf::run(ctx).await,
-        Stage::DiskSurface | Stage::WipeProbe => StageReport::skipped(
-            "destructive stages are not in this build: they arrive with the safety interlock",
-        ),
+        Stage::DiskSurface if !ctx.claim.non_destructive => disk_surface::run(ctx).await,
+        Stage::WipeProbe if !ctx.claim.non_destructive => wipe_probe::run(ctx).await,
+        Stage::DiskSurface | Stage::WipeProbe => StageReport::skipped("the run is non-destructive"),
         Stage::Network => network::run(ctx).await,
         Stage::Gpu => gpu::run(ctx).await,
         Stage::Burn => burn::run(ctx).await,
     }
+}
+
+/// The interlock for one disk; a refusal comes back as the skipped
+/// sub-step's state and summary (`"interlock": true` makes the coordinator
+/// record an `interlock_refused` event).
+pub async fn interlock_check(
+    ctx: &StageCtx,
+    d: &common::inventory::DiskInfo,
+) -> Result<(), (StageState, serde_json::Value)> {
+    crate::interlock::check(&ctx.roots, &d.name, ctx.claim.overrides.wipe)
+        .await
+        .map_err(|r| {
+            (
+                StageState::Skipped,
+                serde_json::json!({"interlock": true, "reason": format!("interlock refused {}: {}", d.name, r.reason)}),
+            )
+        })
 }
 
 /// A tool error as a stage failure line.

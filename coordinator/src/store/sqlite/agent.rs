@@ -464,13 +464,71 @@ pub fn finish_stage(
         (run_id, ordinal),
         |r| r.get(0),
     )?;
+    // Sub-steps the agent's interlock refused: each is an event, and they
+    // make the stage incomplete (or failed, with --require-all-disks).
+    let untested: Vec<String> = report
+        .sub_steps
+        .iter()
+        .filter(|s| {
+            s.summary
+                .as_ref()
+                .and_then(|v| v.get("interlock"))
+                .and_then(|v| v.as_bool())
+                == Some(true)
+        })
+        .map(|s| {
+            s.summary
+                .as_ref()
+                .and_then(|v| v.get("reason"))
+                .and_then(|v| v.as_str())
+                .map_or_else(|| format!("{}: refused", s.name), str::to_string)
+        })
+        .collect();
+    for why in &untested {
+        insert_event(
+            tx,
+            Some(run_id),
+            None,
+            "warn",
+            "interlock_refused",
+            &format!("{name}: {why}"),
+            None,
+            now,
+        )?;
+    }
+    let require_all_disks: bool = tx.query_row(
+        "SELECT require_all_disks FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
     let decision = gate::decide_stage(&StageFacts {
         agent: report.outcome,
         agent_reason: report.reason.as_deref(),
         critical_breaches: &breaches,
         critical_diffs: &diffs,
         is_last: !later_pending,
+        untested: &untested,
+        require_all_disks,
     });
+    if decision.run_event == Some(RunEvent::AllStagesPassed) {
+        let refused: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = 'interlock_refused'",
+            [run_id],
+            |r| r.get(0),
+        )?;
+        if refused > 0 {
+            insert_event(
+                tx,
+                Some(run_id),
+                None,
+                "warn",
+                "pass_incomplete",
+                &format!("passed, not fully tested: {refused} disk pass(es) refused by the interlock (see interlock_refused events)"),
+                None,
+                now,
+            )?;
+        }
+    }
     let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons});
     tx.execute(
         "UPDATE stages SET state = ?1, completed_at = ?2, summary_json = ?3 WHERE id = ?4",

@@ -1,0 +1,225 @@
+//! The destructive-test interlock: decides whether a disk may be written.
+//!
+//! Refused, always: the disk holding the running system (`/`), a disk with a
+//! mounted partition or active swap, a disk with holders (md, LVM, dm), and
+//! any disk the kernel will not give us exclusively (`O_EXCL` on a block
+//! device fails while it is mounted, swapped on or claimed). Refused unless
+//! the run has `wipe`: a disk with a partition table or a filesystem
+//! signature (`wipefs --json`, read-only). `wipe` lifts only that refusal.
+//!
+//! Never: write anything itself, or answer "allowed" when it could not look
+//! (an unreadable mount table or a failed probe is a refusal).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::{self, ToolCommand};
+use crate::host::Roots;
+
+/// Why a disk may not be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    /// `wipe` lifts it (partition table or signature, nothing else).
+    pub wipe_lifts: bool,
+}
+
+impl Refusal {
+    fn hard(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            wipe_lifts: false,
+        }
+    }
+}
+
+/// The disk (not partition) names under /sys/block, with their partitions.
+fn partitions(roots: &Roots, disk: &str) -> Vec<String> {
+    let dir = roots.sys.join("block").join(disk);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut parts: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("partition").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// `MAJ:MIN` of the disk and each of its partitions.
+fn dev_numbers(roots: &Roots, disk: &str) -> BTreeSet<String> {
+    let base = roots.sys.join("block").join(disk);
+    std::iter::once(base.clone())
+        .chain(partitions(roots, disk).into_iter().map(|p| base.join(p)))
+        .filter_map(|p| std::fs::read_to_string(p.join("dev")).ok())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// Where any of `devs` is mounted, from a mountinfo table.
+fn mounts_of(mountinfo: &str, devs: &BTreeSet<String>) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, _, majmin, _, point) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            devs.contains(majmin).then(|| point.to_string())
+        })
+        .collect()
+}
+
+/// Swap areas on `disk` or its partitions, from /proc/swaps.
+fn swaps_of(swaps: &str, disk: &str, parts: &[String]) -> Vec<String> {
+    swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| {
+            let n = name.trim_start_matches("/dev/");
+            n == disk || parts.iter().any(|p| p == n)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn holders(roots: &Roots, disk: &str) -> Vec<String> {
+    let base = roots.sys.join("block").join(disk);
+    std::iter::once(base.clone())
+        .chain(partitions(roots, disk).into_iter().map(|p| base.join(p)))
+        .filter_map(|p| std::fs::read_dir(p.join("holders")).ok())
+        .flat_map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Signatures `wipefs` finds (partition tables and filesystems), by type.
+pub fn parse_wipefs(stdout: &[u8]) -> Result<Vec<String>, String> {
+    if stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(stdout).map_err(|e| format!("wipefs output not JSON: {e}"))?;
+    let sigs = v
+        .get("signatures")
+        .and_then(|s| s.as_array())
+        .ok_or("wipefs JSON without \"signatures\"")?;
+    Ok(sigs
+        .iter()
+        .map(|s| {
+            let t = s.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
+            let off = s.get("offset").and_then(|t| t.as_str()).unwrap_or("?");
+            format!("{t} at {off}")
+        })
+        .collect())
+}
+
+/// Decides whether `disk` (a /sys/block name) may be written, `wipe` being
+/// the run's override. Reads /proc and /sys under `roots` and probes the
+/// device read-only.
+pub async fn check(roots: &Roots, disk: &str, wipe: bool) -> Result<(), Refusal> {
+    if disk.is_empty() || disk.contains('/') || !roots.sys.join("block").join(disk).exists() {
+        return Err(Refusal::hard(format!(
+            "{disk:?} is not a whole disk under /sys/block"
+        )));
+    }
+    let devs = dev_numbers(roots, disk);
+    if devs.is_empty() {
+        return Err(Refusal::hard("cannot read the device numbers from sysfs"));
+    }
+    let mountinfo = std::fs::read_to_string(roots.proc.join("self/mountinfo"))
+        .map_err(|e| Refusal::hard(format!("cannot read the mount table: {e}")))?;
+    let mounts = mounts_of(&mountinfo, &devs);
+    if mounts.iter().any(|m| m == "/") {
+        return Err(Refusal::hard("holds the running system (mounted at /)"));
+    }
+    if !mounts.is_empty() {
+        return Err(Refusal::hard(format!("mounted at {}", mounts.join(", "))));
+    }
+    let swaps = std::fs::read_to_string(roots.proc.join("swaps"))
+        .map_err(|e| Refusal::hard(format!("cannot read /proc/swaps: {e}")))?;
+    let parts = partitions(roots, disk);
+    let on = swaps_of(&swaps, disk, &parts);
+    if !on.is_empty() {
+        return Err(Refusal::hard(format!("active swap on {}", on.join(", "))));
+    }
+    let held = holders(roots, disk);
+    if !held.is_empty() {
+        return Err(Refusal::hard(format!(
+            "held by {} (md, LVM or dm)",
+            held.join(", ")
+        )));
+    }
+    let dev = format!("/dev/{disk}");
+    if let Err(e) = open_exclusive(Path::new(&dev), false, false) {
+        return Err(Refusal::hard(format!(
+            "the kernel refuses exclusive access: {e}"
+        )));
+    }
+    let probe = ToolCommand::new("wipefs", "util-linux", Duration::from_secs(60))
+        .arg("--json")
+        .arg(&dev);
+    let out = exec::run(&probe, &CancellationToken::new(), String::new)
+        .await
+        .map_err(|e| Refusal::hard(format!("cannot probe for signatures: {e}")))?;
+    if !out.status.success() {
+        return Err(Refusal::hard(format!("wipefs failed: {}", out.stderr_tail)));
+    }
+    let mut found = parse_wipefs(&out.stdout).map_err(Refusal::hard)?;
+    if !parts.is_empty() {
+        found.push(format!("partitions {}", parts.join(", ")));
+    }
+    if !found.is_empty() && !wipe {
+        return Err(Refusal {
+            reason: format!(
+                "has data signatures ({}); start the run with --override wipe=true to allow",
+                found.join("; ")
+            ),
+            wipe_lifts: true,
+        });
+    }
+    Ok(())
+}
+
+/// Opens a block device with `O_EXCL`, which the kernel refuses while it is
+/// mounted, an active swap, or claimed by md/dm. Holding the descriptor keeps
+/// anyone else from claiming it exclusively meanwhile. `direct` adds
+/// `O_DIRECT` (reads and writes bypass the page cache).
+pub fn open_exclusive(dev: &Path, write: bool, direct: bool) -> std::io::Result<File> {
+    let mut flags = nix::libc::O_EXCL;
+    if direct {
+        flags |= nix::libc::O_DIRECT;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(flags)
+        .open(dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_and_swaps_are_matched_by_device_number_and_name() {
+        // The first lines of this machine's /proc/self/mountinfo.
+        let mi = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard\n\
+                  22 27 0:21 / /proc rw,relatime - proc proc rw\n";
+        let devs: BTreeSet<String> = ["254:0".to_string()].into();
+        assert_eq!(mounts_of(mi, &devs), ["/"]);
+        assert!(mounts_of(mi, &["7:0".to_string()].into()).is_empty());
+        let swaps = "Filename\tType\tSize\tUsed\tPriority\n/dev/loop3 partition 65532 0 -2\n";
+        assert_eq!(swaps_of(swaps, "loop3", &[]), ["/dev/loop3"]);
+        assert!(swaps_of(swaps, "loop30", &[]).is_empty());
+        assert_eq!(swaps_of(swaps, "sda", &["loop3".into()]), ["/dev/loop3"]);
+    }
+}

@@ -1,0 +1,303 @@
+//! WipeProbe (destructive): per disk, in parallel, write a pattern that
+//! encodes each sector's own offset at the start, middle and end of the
+//! disk (quick) or over all of it (deep, soak), then read everything back
+//! with O_DIRECT and compare. Catches I/O errors, silent corruption and
+//! misdirected or aliased writes (a disk smaller than it claims).
+//!
+//! Never: write a disk the interlock refused, or without holding it open
+//! with `O_EXCL` for the whole probe.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use serde_json::json;
+
+use common::inventory::DiskInfo;
+use common::profile::DestructiveScope;
+use common::stage::StageState;
+use tokio_util::sync::CancellationToken;
+
+use super::{sub_step, StageCtx, StageReport};
+use crate::interlock;
+
+/// Bytes per write and read.
+const CHUNK: u64 = 4 << 20;
+/// Bytes per region in a sampled probe.
+const SAMPLE_REGION: u64 = 4 << 20;
+
+/// What went wrong, with the byte range it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    Io {
+        op: &'static str,
+        offset: u64,
+        len: u64,
+        error: String,
+    },
+    Mismatch {
+        offset: u64,
+        first_bad: u64,
+        bad_sectors: u64,
+    },
+    Aborted,
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::Io { op, offset, len, error } => write!(
+                f,
+                "{op} error at sectors {}-{}: {error}",
+                offset / 512,
+                (offset + len) / 512 - 1
+            ),
+            ProbeError::Mismatch { offset, first_bad, bad_sectors } => write!(
+                f,
+                "read back differs from what was written: {bad_sectors} bad sector(s) in the chunk at sector {}, first at sector {}",
+                offset / 512,
+                first_bad / 512
+            ),
+            ProbeError::Aborted => f.write_str("aborted"),
+        }
+    }
+}
+
+/// The byte ranges a destructive pass covers on a disk of `size` bytes
+/// (aligned to 4 KiB): all of it, or `sample` bytes at its start, middle
+/// and end.
+pub fn regions(size: u64, scope: DestructiveScope, sample: u64) -> Vec<(u64, u64)> {
+    let align = |v: u64| v / 4096 * 4096;
+    let size = align(size);
+    match scope {
+        DestructiveScope::WholeDisk => vec![(0, size)],
+        DestructiveScope::Sample => {
+            let len = align(sample.min(size / 3));
+            if len == 0 {
+                return vec![(0, size)];
+            }
+            let mid = align(size / 2 - len / 2);
+            vec![(0, len), (mid, len), (size - len, len)]
+        }
+    }
+}
+
+/// Fills `buf` (written at byte `offset`) so every 512-byte sector carries
+/// its own offset and the run's seed, then a stream derived from both.
+pub fn fill(buf: &mut [u8], offset: u64, seed: u64) {
+    for (i, sector) in buf.chunks_mut(512).enumerate() {
+        let at = offset + (i as u64) * 512;
+        let mut x = at ^ seed.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15;
+        for (j, word) in sector.chunks_mut(8).enumerate() {
+            let v = match j {
+                0 => at,
+                1 => seed,
+                _ => {
+                    // xorshift64*
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+                }
+            };
+            word.copy_from_slice(&v.to_le_bytes()[..word.len()]);
+        }
+    }
+}
+
+/// A 4 KiB-aligned buffer for O_DIRECT.
+struct Aligned {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Self {
+        let raw = vec![0u8; len + 4096];
+        let start = raw.as_ptr().align_offset(4096);
+        Self { raw, start, len }
+    }
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + len.min(self.len)]
+    }
+}
+
+/// Writes then verifies `regions` of the open device. Blocking.
+pub fn probe(
+    dev: &File,
+    regions: &[(u64, u64)],
+    seed: u64,
+    cancel: &CancellationToken,
+) -> Result<u64, ProbeError> {
+    let mut buf = Aligned::new(CHUNK as usize);
+    let mut expect = vec![0u8; CHUNK as usize];
+    let chunks = || {
+        regions.iter().flat_map(|&(start, len)| {
+            (0..len.div_ceil(CHUNK)).map(move |i| {
+                let off = start + i * CHUNK;
+                (off, CHUNK.min(start + len - off))
+            })
+        })
+    };
+    for (off, len) in chunks() {
+        if cancel.is_cancelled() {
+            return Err(ProbeError::Aborted);
+        }
+        let b = buf.get(len as usize);
+        fill(b, off, seed);
+        dev.write_all_at(b, off).map_err(|e| ProbeError::Io {
+            op: "write",
+            offset: off,
+            len,
+            error: e.to_string(),
+        })?;
+    }
+    dev.sync_all().map_err(|e| ProbeError::Io {
+        op: "flush",
+        offset: 0,
+        len: 512,
+        error: e.to_string(),
+    })?;
+    let mut verified = 0;
+    for (off, len) in chunks() {
+        if cancel.is_cancelled() {
+            return Err(ProbeError::Aborted);
+        }
+        let b = buf.get(len as usize);
+        dev.read_exact_at(b, off).map_err(|e| ProbeError::Io {
+            op: "read",
+            offset: off,
+            len,
+            error: e.to_string(),
+        })?;
+        let e = &mut expect[..len as usize];
+        fill(e, off, seed);
+        if b != e {
+            let bad: Vec<usize> = b
+                .chunks(512)
+                .zip(e.chunks(512))
+                .enumerate()
+                .filter(|(_, (x, y))| x != y)
+                .map(|(i, _)| i)
+                .collect();
+            return Err(ProbeError::Mismatch {
+                offset: off,
+                first_bad: off + bad[0] as u64 * 512,
+                bad_sectors: bad.len() as u64,
+            });
+        }
+        verified += len;
+    }
+    Ok(verified)
+}
+
+/// The disk's size in bytes as the kernel sees it now.
+pub fn disk_bytes(ctx: &StageCtx, d: &DiskInfo) -> u64 {
+    std::fs::read_to_string(ctx.roots.sys.join("block").join(&d.name).join("size"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|sectors| sectors * 512)
+        .unwrap_or(d.size_bytes)
+}
+
+async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
+    if let Err(refused) = super::interlock_check(ctx, d).await {
+        return refused;
+    }
+    let dev = match interlock::open_exclusive(Path::new(&format!("/dev/{}", d.name)), true, true) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StageState::Skipped,
+                json!({"interlock": true, "reason": format!("interlock: cannot open exclusively: {e}")}),
+            )
+        }
+    };
+    let size = disk_bytes(ctx, d);
+    let regions = regions(size, ctx.claim.durations.destructive_scope, SAMPLE_REGION);
+    let seed = (ctx.claim.run_id as u64).wrapping_mul(0x100_0000_01B3) ^ size;
+    let cancel = ctx.abort.clone();
+    let plan = regions.clone();
+    let res = tokio::task::spawn_blocking(move || probe(&dev, &plan, seed, &cancel)).await;
+    let regions_json: Vec<_> = regions
+        .iter()
+        .map(|(o, l)| json!({"sector": o / 512, "sectors": l / 512}))
+        .collect();
+    match res {
+        Ok(Ok(bytes)) => (
+            StageState::Passed,
+            json!({"verified_bytes": bytes, "regions": regions_json}),
+        ),
+        Ok(Err(e)) => (
+            StageState::Failed,
+            json!({"reason": e.to_string(), "regions": regions_json}),
+        ),
+        Err(e) => (
+            StageState::Failed,
+            json!({"reason": format!("probe task failed: {e}")}),
+        ),
+    }
+}
+
+pub async fn run(ctx: &StageCtx) -> StageReport {
+    let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
+        let started = ctx.clock.now();
+        let (state, summary) = one(ctx, d).await;
+        sub_step(
+            i,
+            format!("{} WipeProbe", d.name),
+            state,
+            started,
+            ctx.clock.now(),
+            summary,
+        )
+    });
+    let subs = futures_util::future::join_all(jobs).await;
+    StageReport::from_sub_steps(
+        subs,
+        json!({"disks": ctx.disks().len(), "scope": ctx.claim.durations.destructive_scope}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_regions_sit_at_start_middle_and_end() {
+        let r = regions(1 << 30, DestructiveScope::Sample, SAMPLE_REGION);
+        assert_eq!(
+            r,
+            [
+                (0, 4 << 20),
+                ((1 << 29) - (2 << 20), 4 << 20),
+                ((1 << 30) - (4 << 20), 4 << 20)
+            ]
+        );
+        assert_eq!(
+            regions(1 << 30, DestructiveScope::WholeDisk, SAMPLE_REGION),
+            [(0, 1 << 30)]
+        );
+        // Tiny disks: thirds, aligned.
+        let r = regions(3 * 4096 * 5, DestructiveScope::Sample, SAMPLE_REGION);
+        assert!(
+            r.iter()
+                .all(|(o, l)| o % 4096 == 0 && l % 4096 == 0 && *l > 0),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn the_pattern_differs_per_sector_and_per_seed() {
+        let mut a = vec![0u8; 1024];
+        fill(&mut a, 0, 1);
+        assert_ne!(a[..512], a[512..], "each sector carries its own offset");
+        let mut b = vec![0u8; 1024];
+        fill(&mut b, 0, 2);
+        assert_ne!(a, b);
+        let mut c = vec![0u8; 512];
+        fill(&mut c, 512, 1);
+        assert_eq!(c[..], a[512..], "the same sector gets the same bytes");
+    }
+}
