@@ -10,6 +10,7 @@
 //! operator's debugging aid. The agent never depends on the coordinator.
 
 pub mod exec;
+pub mod hold;
 pub mod host;
 pub mod host_mode;
 pub mod interlock;

@@ -78,6 +78,12 @@ struct BootArgs {
     /// Seconds to keep asking for a queued run.
     #[arg(long, default_value_t = 3600)]
     claim_timeout: u64,
+    /// Where a hold installs the run's SSH key.
+    #[arg(long, default_value = "/root/.ssh/authorized_keys")]
+    authorized_keys: PathBuf,
+    /// The port a held host's SSH server listens on (started if none does).
+    #[arg(long, default_value_t = 22)]
+    ssh_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -166,10 +172,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nics: selector(a.nics)?,
                 roots: Roots::default(),
                 sensors_root: a.sensors_root,
-                work_dir: a.work_dir,
+                work_dir: a.work_dir.clone(),
                 claim_timeout: Duration::from_secs(a.claim_timeout),
                 macs: None,
                 boot_id: None,
+                hold: vet_agent::hold::HoldOptions {
+                    authorized_keys: a.authorized_keys,
+                    ssh_port: a.ssh_port,
+                    dir: a.work_dir.join("ssh"),
+                },
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let end = rt.block_on(boot(opts))?;

@@ -57,6 +57,8 @@ pub struct BootOptions {
     /// Overrides for tests: the MACs and boot id to claim with.
     pub macs: Option<Vec<Mac>>,
     pub boot_id: Option<String>,
+    /// Where a hold installs its key and which port its SSH server uses.
+    pub hold: crate::hold::HoldOptions,
 }
 
 /// How the run ended for this agent.
@@ -350,18 +352,21 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
                     .map(|d| d.directive)
                     .unwrap_or(Directive::Done { power: Power::None });
             }
-            Directive::Hold { .. } => {
-                // The SSH hold arrives with the failure-path work; report where we are and wait.
+            Directive::Hold { public_key } => {
+                let held = crate::hold::begin(&opts.hold, claim.run_id, &public_key).await;
+                let (ssh_port, ssh_error) = match &held {
+                    Ok(h) => (h.ssh_port, h.ssh_error.clone()),
+                    Err(e) => (None, Some(e.to_string())),
+                };
                 if let Some(ip) = local_ip_towards(client.base()) {
-                    let _ = client
-                        .post::<_, DirectiveResponse>(
-                            "/hold-ip",
-                            &HoldReport {
-                                hold_ip: ip.clone(),
-                            },
-                        )
-                        .await;
-                    tracing::warn!(hold_ip = %ip, "host held for debugging; waiting for release");
+                    let report = HoldReport {
+                        hold_ip: ip.clone(),
+                        ssh_port,
+                        ssh_error: ssh_error.clone(),
+                    };
+                    let _: DirectiveResponse =
+                        post_with_retry(&client, "/hold-ip", &report).await?;
+                    tracing::warn!(hold_ip = %ip, ?ssh_port, ?ssh_error, "host held for debugging; waiting for release");
                 }
                 loop {
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -383,6 +388,9 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
                         }
                         Err(e) => tracing::warn!(error = %e, "heartbeat during hold failed"),
                     }
+                }
+                if let Ok(h) = held {
+                    h.end().await;
                 }
             }
             Directive::Release { power } | Directive::Done { power } => break power,

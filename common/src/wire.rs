@@ -235,6 +235,12 @@ pub struct FirmwareReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HoldReport {
     pub hold_ip: String,
+    /// Where the held host's SSH server listens.
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    /// Why the held host has no SSH server, when it has none.
+    #[serde(default)]
+    pub ssh_error: Option<String>,
 }
 
 /// Sent once at the end: how many samples the agent produced in total.
@@ -438,6 +444,9 @@ pub struct HoldKey {
     /// OpenSSH private key.
     pub private_key: String,
     pub hold_ip: Option<String>,
+    /// The held host's SSH port, when its agent reported one.
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
     pub user: String,
 }
 

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -130,7 +131,9 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
         )
         .await;
     let run_id = run["id"].as_i64().unwrap();
-    let agent = tokio::spawn(boot(options(&coord, dir.path(), mac, &disk.0)));
+    let opts = options(&coord, dir.path(), mac, &disk.0);
+    let (keys_file, ssh_port) = (opts.hold.authorized_keys.clone(), opts.hold.ssh_port);
+    let agent = tokio::spawn(boot(opts));
     let deadline = Instant::now() + Duration::from_secs(300);
     let d = loop {
         let d = coord
@@ -151,6 +154,52 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
         later.iter().all(|s| *s == "pending" || *s == "skipped"),
         "later stages not run: {later:?}"
     );
+
+    // Log in as an engineer would: with what `vetctl run ssh` prints.
+    let marker = format!("vetting-hold-run-{run_id}");
+    assert!(std::fs::read_to_string(&keys_file)
+        .unwrap()
+        .contains(&marker));
+    let vetctl = |args: &[&str]| {
+        Command::new(support::workspace_binary("vetting-coordinator", "vetctl"))
+            .args(args)
+            .env("VET_COORDINATOR", &coord.base)
+            .env("VET_TOKEN", &coord.token)
+            .output()
+            .unwrap()
+    };
+    let key_dir = dir.path().join("keys");
+    let out = vetctl(&[
+        "run",
+        "ssh",
+        &run_id.to_string(),
+        "--key-dir",
+        key_dir.to_str().unwrap(),
+    ]);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains(&format!("-p {ssh_port}")) && printed.contains("root@127.0.0.1"),
+        "{printed}"
+    );
+    let login = Command::new("timeout")
+        .arg("30")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!("{} cat {}", printed.trim(), keys_file.display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&login.stdout).contains(&marker),
+        "ran a command on the held host: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+
     coord
         .call(
             reqwest::Method::POST,
@@ -169,6 +218,24 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
         common::wire::Power::Poweroff,
         "released with poweroff; --power none only logs it"
     );
+    assert!(
+        !std::fs::read_to_string(&keys_file)
+            .unwrap()
+            .contains(&marker),
+        "the release removed the hold key"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_err(),
+        "the SSH server the hold started is gone"
+    );
+    let out = vetctl(&[
+        "run",
+        "ssh",
+        &run_id.to_string(),
+        "--key-dir",
+        key_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "no hold key once released");
 }
 
 #[tokio::test(flavor = "multi_thread")]

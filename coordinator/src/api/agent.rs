@@ -258,7 +258,11 @@ pub async fn hold_ip(
         ApiError::BadRequest(format!("hold_ip {:?} is not an IP address", report.hold_ip))
     })?;
     with_directive(&app, move |s| {
-        Ok(s.report_hold_ip(run_id, &ip.to_string(), now())?)
+        let report = HoldReport {
+            hold_ip: ip.to_string(),
+            ..report
+        };
+        Ok(s.report_hold_ip(run_id, &report, now())?)
     })
     .await
 }

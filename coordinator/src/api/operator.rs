@@ -221,8 +221,14 @@ pub async fn hold_key(
 ) -> Result<Json<HoldKey>, ApiError> {
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
-    let (run, artifact) = app
-        .db(move |s| Ok((s.run(run_id)?, s.latest_artifact(run_id, "hold_key")?)))
+    let (run, artifact, ssh_port) = app
+        .db(move |s| {
+            Ok((
+                s.run(run_id)?,
+                s.latest_artifact(run_id, "hold_key")?,
+                s.hold_ssh_port(run_id)?,
+            ))
+        })
         .await?;
     if run.state != RunState::FailedHolding {
         return Err(ApiError::Conflict(format!(
@@ -239,6 +245,7 @@ pub async fn hold_key(
         run_id,
         private_key,
         hold_ip: run.hold_ip,
+        ssh_port,
         user: "root".into(),
     }))
 }

@@ -19,8 +19,8 @@ use common::stage::StageState;
 use common::threshold::{Rule, Source};
 use common::time::Timestamp;
 use common::wire::{
-    BatchAck, Event, Host, MeasurementBatch, Overrides, Power, Run, RunDetail, StageFinish,
-    StagePlan,
+    BatchAck, Event, HoldReport, Host, MeasurementBatch, Overrides, Power, Run, RunDetail,
+    StageFinish, StagePlan,
 };
 
 /// Why a store operation did not happen. Each variant maps to one HTTP status.
@@ -245,7 +245,15 @@ pub trait Store: Send + Sync + 'static {
         key_artifact: &NewArtifact,
         now: Timestamp,
     ) -> StoreResult<RunFacts>;
-    fn report_hold_ip(&self, run_id: i64, ip: &str, now: Timestamp) -> StoreResult<RunFacts>;
+    /// The held host's address and SSH port (or why it has no SSH server).
+    fn report_hold_ip(
+        &self,
+        run_id: i64,
+        report: &HoldReport,
+        now: Timestamp,
+    ) -> StoreResult<RunFacts>;
+    /// The SSH port the held host reported, if any.
+    fn hold_ssh_port(&self, run_id: i64) -> StoreResult<Option<u16>>;
     /// The agent's total of produced samples; a mismatch is an error event.
     fn complete(
         &self,

@@ -3,6 +3,7 @@
 
 mod client;
 mod output;
+mod ssh;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,26 @@ enum RunCmd {
     },
     /// Mark a spec diff field (e.g. memory.total_gib) as ignored for the run.
     IgnoreDiff { run: i64, field: String },
+    /// Log into a held host: saves the run's key (0600) and prints the ssh
+    /// command; exits 1 while the host is not reachable yet.
+    Ssh {
+        run: i64,
+        /// Run ssh now instead of printing the command (extra args after
+        /// `--` are the remote command).
+        #[arg(long)]
+        exec: bool,
+        /// Connect here instead of the hold_ip the agent reported.
+        #[arg(long)]
+        host: Option<String>,
+        /// Connect to this port instead of the one the agent reported.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Where to save the key (default ~/.cache/vetting/keys).
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+        #[arg(last = true)]
+        remote: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -251,6 +272,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?,
                 json,
             ),
+            RunCmd::Ssh {
+                run,
+                exec,
+                host,
+                port,
+                key_dir,
+                remote,
+            } => {
+                let key: common::wire::HoldKey = client.get(&format!("/runs/{run}/hold-key"))?;
+                ssh::run(run, key, exec, host, port, key_dir, remote)
+            }
             RunCmd::Release {
                 run,
                 poweroff,

@@ -9,7 +9,7 @@ use common::profile::Profile;
 use common::run_state::{RunEvent, RunState};
 use common::stage::{Stage, StageState, DEFAULT_STAGE_ORDER};
 use common::time::Timestamp;
-use common::wire::{ArtifactInfo, Overrides, Power, StageFinish, StagePlan};
+use common::wire::{ArtifactInfo, HoldReport, Overrides, Power, StageFinish, StagePlan};
 
 use super::runs::{self, apply_transition, state_of};
 use super::{insert_event, parse_col};
@@ -704,23 +704,35 @@ pub fn set_hold_key(
 pub fn report_hold_ip(
     tx: &Connection,
     run_id: i64,
-    ip: &str,
+    report: &HoldReport,
     now: Timestamp,
 ) -> StoreResult<RunFacts> {
+    let ip = report.hold_ip.as_str();
     let (state, host_id) = state_of(tx, run_id)?;
     if state != RunState::FailedHolding {
         return Err(StoreError::Conflict(format!(
             "run {run_id} is {state}; only a held host reports hold_ip"
         )));
     }
-    tx.execute("UPDATE runs SET hold_ip = ?1 WHERE id = ?2", (ip, run_id))?;
+    tx.execute(
+        "UPDATE runs SET hold_ip = ?1, hold_ssh_port = ?2 WHERE id = ?3",
+        (ip, report.ssh_port, run_id),
+    )?;
+    let (level, message) = match (report.ssh_port, &report.ssh_error) {
+        (Some(port), _) => (
+            "info",
+            format!("held host reachable at {ip}, SSH port {port}"),
+        ),
+        (None, Some(e)) => ("warn", format!("held host at {ip} has no SSH access: {e}")),
+        (None, None) => ("info", format!("held host reachable at {ip}")),
+    };
     insert_event(
         tx,
         Some(run_id),
         Some(host_id),
-        "info",
+        level,
         "hold_started",
-        &format!("held host reachable at {ip}"),
+        &message,
         None,
         now,
     )?;

@@ -25,7 +25,8 @@ use common::mac::Mac;
 use common::run_state::RunEvent;
 use common::time::Timestamp;
 use common::wire::{
-    ArtifactInfo, BatchAck, Event, Host, MeasurementBatch, Power, Run, RunDetail, StageFinish,
+    ArtifactInfo, BatchAck, Event, HoldReport, Host, MeasurementBatch, Power, Run, RunDetail,
+    StageFinish,
 };
 
 use super::{
@@ -60,6 +61,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_host_agent_tokens",
         include_str!("../migrations/0007_host_agent_tokens.sql"),
+    ),
+    (
+        "0008_hold_ssh_port",
+        include_str!("../migrations/0008_hold_ssh_port.sql"),
     ),
 ];
 
@@ -446,8 +451,23 @@ impl Store for SqliteStore {
         self.write(|tx| agent::set_hold_key(tx, run_id, public_key, key_artifact, now))
     }
 
-    fn report_hold_ip(&self, run_id: i64, ip: &str, now: Timestamp) -> StoreResult<RunFacts> {
-        self.write(|tx| agent::report_hold_ip(tx, run_id, ip, now))
+    fn hold_ssh_port(&self, run_id: i64) -> StoreResult<Option<u16>> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT hold_ssh_port FROM runs WHERE id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn report_hold_ip(
+        &self,
+        run_id: i64,
+        report: &HoldReport,
+        now: Timestamp,
+    ) -> StoreResult<RunFacts> {
+        self.write(|tx| agent::report_hold_ip(tx, run_id, report, now))
     }
 
     fn complete(
