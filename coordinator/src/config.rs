@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     /// Seconds without a heartbeat before a running run is aborted.
     pub heartbeat_timeout_s: Option<u64>,
+    /// Seconds a failed host stays held before it is powered off.
+    pub hold_timeout_s: Option<u64>,
     /// Power action after a pass: none or poweroff.
     pub pass_power: Option<String>,
     /// Largest request body (measurement batches, JSON), bytes.
@@ -56,6 +58,9 @@ impl RawConfig {
         if let Some(v) = get("VET_HEARTBEAT_TIMEOUT_S") {
             self.heartbeat_timeout_s = Some(num("VET_HEARTBEAT_TIMEOUT_S", v)?);
         }
+        if let Some(v) = get("VET_HOLD_TIMEOUT_S") {
+            self.hold_timeout_s = Some(num("VET_HOLD_TIMEOUT_S", v)?);
+        }
         if let Some(v) = get("VET_PASS_POWER") {
             self.pass_power = Some(v);
         }
@@ -86,6 +91,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub heartbeat_timeout: Duration,
+    /// How long a failed host stays held (then: power off, Failed, event).
+    pub hold_timeout: Duration,
     pub pass_power: Power,
     pub max_body_bytes: usize,
     pub max_artifact_bytes: u64,
@@ -100,6 +107,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
             data_dir: dir.to_path_buf(),
             heartbeat_timeout: Duration::from_secs(120),
+            hold_timeout: Duration::from_secs(24 * 3600),
             pass_power: Power::None,
             max_body_bytes: 4 << 20,
             max_artifact_bytes: 256 << 20,
@@ -122,6 +130,13 @@ impl Config {
                 "heartbeat_timeout_s: {t} is below the minimum of 5 seconds"
             );
             c.heartbeat_timeout = Duration::from_secs(t);
+        }
+        if let Some(t) = raw.hold_timeout_s {
+            anyhow::ensure!(
+                t >= 60,
+                "hold_timeout_s: {t} is below the minimum of 60 seconds"
+            );
+            c.hold_timeout = Duration::from_secs(t);
         }
         if let Some(p) = raw.pass_power {
             c.pass_power = match p.as_str() {

@@ -1069,3 +1069,48 @@ async fn interlock_refusals_are_events_and_fail_only_with_require_all_disks() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test]
+async fn a_hold_times_out_into_failed_with_power_off() {
+    let coord = TestCoordinator::start_with(|c| c.hold_timeout = Duration::from_secs(1)).await;
+    coord.add_host("node-t", MAC, None).await;
+    let run = coord.start_run("node-t", json!({})).await;
+    let agent = coord.agent(MAC, "boot-t").await;
+    agent.start_stage(0).await;
+    let (_, v) = agent
+        .finish_stage(0, StageOutcome::Failed, Some("cannot inventory"))
+        .await;
+    assert_eq!(v["state"], "failed");
+    // The next contact gets the hold (and starts its clock).
+    let (_, d) = agent.post("/heartbeat", json!({})).await;
+    let d = if d["directive"]["directive"] == "wait" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        agent.post("/heartbeat", json!({})).await.1
+    } else {
+        d
+    };
+    assert_eq!(d["directive"]["directive"], "hold", "{d}");
+    let detail = wait_until("hold timeout", Duration::from_secs(20), || {
+        let coord = &coord;
+        async move {
+            let d = coord.run_detail(run).await;
+            (d["state"] == "Failed").then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(detail["result"], "fail");
+    assert!(
+        detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "hold_timeout"),
+        "{}",
+        detail["events"]
+    );
+    let (_, d) = agent.post("/heartbeat", json!({})).await;
+    assert_eq!(
+        d["directive"],
+        json!({"directive": "release", "power": "poweroff"})
+    );
+}

@@ -193,7 +193,7 @@ pub async fn serve(
         .with_context(|| format!("opening database in {}", dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let state = AppState::new(store.clone(), config.clone(), &token);
-    let sweeper = tokio::spawn(sweep_silent_agents(store, config.heartbeat_timeout));
+    let sweeper = tokio::spawn(sweep(store, config.heartbeat_timeout, config.hold_timeout));
     let iperf_servers = crate::iperf::spawn_pool(&config.iperf3_ports);
     tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "coordinator listening");
     let result = axum::serve(listener, router(state))
@@ -207,9 +207,9 @@ pub async fn serve(
 }
 
 /// Aborts runs whose agent went silent during a stage (a hang is a hardware
-/// fault). Checks four times per timeout period.
-async fn sweep_silent_agents(store: Arc<dyn Store>, timeout: Duration) {
-    let period = (timeout / 4).max(Duration::from_millis(250));
+/// fault) and ends holds past their timeout. Checks four times per period.
+async fn sweep(store: Arc<dyn Store>, timeout: Duration, hold_timeout: Duration) {
+    let period = (timeout.min(hold_timeout) / 4).max(Duration::from_millis(250));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -218,12 +218,15 @@ async fn sweep_silent_agents(store: Arc<dyn Store>, timeout: Duration) {
         let res = tokio::task::spawn_blocking(move || {
             let now = now();
             let cutoff = now.plus_millis(-(timeout.as_millis() as i64));
-            store.expire_silent_agents(cutoff, now)
+            let held_since = now.plus_millis(-(hold_timeout.as_millis() as i64));
+            let mut ended = store.expire_silent_agents(cutoff, now)?;
+            ended.extend(store.expire_holds(held_since, now)?);
+            Ok::<_, crate::store::StoreError>(ended)
         })
         .await;
         match res {
             Ok(Ok(aborted)) if !aborted.is_empty() => {
-                tracing::warn!(?aborted, "aborted runs with silent agents")
+                tracing::warn!(?aborted, "ended runs with silent agents or expired holds")
             }
             Ok(Err(e)) => tracing::error!(error = %e, "silent-agent sweep failed"),
             Err(e) => tracing::error!(error = %e, "silent-agent sweep panicked"),

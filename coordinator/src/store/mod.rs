@@ -263,6 +263,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(u64, RunFacts)>;
     /// Aborts running runs whose agent has been silent since `cutoff`.
     fn expire_silent_agents(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>>;
+    /// Ends holds that began before `cutoff`: Failed, power off, event.
+    fn expire_holds(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>>;
 
     /// Row count of every table (for tests and diagnostics).
     fn row_counts(&self) -> StoreResult<RowCounts>;

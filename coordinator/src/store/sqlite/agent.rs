@@ -818,3 +818,30 @@ pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Stor
     }
     Ok(aborted)
 }
+
+pub fn expire_holds(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {
+    let held: Vec<(i64, i64, String)> = tx
+        .prepare("SELECT id, host_id, held_at FROM runs WHERE state = 'FailedHolding' AND held_at IS NOT NULL AND held_at < ?1")?
+        .query_map([cutoff.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ended = Vec::new();
+    for (run_id, host_id, since) in held {
+        apply_transition(tx, run_id, RunEvent::HoldTimeout, now)?;
+        tx.execute(
+            "UPDATE runs SET release_power = ?1 WHERE id = ?2",
+            (Power::Poweroff.as_str(), run_id),
+        )?;
+        insert_event(
+            tx,
+            Some(run_id),
+            Some(host_id),
+            "warn",
+            "hold_timeout",
+            &format!("held since {since} and never released: powering the host off"),
+            None,
+            now,
+        )?;
+        ended.push(run_id);
+    }
+    Ok(ended)
+}

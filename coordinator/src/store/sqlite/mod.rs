@@ -483,6 +483,10 @@ impl Store for SqliteStore {
         self.write(|tx| agent::expire_silent(tx, cutoff, now))
     }
 
+    fn expire_holds(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {
+        self.write(|tx| agent::expire_holds(tx, cutoff, now))
+    }
+
     fn row_counts(&self) -> StoreResult<RowCounts> {
         self.read(|tx| {
             let mut out = Vec::new();
