@@ -260,7 +260,15 @@ pub fn ensure_hold_key(
         blake3: d.blake3,
         size_bytes: d.size as i64,
     };
-    let facts = store.set_hold_key(facts.run_id, &public, &artifact, now)?;
+    let facts = match store.set_hold_key(facts.run_id, &public, &artifact, now) {
+        Ok(f) => f,
+        Err(crate::store::StoreError::Conflict(_)) => {
+            // Released while the key was being made: no hold, no key.
+            let _ = std::fs::remove_file(&path);
+            return Ok(store.facts(facts.run_id)?);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if facts.hold_public_key.as_deref() != Some(public.as_str()) {
         // A concurrent request issued the key first; ours was never recorded.
         let _ = std::fs::remove_file(&path);
