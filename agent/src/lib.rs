@@ -14,6 +14,7 @@ pub mod hold;
 pub mod host;
 pub mod host_mode;
 pub mod interlock;
+pub mod kmsg_watch;
 pub mod run;
 pub mod sensors;
 pub mod stages;

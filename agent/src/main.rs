@@ -176,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 claim_timeout: Duration::from_secs(a.claim_timeout),
                 macs: None,
                 boot_id: None,
+                kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions {
                     authorized_keys: a.authorized_keys,
                     ssh_port: a.ssh_port,

@@ -59,6 +59,8 @@ pub struct BootOptions {
     pub boot_id: Option<String>,
     /// Where a hold installs its key and which port its SSH server uses.
     pub hold: crate::hold::HoldOptions,
+    /// The kernel log to follow (`/dev/kmsg`); `None` follows nothing.
+    pub kmsg: Option<PathBuf>,
 }
 
 /// How the run ended for this agent.
@@ -228,6 +230,56 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
                 }
             }
         })
+    };
+    // Kernel log: each hardware failure is a `kmsg` sample (the count of its
+    // key within the stage) and a `kernel_error` event with the line.
+    let kernel_watch = match opts
+        .kmsg
+        .as_ref()
+        .map(|p| crate::kmsg_watch::spawn(p.clone()))
+    {
+        None => None,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot follow the kernel log; kernel errors will not be seen");
+            None
+        }
+        Some(Ok(mut rx)) => {
+            let (uplink, current_stage, client) =
+                (uplink.clone(), current_stage.clone(), client.clone());
+            Some(tokio::spawn(async move {
+                let mut counts: std::collections::HashMap<(i64, String), f64> = Default::default();
+                while let Some((record, err)) = rx.recv().await {
+                    let stage = current_stage.load(Ordering::SeqCst);
+                    let key = err.key();
+                    let n = counts.entry((stage, key.clone())).or_default();
+                    *n += err.count as f64;
+                    if let Ok(value) = Finite::new(*n) {
+                        uplink.push(Sample {
+                            ts: clock.now(),
+                            kind: common::measurement::Kind::Kmsg,
+                            key: key.clone(),
+                            value,
+                            unit: "count".into(),
+                            stage: u32::try_from(stage).ok(),
+                        });
+                    }
+                    let event = common::wire::AgentEvent {
+                        kind: "kernel_error".into(),
+                        level: if err.is_critical() { "error" } else { "warn" }.into(),
+                        message: format!(
+                            "{key}: {}",
+                            record.message.chars().take(1500).collect::<String>()
+                        ),
+                    };
+                    if let Err(e) = client
+                        .post::<_, common::wire::EventAck>("/events", &event)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not report a kernel error event");
+                    }
+                }
+            }))
+        }
     };
     // abort_stage, from whichever answer carries it first.
     let monitor = {
@@ -409,6 +461,9 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
         .unwrap_or(RunState::Running);
     heartbeat.abort();
     sidecar.abort();
+    if let Some(k) = kernel_watch {
+        k.abort();
+    }
     monitor.abort();
     uplink_tasks.abort();
     act_on_power(opts.power, end_power).await;

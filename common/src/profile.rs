@@ -223,7 +223,10 @@ impl ProfileDef {
             rule("*", Mem, "mce/count", Lte, 0.0, Critical),
             // Kernel log: hardware failures seen during a stage.
             rule("*", Kmsg, "medium_error/*", Lte, 0.0, Critical),
-            rule("*", Kmsg, "mce/*", Lte, 0.0, Critical),
+            rule("*", Kmsg, "mce/*_uc", Lte, 0.0, Critical),
+            rule("*", Kmsg, "mce/*_ce", Lte, 0.0, Warning),
+            rule("*", Kmsg, "edac/*_ue", Lte, 0.0, Critical),
+            rule("*", Kmsg, "edac/*_ce", Lte, 0.0, Warning),
             rule("*", Kmsg, "io_error/*", Lte, 0.0, Warning),
             rule("*", Kmsg, "aer/*", Lte, 0.0, Warning),
             rule("*", Kmsg, "throttle/*", Lte, 0.0, Warning),

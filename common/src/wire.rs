@@ -243,6 +243,21 @@ pub struct HoldReport {
     pub ssh_error: Option<String>,
 }
 
+/// `POST /runs/{id}/events` (run token): something the agent saw that an
+/// operator must find in `run show`. Only `kernel_error` for now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub kind: String,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventAck {
+    pub recorded: bool,
+}
+
 /// Sent once at the end: how many samples the agent produced in total.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunComplete {

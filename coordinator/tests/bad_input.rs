@@ -73,6 +73,38 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     let hb_ok = format!(r#"{{"boot_id": "b", "macs": ["{MAC}"], "agent_version": "t"}}"#);
     let cases = vec![
         case(
+            "agent event of a kind agents do not report",
+            Method::POST,
+            format!("{r}/events"),
+            Run,
+            r#"{"kind": "transition", "level": "info", "message": "x"}"#,
+            S::BAD_REQUEST,
+        ),
+        case(
+            "agent event with an unknown level",
+            Method::POST,
+            format!("{r}/events"),
+            Run,
+            r#"{"kind": "kernel_error", "level": "panic", "message": "x"}"#,
+            S::BAD_REQUEST,
+        ),
+        case(
+            "agent event without a message",
+            Method::POST,
+            format!("{r}/events"),
+            Run,
+            r#"{"kind": "kernel_error", "level": "warn", "message": ""}"#,
+            S::BAD_REQUEST,
+        ),
+        case(
+            "agent event with another run's token",
+            Method::POST,
+            format!("/runs/{queued}/events"),
+            Run,
+            r#"{"kind": "kernel_error", "level": "warn", "message": "x"}"#,
+            S::UNAUTHORIZED,
+        ),
+        case(
             "host heartbeat without a token",
             Method::POST,
             "/host/heartbeat",

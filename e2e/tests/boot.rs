@@ -36,12 +36,47 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
         )
         .await;
     let started = Instant::now();
-    let end = boot(options(&coord, dir.path(), mac, &disk.0))
-        .await
-        .expect("boot");
+    let agent = tokio::spawn(boot(options(&coord, dir.path(), mac, &disk.0)));
+    // A real kernel block error while CPUStress runs: a loop device over a
+    // full tmpfs fails writes in the loop driver, which logs it.
+    let run_id = run["id"].as_i64().unwrap();
+    support::wait_run(&coord, run_id, Duration::from_secs(120), "CPUStress", |d| {
+        d["stages"][4]["state"] == "running"
+    })
+    .await;
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    let broken = {
+        let sh = |c: &str| Command::new("sh").arg("-c").arg(c).output().unwrap();
+        assert!(sh(&format!(
+            "mount -t tmpfs -o size=1m tmpfs {}",
+            full.display()
+        ))
+        .status
+        .success());
+        std::fs::File::create(full.join("d.img"))
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let out = sh(&format!(
+            "losetup --find --show {}",
+            full.join("d.img").display()
+        ));
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let _ = sh(&format!(
+            "dd if=/dev/zero of={dev} bs=1M count=2 oflag=direct status=none"
+        ));
+        let _ = sh(&format!("losetup -d {dev}; umount {}", full.display()));
+        dev.trim_start_matches("/dev/").to_string()
+    };
+    let end = agent.await.unwrap().expect("boot");
     eprintln!("quick non-destructive run took {:?}", started.elapsed());
-    assert_eq!(end.state, RunState::Passed);
-    assert_eq!(end.run_id, run["id"].as_i64().unwrap());
+    assert_eq!(
+        end.state,
+        RunState::Passed,
+        "an I/O error is a warning by default"
+    );
+    assert_eq!(end.run_id, run_id);
 
     let d = coord
         .call(reqwest::Method::GET, &format!("/runs/{}", end.run_id), None)
@@ -101,6 +136,27 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
     );
     assert!(has("iperf", "lo/bps"), "iperf3 over loopback");
     assert!(has("temp", "coretemp/Package id 0"), "sidecar temperatures");
+    let kernel = ms
+        .iter()
+        .find(|m| m["kind"] == "kmsg" && m["key"] == format!("io_error/{broken}"))
+        .expect("the kernel's block error became a kmsg measurement");
+    assert_eq!(
+        kernel["stage_id"], d["stages"][4]["id"],
+        "counted in CPUStress: {kernel}"
+    );
+    assert!(
+        d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "kernel_error"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("dev {broken}, sector"))),
+        "a kernel_error event with the line: {}",
+        d["events"]
+    );
     assert_eq!(
         ms.len() as u64,
         end.samples_produced,

@@ -6,6 +6,7 @@
 
 pub mod fio;
 pub mod iperf3;
+pub mod kmsg;
 pub mod memtester;
 pub mod smartctl;
 pub mod stress_ng;

@@ -13,9 +13,10 @@ use tokio::io::AsyncWriteExt;
 use common::profile::Profile;
 use common::stage::Stage;
 use common::wire::{
-    ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, CompleteAck, DirectiveResponse,
-    FirmwareAck, FirmwareReport, Health, HoldReport, HostHeartbeat, HostHeartbeatAck,
-    Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart, StageVerdict,
+    AgentEvent, ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, CompleteAck,
+    DirectiveResponse, EventAck, FirmwareAck, FirmwareReport, Health, HoldReport, HostHeartbeat,
+    HostHeartbeatAck, Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart,
+    StageVerdict,
 };
 
 use super::error::{ApiError, AppJson};
@@ -185,6 +186,40 @@ pub async fn heartbeat(
 ) -> Result<Json<DirectiveResponse>, ApiError> {
     let run_id = authed_run(&app, &id, &headers).await?;
     with_directive(&app, move |s| Ok(s.heartbeat(run_id, now())?)).await
+}
+
+/// Event kinds an agent may report.
+const AGENT_EVENT_KINDS: [&str; 1] = ["kernel_error"];
+
+/// Something the agent saw (a kernel error line) for `run show`.
+pub async fn event(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    AppJson(ev): AppJson<AgentEvent>,
+) -> Result<Json<EventAck>, ApiError> {
+    let run_id = authed_run(&app, &id, &headers).await?;
+    if !AGENT_EVENT_KINDS.contains(&ev.kind.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "event kind {:?} is not one an agent reports ({})",
+            ev.kind,
+            AGENT_EVENT_KINDS.join(" ")
+        )));
+    }
+    if !["info", "warn", "error"].contains(&ev.level.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "event level {:?} is not info, warn or error",
+            ev.level
+        )));
+    }
+    if ev.message.is_empty() || ev.message.len() > 2000 {
+        return Err(ApiError::BadRequest(
+            "event message must be 1 to 2000 bytes".into(),
+        ));
+    }
+    app.db(move |s| Ok(s.agent_event(run_id, &ev.level, &ev.kind, &ev.message, now())?))
+        .await?;
+    Ok(Json(EventAck { recorded: true }))
 }
 
 /// A host-mode agent's heartbeat, authenticated by its host's token.

@@ -145,6 +145,7 @@ pub fn router(state: AppState) -> Router {
             post(agent::artifact).layer(DefaultBodyLimit::disable()),
         )
         .route("/runs/{id}/hold-ip", post(agent::hold_ip))
+        .route("/runs/{id}/events", post(agent::event))
         .route("/runs/{id}/complete", post(agent::complete))
         .route(
             "/hosts",

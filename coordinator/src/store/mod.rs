@@ -252,6 +252,15 @@ pub trait Store: Send + Sync + 'static {
         report: &HoldReport,
         now: Timestamp,
     ) -> StoreResult<RunFacts>;
+    /// An event the run's agent reports (already validated).
+    fn agent_event(
+        &self,
+        run_id: i64,
+        level: &str,
+        kind: &str,
+        message: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// The SSH port the held host reported, if any.
     fn hold_ssh_port(&self, run_id: i64) -> StoreResult<Option<u16>>;
     /// The agent's total of produced samples; a mismatch is an error event.

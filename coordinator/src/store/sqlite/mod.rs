@@ -451,6 +451,29 @@ impl Store for SqliteStore {
         self.write(|tx| agent::set_hold_key(tx, run_id, public_key, key_artifact, now))
     }
 
+    fn agent_event(
+        &self,
+        run_id: i64,
+        level: &str,
+        kind: &str,
+        message: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.write(|tx| {
+            let (_, host_id) = runs::state_of(tx, run_id)?;
+            insert_event(
+                tx,
+                Some(run_id),
+                Some(host_id),
+                level,
+                kind,
+                message,
+                None,
+                now,
+            )
+        })
+    }
+
     fn hold_ssh_port(&self, run_id: i64) -> StoreResult<Option<u16>> {
         self.read(|tx| {
             Ok(tx.query_row(
