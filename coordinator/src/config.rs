@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub heartbeat_timeout_s: Option<u64>,
     /// Seconds a failed host stays held before it is powered off.
     pub hold_timeout_s: Option<u64>,
+    /// Days artifact files are kept (0: forever).
+    pub artifact_retention_days: Option<u64>,
     /// Power action after a pass: none or poweroff.
     pub pass_power: Option<String>,
     /// Largest request body (measurement batches, JSON), bytes.
@@ -58,6 +60,9 @@ impl RawConfig {
         if let Some(v) = get("VET_HEARTBEAT_TIMEOUT_S") {
             self.heartbeat_timeout_s = Some(num("VET_HEARTBEAT_TIMEOUT_S", v)?);
         }
+        if let Some(v) = get("VET_ARTIFACT_RETENTION_DAYS") {
+            self.artifact_retention_days = Some(num("VET_ARTIFACT_RETENTION_DAYS", v)?);
+        }
         if let Some(v) = get("VET_HOLD_TIMEOUT_S") {
             self.hold_timeout_s = Some(num("VET_HOLD_TIMEOUT_S", v)?);
         }
@@ -93,6 +98,8 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// How long a failed host stays held (then: power off, Failed, event).
     pub hold_timeout: Duration,
+    /// How long artifact files are kept; `None` keeps them forever.
+    pub artifact_retention: Option<Duration>,
     pub pass_power: Power,
     pub max_body_bytes: usize,
     pub max_artifact_bytes: u64,
@@ -108,6 +115,7 @@ impl Config {
             data_dir: dir.to_path_buf(),
             heartbeat_timeout: Duration::from_secs(120),
             hold_timeout: Duration::from_secs(24 * 3600),
+            artifact_retention: Some(Duration::from_secs(30 * 86400)),
             pass_power: Power::None,
             max_body_bytes: 4 << 20,
             max_artifact_bytes: 256 << 20,
@@ -137,6 +145,9 @@ impl Config {
                 "hold_timeout_s: {t} is below the minimum of 60 seconds"
             );
             c.hold_timeout = Duration::from_secs(t);
+        }
+        if let Some(d) = raw.artifact_retention_days {
+            c.artifact_retention = (d > 0).then(|| Duration::from_secs(d * 86400));
         }
         if let Some(p) = raw.pass_power {
             c.pass_power = match p.as_str() {

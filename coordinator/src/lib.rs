@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod gate;
 pub mod iperf;
+pub mod janitor;
 pub mod lifecycle;
 pub mod store;
 pub mod wol;

@@ -199,6 +199,14 @@ pub fn digest_bytes(bytes: &[u8]) -> Digests {
 }
 
 /// Writes `bytes` content-addressed under `dir` (`<blake3>`), mode `mode`.
+/// Held while an artifact file and its row are written, and while the
+/// janitor marks and deletes files, so a file is never deleted under a row
+/// that is about to reference it. One coordinator process per data dir.
+pub fn artifact_files() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub fn write_content_addressed(
     dir: &Path,
     bytes: &[u8],
@@ -250,6 +258,7 @@ pub fn ensure_hold_key(
         .public_key()
         .to_openssh()
         .map_err(|e| LifecycleError::Invalid(format!("encoding hold key: {e}")))?;
+    let _files = artifact_files();
     let (path, d) = write_content_addressed(&config.artifacts_dir(), private.as_bytes(), 0o600)?;
     let artifact = NewArtifact {
         run_id: facts.run_id,

@@ -381,7 +381,6 @@ pub async fn artifact(
     }
     let blake3 = b3.finalize().to_hex().to_string();
     let path = dir.join(&blake3);
-    tokio::fs::rename(&tmp, &path).await.map_err(io)?;
     let artifact = NewArtifact {
         run_id,
         stage_ordinal,
@@ -392,7 +391,15 @@ pub async fn artifact(
         size_bytes: size as i64,
     };
     let info = app
-        .db(move |s| Ok(s.record_artifact(&artifact, now())?))
+        .db(move |s| {
+            // The file and its row land together, never split by the janitor.
+            let _files = lifecycle::artifact_files();
+            if let Err(e) = std::fs::rename(&tmp, &path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ApiError::Internal(format!("writing artifact: {e}")));
+            }
+            Ok(s.record_artifact(&artifact, now())?)
+        })
         .await?;
     Ok(Json(info))
 }

@@ -194,13 +194,39 @@ pub async fn serve(
         .with_context(|| format!("opening database in {}", dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let state = AppState::new(store.clone(), config.clone(), &token);
+    let store_for_janitor = store.clone();
     let sweeper = tokio::spawn(sweep(store, config.heartbeat_timeout, config.hold_timeout));
     let iperf_servers = crate::iperf::spawn_pool(&config.iperf3_ports);
+    let janitor = config.artifact_retention.map(|retention| {
+        let store = store_for_janitor.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || {
+                    crate::janitor::prune(&*store, retention, now())
+                })
+                .await
+                {
+                    Ok(Ok(files)) if !files.is_empty() => {
+                        tracing::info!(count = files.len(), "pruned artifact files")
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "janitor pass failed"),
+                    Err(e) => tracing::error!(error = %e, "janitor pass panicked"),
+                    _ => {}
+                }
+            }
+        })
+    });
     tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "coordinator listening");
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
+    if let Some(j) = janitor {
+        j.abort();
+    }
     for s in iperf_servers {
         s.abort();
     }

@@ -252,6 +252,12 @@ pub trait Store: Send + Sync + 'static {
         report: &HoldReport,
         now: Timestamp,
     ) -> StoreResult<RunFacts>;
+    /// Artifact files every row of which was created before `cutoff`, none
+    /// pruned yet and none the hold key of a held run.
+    fn prune_candidates(&self, cutoff: Timestamp) -> StoreResult<Vec<String>>;
+    /// Marks every row of `path` pruned (checking the conditions again) and
+    /// writes a `prune` event per row; false when the file must stay.
+    fn mark_pruned(&self, path: &str, cutoff: Timestamp, now: Timestamp) -> StoreResult<bool>;
     /// An event the run's agent reports (already validated).
     fn agent_event(
         &self,

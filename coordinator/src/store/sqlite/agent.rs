@@ -845,3 +845,59 @@ pub fn expire_holds(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Store
     }
     Ok(ended)
 }
+
+/// Paths whose rows are all older than `cutoff`, unpruned, and not the hold
+/// key of a held run.
+const PRUNABLE: &str = "SELECT path FROM artifacts GROUP BY path
+     HAVING SUM(pruned_at IS NULL) > 0
+        AND MAX(COALESCE(created_at, '')) < ?1
+        AND SUM(kind = 'hold_key' AND run_id IN (SELECT id FROM runs WHERE state = 'FailedHolding')) = 0";
+
+pub fn prune_candidates(tx: &Connection, cutoff: Timestamp) -> StoreResult<Vec<String>> {
+    let paths = tx
+        .prepare(PRUNABLE)?
+        .query_map([cutoff.to_string()], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(paths)
+}
+
+pub fn mark_pruned(
+    tx: &Connection,
+    path: &str,
+    cutoff: Timestamp,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let still: bool = tx.query_row(
+        &format!("SELECT EXISTS(SELECT 1 FROM ({PRUNABLE}) WHERE path = ?2)"),
+        (cutoff.to_string(), path),
+        |r| r.get(0),
+    )?;
+    if !still {
+        return Ok(false);
+    }
+    let rows: Vec<(i64, i64, String, String)> = tx
+        .prepare("SELECT a.id, a.run_id, a.kind, r.host_id FROM artifacts a JOIN runs r ON r.id = a.run_id WHERE a.path = ?1 AND a.pruned_at IS NULL")?
+        .query_map([path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)?.to_string())))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (id, run_id, kind, host_id) in rows {
+        tx.execute(
+            "UPDATE artifacts SET pruned_at = ?1 WHERE id = ?2",
+            (now.to_string(), id),
+        )?;
+        let file = std::path::Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        insert_event(
+            tx,
+            Some(run_id),
+            host_id.parse().ok(),
+            "info",
+            "prune",
+            &format!("artifact {kind} ({file}) pruned: past retention; its row stays"),
+            None,
+            now,
+        )?;
+    }
+    Ok(true)
+}

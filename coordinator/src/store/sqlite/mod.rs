@@ -451,6 +451,14 @@ impl Store for SqliteStore {
         self.write(|tx| agent::set_hold_key(tx, run_id, public_key, key_artifact, now))
     }
 
+    fn prune_candidates(&self, cutoff: Timestamp) -> StoreResult<Vec<String>> {
+        self.read(|tx| agent::prune_candidates(tx, cutoff))
+    }
+
+    fn mark_pruned(&self, path: &str, cutoff: Timestamp, now: Timestamp) -> StoreResult<bool> {
+        self.write(|tx| agent::mark_pruned(tx, path, cutoff, now))
+    }
+
     fn agent_event(
         &self,
         run_id: i64,
