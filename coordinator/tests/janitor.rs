@@ -76,7 +76,7 @@ async fn old_artifact_files_are_pruned_but_rows_shared_files_and_live_hold_keys_
     let deleted = janitor::prune(&store, Duration::from_secs(30 * 86400), later).unwrap();
     assert_eq!(
         deleted,
-        [log_path.clone()],
+        std::slice::from_ref(&log_path),
         "only the old, unshared, non-hold file"
     );
     assert!(!std::path::Path::new(&log_path).exists());
