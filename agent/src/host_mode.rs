@@ -1,11 +1,12 @@
-//! `vet-agent host`: the agent installed on a host in production. For now
-//! it heartbeats with its host's token so the coordinator knows the host is
-//! up (`hosts.last_seen_at`); running non-destructive runs in place comes
-//! with the failure-path work.
+//! `vet-agent host`: the agent installed on a host in production. It
+//! heartbeats with its host's token so the coordinator knows the host is up
+//! (`hosts.last_seen_at`), and when a non-destructive run is queued for the
+//! host it claims it and runs it in place, then goes back to heartbeating.
 //!
-//! Never: power anything, write to a disk, or give up while the coordinator
-//! is merely unreachable (it backs off and keeps trying). A refused token
-//! ends it with a clear error, since retrying cannot help.
+//! Never: claim a destructive run (the coordinator records why), power
+//! anything off, or give up while the coordinator is merely unreachable (it
+//! backs off and keeps trying). A refused token ends it with a clear error,
+//! since retrying cannot help.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use common::mac::Mac;
 use common::wire::HostHeartbeat;
 
 use crate::host::{self, Roots};
+use crate::run::{boot, BootOptions, PowerMode};
 use crate::uplink::client::{Client, UplinkError};
 use crate::uplink::retry::Backoff;
 
@@ -24,6 +26,9 @@ pub struct HostModeOptions {
     /// Tests pass these; otherwise read from the machine.
     pub macs: Option<Vec<Mac>>,
     pub boot_id: Option<String>,
+    /// How queued runs are run (coordinator, power and destructive
+    /// settings are forced: this host, `--power none`, non-destructive).
+    pub runs: BootOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,8 @@ pub enum HostModeError {
 pub struct HostModeEnd {
     pub host: Option<String>,
     pub heartbeats: u64,
+    /// Runs claimed and run in place, with how they ended.
+    pub runs: Vec<(i64, common::run_state::RunState)>,
 }
 
 /// Heartbeats until `shutdown` resolves.
@@ -61,7 +68,9 @@ pub async fn run(
     let mut end = HostModeEnd {
         host: None,
         heartbeats: 0,
+        runs: Vec::new(),
     };
+    let mut refused: Option<i64> = None;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     tokio::pin!(shutdown);
     loop {
@@ -73,7 +82,38 @@ pub async fn run(
                 end.host = Some(ack.host);
                 end.heartbeats += 1;
                 backoff.reset();
-                Duration::from_secs(ack.interval_s.max(1))
+                match ack.queued_run {
+                    Some(q) if q.non_destructive => {
+                        tracing::info!(
+                            run = q.run_id,
+                            "running a queued non-destructive run in place"
+                        );
+                        let mut o = opts.runs.clone();
+                        o.coordinator = opts.coordinator.clone();
+                        o.power = PowerMode::None;
+                        o.macs = Some(hb.macs.clone());
+                        o.boot_id = Some(format!("{}-host-run-{}", hb.boot_id, q.run_id));
+                        tokio::select! {
+                            _ = &mut shutdown => return Ok(end),
+                            r = boot(o) => match r {
+                                Ok(done) => end.runs.push((done.run_id, done.state)),
+                                Err(e) => tracing::error!(run = q.run_id, "run in place failed: {e:#}"),
+                            },
+                        }
+                        Duration::from_secs(1)
+                    }
+                    Some(q) => {
+                        if refused != Some(q.run_id) {
+                            tracing::warn!(
+                                run = q.run_id,
+                                "not claiming a destructive run in host mode"
+                            );
+                            refused = Some(q.run_id);
+                        }
+                        Duration::from_secs(ack.interval_s.max(1))
+                    }
+                    None => Duration::from_secs(ack.interval_s.max(1)),
+                }
             }
             Err(UplinkError::Rejected {
                 status: 401,

@@ -41,7 +41,8 @@ enum Command {
     /// the coordinator says (hold, release, done).
     Boot(BootArgs),
     /// On a host in use: heartbeat with the host's token (from `vetctl host
-    /// token`) so the coordinator knows it is up. Runs until SIGTERM/SIGINT.
+    /// token`) so the coordinator knows it is up, and run queued
+    /// non-destructive runs in place. Runs until SIGTERM/SIGINT.
     Host(HostArgs),
     /// Parse a tool's recorded output and print the normalized result as
     /// JSON, judged by the quick profile's defaults. Exit 0 when FILE is
@@ -137,7 +138,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if token.is_empty() || token.contains(char::is_whitespace) {
                 anyhow::bail!("{} does not hold one token", a.token_file.display());
             }
+            let work_dir = PathBuf::from("/var/lib/vet-agent");
+            let runs = BootOptions {
+                coordinator: a.coordinator.clone(),
+                power: PowerMode::None,
+                disks: None,
+                nics: None,
+                roots: Roots::default(),
+                sensors_root: "/sys".into(),
+                work_dir: work_dir.clone(),
+                claim_timeout: Duration::from_secs(60),
+                macs: None,
+                boot_id: None,
+                kmsg: Some("/dev/kmsg".into()),
+                hold: vet_agent::hold::HoldOptions::root_default(work_dir.join("ssh")),
+            };
             let opts = HostModeOptions {
+                runs,
                 coordinator: a.coordinator,
                 token: token.to_string(),
                 roots: Roots::default(),
@@ -147,9 +164,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let end = rt.block_on(host_mode::run(opts, shutdown_signal()))?;
             println!(
-                "host mode stopped: {} heartbeats as host {}",
+                "host mode stopped: {} heartbeats as host {}, {} run(s) in place",
                 end.heartbeats,
-                end.host.as_deref().unwrap_or("(never acknowledged)")
+                end.host.as_deref().unwrap_or("(never acknowledged)"),
+                end.runs.len()
             );
             Ok(ExitCode::SUCCESS)
         }

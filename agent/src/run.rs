@@ -42,6 +42,7 @@ pub enum PowerMode {
     None,
 }
 
+#[derive(Clone)]
 pub struct BootOptions {
     pub coordinator: String,
     pub power: PowerMode,

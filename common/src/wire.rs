@@ -87,6 +87,16 @@ pub struct HostHeartbeatAck {
     pub server_time: Timestamp,
     /// Seconds until the next heartbeat.
     pub interval_s: u64,
+    /// A run queued for this host, if any: the agent claims it when it is
+    /// non-destructive and runs it in place.
+    #[serde(default)]
+    pub queued_run: Option<QueuedRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedRun {
+    pub run_id: i64,
+    pub non_destructive: bool,
 }
 
 /// `POST /hosts/{name}/token` (operator): a new host-mode token. Shown once;

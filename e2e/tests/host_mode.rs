@@ -106,3 +106,97 @@ async fn host_mode_heartbeats_until_stopped_and_quits_on_a_revoked_token() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/host.token"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructive_ones() {
+    use vet_agent::host_mode::{self, HostModeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = support::Loop::new(dir.path(), 64);
+    // Host heartbeats every 5 s (a quarter of the timeout); the run's agent
+    // heartbeats well inside it.
+    let coord = Coord::start_with(dir.path(), 0, |c| {
+        c.heartbeat_timeout = Duration::from_secs(20);
+        c.iperf3_ports = vec![support::free_port()];
+    })
+    .await;
+    let mac = "52:54:00:e2:e1:22";
+    coord
+        .post("/hosts", json!({"name": "prod-2", "mac": mac}))
+        .await;
+    let token = coord.post("/hosts/prod-2/token", json!({})).await;
+    // Queued before the host was ever seen, so the coordinator allowed it.
+    let destructive = coord
+        .post("/runs", json!({"host": "prod-2", "non_destructive": false}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+
+    let runs = support::options(&coord, dir.path(), mac, &disk.0);
+    let opts = HostModeOptions {
+        coordinator: coord.base.clone(),
+        token: token["token"].as_str().unwrap().into(),
+        roots: vet_agent::host::Roots::default(),
+        macs: Some(vec![mac.parse().unwrap()]),
+        boot_id: Some("prod-2-boot".into()),
+        runs,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(host_mode::run(opts, async {
+        let _ = stopped.await;
+    }));
+
+    let d = support::wait_run(
+        &coord,
+        destructive,
+        Duration::from_secs(30),
+        "refusal noted",
+        |d| {
+            d["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "host_mode_refused")
+        },
+    )
+    .await;
+    assert_eq!(d["state"], "Queued", "the host-mode agent did not claim it");
+    coord
+        .post(&format!("/runs/{destructive}/cancel"), json!({}))
+        .await;
+    // A host seen in host mode gets only non-destructive runs.
+    let r = coord
+        .http
+        .post(format!("{}/api/v1/runs", coord.base))
+        .bearer_auth(&coord.token)
+        .json(&json!({"host": "prod-2", "non_destructive": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
+    let run = coord
+        .post("/runs", json!({"host": "prod-2", "non_destructive": true}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let d = support::wait_run(&coord, run, Duration::from_secs(400), "run in place", |d| {
+        d["state"] != "Queued" && d["state"] != "Running"
+    })
+    .await;
+    assert_eq!(d["state"], "Passed", "{}", d["events"]);
+    let seen_during = last_seen_of(&coord, "prod-2").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        last_seen_of(&coord, "prod-2").await > seen_during,
+        "heartbeats resumed after the run"
+    );
+    stop.send(()).unwrap();
+    let end = agent.await.unwrap().unwrap();
+    assert_eq!(end.runs, [(run, common::run_state::RunState::Passed)]);
+}
+
+async fn last_seen_of(coord: &Coord, host: &str) -> String {
+    coord.get(&format!("/hosts/{host}")).await["last_seen_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

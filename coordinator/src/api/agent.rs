@@ -239,7 +239,7 @@ pub async fn host_heartbeat(
         ));
     }
     let hash = auth::hash_token(token);
-    let host = app
+    let (host, queued_run) = app
         .db(move |s| Ok(s.host_heartbeat(&hash, now())?))
         .await?
         .ok_or(ApiError::Unauthorized("not a host-mode token"))?;
@@ -248,6 +248,7 @@ pub async fn host_heartbeat(
         host: host.name,
         server_time: now(),
         interval_s: (app.config.heartbeat_timeout.as_secs() / 4).max(1),
+        queued_run,
     }))
 }
 

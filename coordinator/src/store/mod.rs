@@ -19,8 +19,8 @@ use common::stage::StageState;
 use common::threshold::{Rule, Source};
 use common::time::Timestamp;
 use common::wire::{
-    BatchAck, Event, HoldReport, Host, MeasurementBatch, Overrides, Power, Run, RunDetail,
-    StageFinish, StagePlan,
+    BatchAck, Event, HoldReport, Host, MeasurementBatch, Overrides, Power, QueuedRun, Run,
+    RunDetail, StageFinish, StagePlan,
 };
 
 /// Why a store operation did not happen. Each variant maps to one HTTP status.
@@ -155,7 +155,11 @@ pub trait Store: Send + Sync + 'static {
     fn set_host_token(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Host>;
     /// Marks the host whose token hashes to `token_hash` as seen now; `None`
     /// when no host has that token.
-    fn host_heartbeat(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Host>>;
+    fn host_heartbeat(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Host, Option<QueuedRun>)>>;
 
     // Runs, operator side.
     fn create_run(&self, run: &NewRun, now: Timestamp) -> StoreResult<Run>;

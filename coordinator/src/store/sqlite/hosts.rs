@@ -3,7 +3,7 @@
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use common::time::Timestamp;
-use common::wire::Host;
+use common::wire::{Host, QueuedRun};
 
 use super::{insert_event, ts_col, ts_opt};
 use crate::store::{NewHost, StoreError, StoreResult};
@@ -140,7 +140,11 @@ pub fn set_token(
     by_id(tx, host.id)
 }
 
-pub fn heartbeat(tx: &Connection, token_hash: &str, now: Timestamp) -> StoreResult<Option<Host>> {
+pub fn heartbeat(
+    tx: &Connection,
+    token_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<(Host, Option<QueuedRun>)>> {
     if token_hash.is_empty() {
         return Ok(None);
     }
@@ -151,5 +155,37 @@ pub fn heartbeat(tx: &Connection, token_hash: &str, now: Timestamp) -> StoreResu
             |r| r.get(0),
         )
         .optional()?;
-    id.map(|id| by_id(tx, id)).transpose()
+    let Some(id) = id else { return Ok(None) };
+    let host = by_id(tx, id)?;
+    let queued: Option<QueuedRun> = tx
+        .query_row(
+            "SELECT id, non_destructive FROM runs WHERE host_id = ?1 AND state = 'Queued' ORDER BY id LIMIT 1",
+            [id],
+            |r| Ok(QueuedRun { run_id: r.get(0)?, non_destructive: r.get(1)? }),
+        )
+        .optional()?;
+    if let Some(q) = queued.as_ref().filter(|q| !q.non_destructive) {
+        // Said once per run: the host-mode agent will not claim it.
+        let told: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM events WHERE run_id = ?1 AND kind = 'host_mode_refused')",
+            [q.run_id],
+            |r| r.get(0),
+        )?;
+        if !told {
+            insert_event(
+                tx,
+                Some(q.run_id),
+                Some(id),
+                "warn",
+                "host_mode_refused",
+                &format!(
+                    "{} runs a host-mode agent, which runs only non-destructive runs in place: cancel run {} and start it with --non-destructive",
+                    host.name, q.run_id
+                ),
+                None,
+                now,
+            )?;
+        }
+    }
+    Ok(Some((host, queued)))
 }

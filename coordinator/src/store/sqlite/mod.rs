@@ -25,8 +25,8 @@ use common::mac::Mac;
 use common::run_state::RunEvent;
 use common::time::Timestamp;
 use common::wire::{
-    ArtifactInfo, BatchAck, Event, HoldReport, Host, MeasurementBatch, Power, Run, RunDetail,
-    StageFinish,
+    ArtifactInfo, BatchAck, Event, HoldReport, Host, MeasurementBatch, Power, QueuedRun, Run,
+    RunDetail, StageFinish,
 };
 
 use super::{
@@ -296,7 +296,11 @@ impl Store for SqliteStore {
         self.write(|tx| hosts::set_token(tx, name, token_hash, now))
     }
 
-    fn host_heartbeat(&self, token_hash: &str, now: Timestamp) -> StoreResult<Option<Host>> {
+    fn host_heartbeat(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<(Host, Option<QueuedRun>)>> {
         self.write(|tx| hosts::heartbeat(tx, token_hash, now))
     }
 
