@@ -417,8 +417,13 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
                         ssh_port,
                         ssh_error: ssh_error.clone(),
                     };
-                    let _: DirectiveResponse =
-                        post_with_retry(&client, "/hold-ip", &report).await?;
+                    // Refused when the operator released the host meanwhile;
+                    // the next heartbeat says what to do then.
+                    if let Err(e) =
+                        post_with_retry::<_, DirectiveResponse>(&client, "/hold-ip", &report).await
+                    {
+                        tracing::warn!(error = %e, "hold report not taken");
+                    }
                     tracing::warn!(hold_ip = %ip, ?ssh_port, ?ssh_error, "host held for debugging; waiting for release");
                 }
                 loop {

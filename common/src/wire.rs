@@ -254,7 +254,8 @@ pub struct HoldReport {
 }
 
 /// `POST /runs/{id}/events` (run token): something the agent saw that an
-/// operator must find in `run show`. Only `kernel_error` for now.
+/// operator must find in `run show`: `kernel_error`, `tool_missing`,
+/// `tool_timeout`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentEvent {
     pub kind: String,

@@ -255,6 +255,17 @@ async fn critical_breach_halts_and_holds() {
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(verdict["state"], "failed");
+    let d = coord.run_detail(run).await;
+    assert!(
+        d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "breach"
+                && e["message"].as_str().unwrap().contains("coretemp/Core 3")),
+        "the breach is an event: {}",
+        d["events"]
+    );
     assert!(
         verdict["reasons"][0]
             .as_str()

@@ -136,6 +136,20 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
     );
     assert!(has("iperf", "lo/bps"), "iperf3 over loopback");
     assert!(has("temp", "coretemp/Package id 0"), "sidecar temperatures");
+    // Every failure leaves a trace in `run show`: without ethtool (scripts/setup
+    // does not install it) the Firmware stage reports the missing tool.
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    };
+    let tool_missing = d["events"].as_array().unwrap().iter().any(|e| {
+        e["kind"] == "tool_missing"
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("install package `ethtool`")
+    });
+    assert_eq!(tool_missing, !on_path("ethtool"), "{}", d["events"]);
     let kernel = ms
         .iter()
         .find(|m| m["kind"] == "kmsg" && m["key"] == format!("io_error/{broken}"))

@@ -86,12 +86,34 @@ impl StageCtx {
         });
     }
 
+    /// Runs a tool for this stage. A missing tool or a timeout is also
+    /// reported as an event, so `run show` says so and not only the log.
     pub async fn run_tool(&self, cmd: &ToolCommand) -> Result<ToolOutput, ToolError> {
         let reason = self.abort_reason.clone();
-        exec::run(cmd, &self.abort, move || {
+        let out = exec::run(cmd, &self.abort, move || {
             reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
         })
-        .await
+        .await;
+        let kind = match &out {
+            Err(ToolError::NotInstalled { .. }) => Some("tool_missing"),
+            Err(ToolError::TimedOut { .. }) => Some("tool_timeout"),
+            _ => None,
+        };
+        if let (Some(kind), Err(e)) = (kind, &out) {
+            let event = common::wire::AgentEvent {
+                kind: kind.into(),
+                level: "error".into(),
+                message: format!("{}: {}", self.stage.name(), tool_failure(e)),
+            };
+            if let Err(e) = self
+                .client
+                .post::<_, common::wire::EventAck>("/events", &event)
+                .await
+            {
+                tracing::warn!(error = %e, "could not report a {kind} event");
+            }
+        }
+        out
     }
 
     pub fn disks(&self) -> &[DiskInfo] {

@@ -189,7 +189,7 @@ pub async fn heartbeat(
 }
 
 /// Event kinds an agent may report.
-const AGENT_EVENT_KINDS: [&str; 1] = ["kernel_error"];
+const AGENT_EVENT_KINDS: [&str; 3] = ["kernel_error", "tool_missing", "tool_timeout"];
 
 /// Something the agent saw (a kernel error line) for `run show`.
 pub async fn event(

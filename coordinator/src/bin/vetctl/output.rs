@@ -163,7 +163,16 @@ pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
             reasons.join("; ")
         )?;
         for sub in &s.sub_steps {
-            writeln!(out, "       - {:<20} {}", sub.name, sub.state.as_str())?;
+            let reason = serde_json::from_str::<serde_json::Value>(&sub.summary_json)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "       - {:<20} {:<8} {reason}",
+                sub.name,
+                sub.state.as_str()
+            )?;
         }
     }
     if !d.spec_diffs.is_empty() {

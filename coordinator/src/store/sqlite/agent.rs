@@ -484,6 +484,27 @@ pub fn finish_stage(
                 .map_or_else(|| format!("{}: refused", s.name), str::to_string)
         })
         .collect();
+    for b in &breaches {
+        insert_event(
+            tx,
+            Some(run_id),
+            None,
+            "error",
+            "breach",
+            &format!(
+                "{name}: {} {} = {} breached {} {} ({} sample{})",
+                b.kind,
+                b.key,
+                b.worst,
+                b.op,
+                b.threshold,
+                b.count,
+                if b.count == 1 { "" } else { "s" }
+            ),
+            None,
+            now,
+        )?;
+    }
     for why in &untested {
         insert_event(
             tx,
