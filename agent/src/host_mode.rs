@@ -15,7 +15,7 @@ use common::mac::Mac;
 use common::wire::HostHeartbeat;
 
 use crate::host::{self, Roots};
-use crate::run::{boot, BootOptions, PowerMode};
+use crate::run::{boot, BootOptions};
 use crate::uplink::client::{Client, UplinkError};
 use crate::uplink::retry::Backoff;
 
@@ -90,7 +90,7 @@ pub async fn run(
                         );
                         let mut o = opts.runs.clone();
                         o.coordinator = opts.coordinator.clone();
-                        o.power = PowerMode::None;
+                        o.power = crate::power::log_only();
                         o.macs = Some(hb.macs.clone());
                         o.boot_id = Some(format!("{}-host-run-{}", hb.boot_id, q.run_id));
                         tokio::select! {

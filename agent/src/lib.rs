@@ -15,6 +15,7 @@ pub mod host;
 pub mod host_mode;
 pub mod interlock;
 pub mod kmsg_watch;
+pub mod power;
 pub mod run;
 pub mod sensors;
 pub mod stages;

@@ -15,7 +15,7 @@ use common::run_state::RunState;
 use common::stage::Stage;
 use vet_agent::host::{Roots, Selector};
 use vet_agent::host_mode::{self, HostModeOptions};
-use vet_agent::run::{boot, BootOptions, PowerMode};
+use vet_agent::run::{boot, BootOptions};
 use vet_agent::tools::{self, judge};
 
 /// `vet.coordinator=URL` from /proc/cmdline (what the live image passes).
@@ -141,7 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let work_dir = PathBuf::from("/var/lib/vet-agent");
             let runs = BootOptions {
                 coordinator: a.coordinator.clone(),
-                power: PowerMode::None,
+                power: vet_agent::power::log_only(),
                 disks: None,
                 nics: None,
                 roots: Roots::default(),
@@ -183,8 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = BootOptions {
                 coordinator,
                 power: match a.power {
-                    PowerArg::Exec => PowerMode::Exec,
-                    PowerArg::None => PowerMode::None,
+                    PowerArg::Exec => vet_agent::power::exec(),
+                    PowerArg::None => vet_agent::power::log_only(),
                 },
                 disks: selector(a.disks)?,
                 nics: selector(a.nics)?,

@@ -26,26 +26,17 @@ use common::wire::{
     StageFinish, StageStart, StageVerdict,
 };
 
-use crate::exec::{self, ToolCommand};
 use crate::host::{self, Roots, Selector};
 use crate::sensors::Sidecar;
 use crate::stages::{self, Clock, StageCtx, StageReport};
 use crate::uplink::retry::Backoff;
 use crate::uplink::{Client, Uplink, UplinkError};
 
-/// What the agent may do about power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerMode {
-    /// Power off / reboot for real (the live image).
-    Exec,
-    /// Log the action and exit (everywhere else).
-    None,
-}
-
 #[derive(Clone)]
 pub struct BootOptions {
     pub coordinator: String,
-    pub power: PowerMode,
+    /// Carries out power actions; `power::log_only()` everywhere but the live image.
+    pub power: std::sync::Arc<dyn crate::power::PowerControl>,
     pub disks: Option<Selector>,
     pub nics: Option<Selector>,
     pub roots: Roots,
@@ -137,29 +128,6 @@ fn local_ip_towards(base: &str) -> Option<String> {
     .ok()?;
     sock.connect(addr).ok()?;
     Some(sock.local_addr().ok()?.ip().to_string())
-}
-
-async fn act_on_power(mode: PowerMode, power: Power) {
-    if power == Power::None {
-        return;
-    }
-    match mode {
-        PowerMode::None => tracing::warn!(
-            action = power.as_str(),
-            "power action requested; started with --power none, so not executed"
-        ),
-        PowerMode::Exec => {
-            let program = if power == Power::Reboot {
-                "reboot"
-            } else {
-                "poweroff"
-            };
-            let cmd = ToolCommand::new(program, "systemd-sysv or busybox", Duration::from_secs(60));
-            if let Err(e) = exec::run(&cmd, &CancellationToken::new(), String::new).await {
-                tracing::error!(error = %e, "power action failed");
-            }
-        }
-    }
 }
 
 /// Claims and runs the machine's run to its end.
@@ -472,7 +440,9 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
     }
     monitor.abort();
     uplink_tasks.abort();
-    act_on_power(opts.power, end_power).await;
+    if end_power != Power::None {
+        opts.power.act(end_power).await;
+    }
     Ok(RunEnd {
         run_id: claim.run_id,
         state,

@@ -201,7 +201,9 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
         )
         .await;
     let run_id = run["id"].as_i64().unwrap();
-    let opts = options(&coord, dir.path(), mac, &disk.0);
+    let mut opts = options(&coord, dir.path(), mac, &disk.0);
+    let power = std::sync::Arc::new(support::RecordedPower::default());
+    opts.power = power.clone();
     let (keys_file, ssh_port) = (opts.hold.authorized_keys.clone(), opts.hold.ssh_port);
     let agent = tokio::spawn(boot(opts));
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -287,6 +289,11 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
         end.power,
         common::wire::Power::Poweroff,
         "released with poweroff; --power none only logs it"
+    );
+    assert_eq!(
+        *power.0.lock().unwrap(),
+        [common::wire::Power::Poweroff],
+        "the power control was called once, with poweroff"
     );
     assert!(
         !std::fs::read_to_string(&keys_file)

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use coordinator::Config;
 use vet_agent::host::{Roots, Selector};
-use vet_agent::run::{BootOptions, PowerMode};
+use vet_agent::run::BootOptions;
 
 /// A loop device over a sparse file in the test's directory.
 pub struct Loop(pub String);
@@ -248,11 +248,22 @@ impl Drop for Coord {
     }
 }
 
+/// A power control that records what it was asked to do.
+#[derive(Default)]
+pub struct RecordedPower(pub std::sync::Mutex<Vec<common::wire::Power>>);
+
+impl vet_agent::power::PowerControl for RecordedPower {
+    fn act(&self, power: common::wire::Power) -> vet_agent::power::PowerFuture<'_> {
+        self.0.lock().unwrap().push(power);
+        Box::pin(async {})
+    }
+}
+
 /// Boot options for an agent that tests `disk` and `lo` with a test MAC.
 pub fn options(coord: &Coord, dir: &Path, mac: &str, disk: &str) -> BootOptions {
     BootOptions {
         coordinator: coord.base.clone(),
-        power: PowerMode::None,
+        power: vet_agent::power::log_only(),
         disks: Some(Selector::new(disk).unwrap()),
         nics: Some(Selector::new("lo").unwrap()),
         roots: Roots::default(),
