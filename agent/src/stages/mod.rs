@@ -102,7 +102,8 @@ impl StageCtx {
         if let (Some(kind), Err(e)) = (kind, &out) {
             let event = common::wire::AgentEvent {
                 kind: kind.into(),
-                level: "error".into(),
+                // The stage's own verdict says whether it failed.
+                level: "warn".into(),
                 message: format!("{}: {}", self.stage.name(), tool_failure(e)),
             };
             if let Err(e) = self

@@ -59,7 +59,12 @@ pub fn parse(bytes: &[u8], disk: Option<&str>) -> Result<ToolResult, ParseError>
                 .get("severity")
                 .and_then(Value::as_str)
                 .unwrap_or("information");
-            out.notes.push(format!("smartctl {severity}: {s}"));
+            // smartctl's own error messages say best why it could not measure.
+            if severity == "error" && exit & 0b11 != 0 {
+                out.errors.push(format!("smartctl: {s}"));
+            } else {
+                out.notes.push(format!("smartctl {severity}: {s}"));
+            }
         }
     }
     for (bit, meaning) in decode_exit(exit) {
