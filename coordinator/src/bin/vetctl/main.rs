@@ -3,6 +3,7 @@
 
 mod client;
 mod output;
+mod secret;
 mod ssh;
 
 use std::path::PathBuf;
@@ -235,7 +236,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         Ok(())
                     }
                     Some(path) => {
-                        write_private(&path, &format!("{}\n", t.token))?;
+                        secret::write_private(
+                            &path,
+                            &format!("{}\n", t.token),
+                            secret::Existing::Refuse,
+                        )?;
                         eprintln!(
                             "host-mode token for {} written to {} (0600); run: vet-agent host --coordinator URL --token-file {}",
                             t.host,
@@ -309,19 +314,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
-}
-
-/// Writes a secret to `path` with mode 0600, never readable by others even
-/// for a moment (refuses to overwrite an existing file).
-fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -3,15 +3,15 @@
 //! next to a known-hosts file of the run's own, so a re-imaged host never
 //! clashes with the operator's ~/.ssh/known_hosts.
 
-use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use common::wire::HoldKey;
+
+use crate::secret::{write_private, Existing};
 
 fn default_key_dir() -> anyhow::Result<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -19,21 +19,6 @@ fn default_key_dir() -> anyhow::Result<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .context("neither XDG_CACHE_HOME nor HOME is set; pass --key-dir")?;
     Ok(base.join("vetting/keys"))
-}
-
-/// Writes `contents` to `path` with mode 0600 through a private temp file.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn reachable(host: &str, port: u16) -> bool {
@@ -72,7 +57,7 @@ pub fn run(
     }
     let key_path = dir.join(format!("run-{run}.key"));
     let known = dir.join(format!("run-{run}.known_hosts"));
-    write_private(&key_path, &key.private_key)?;
+    write_private(&key_path, &key.private_key, Existing::Replace)?;
     let args: Vec<String> = [
         "-i".to_string(),
         key_path.display().to_string(),
