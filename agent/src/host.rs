@@ -211,15 +211,17 @@ pub fn cpu(roots: &Roots) -> CpuInfo {
     info
 }
 
-pub fn memory(roots: &Roots) -> MemoryInfo {
-    let text = read(&roots.proc.join("meminfo")).unwrap_or_default();
-    let kib = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
+/// One `/proc/meminfo` field (e.g. `MemAvailable`) in KiB.
+pub fn meminfo_kib(roots: &Roots, field: &str) -> Option<u64> {
+    let text = read(&roots.proc.join("meminfo"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
+}
+
+pub fn memory(roots: &Roots) -> MemoryInfo {
     MemoryInfo {
-        total_bytes: kib * 1024,
+        total_bytes: meminfo_kib(roots, "MemTotal").unwrap_or(0) * 1024,
     }
 }
 

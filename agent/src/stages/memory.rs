@@ -15,24 +15,12 @@ use super::{StageCtx, StageReport};
 use crate::exec::{ToolCommand, ToolError};
 use crate::tools::memtester;
 
-/// MemAvailable in MiB, from /proc/meminfo.
-fn available_mib(ctx: &StageCtx) -> Option<u64> {
-    let text = std::fs::read_to_string(ctx.roots.proc.join("meminfo")).ok()?;
-    let kib: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024)
-}
-
 /// One memtester pass over a quarter of available memory, stopped after
 /// `secs`. `Err` is a memory failure; `Ok` says what was (or was not) done.
 async fn run_memtester(ctx: &StageCtx, secs: u64) -> Result<serde_json::Value, String> {
-    let mib = (available_mib(ctx).unwrap_or(64) / 4).max(16);
+    let available_mib =
+        crate::host::meminfo_kib(&ctx.roots, "MemAvailable").map_or(64, |k| k / 1024);
+    let mib = (available_mib / 4).max(16);
     let cmd = ToolCommand::new("memtester", "memtester", Duration::from_secs(secs))
         .arg(format!("{mib}M"))
         .arg("1");
