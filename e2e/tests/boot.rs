@@ -22,17 +22,12 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
     let coord = Coord::start(dir.path()).await;
     let mac = "52:54:00:e2:e1:01";
     coord
-        .call(
-            reqwest::Method::POST,
-            "/hosts",
-            Some(json!({"name": "e2e-pass", "mac": mac})),
-        )
+        .post("/hosts", json!({"name": "e2e-pass", "mac": mac}))
         .await;
     let run = coord
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/runs",
-            Some(json!({"host": "e2e-pass", "profile": "quick", "non_destructive": true})),
+            json!({"host": "e2e-pass", "profile": "quick", "non_destructive": true}),
         )
         .await;
     let started = Instant::now();
@@ -44,31 +39,7 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
         d["stages"][4]["state"] == "running"
     })
     .await;
-    let full = dir.path().join("full");
-    std::fs::create_dir(&full).unwrap();
-    let broken = {
-        let sh = |c: &str| Command::new("sh").arg("-c").arg(c).output().unwrap();
-        assert!(sh(&format!(
-            "mount -t tmpfs -o size=1m tmpfs {}",
-            full.display()
-        ))
-        .status
-        .success());
-        std::fs::File::create(full.join("d.img"))
-            .unwrap()
-            .set_len(8 << 20)
-            .unwrap();
-        let out = sh(&format!(
-            "losetup --find --show {}",
-            full.join("d.img").display()
-        ));
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let _ = sh(&format!(
-            "dd if=/dev/zero of={dev} bs=1M count=2 oflag=direct status=none"
-        ));
-        let _ = sh(&format!("losetup -d {dev}; umount {}", full.display()));
-        dev.trim_start_matches("/dev/").to_string()
-    };
+    let broken = support::provoke_block_error(dir.path());
     let end = agent.await.unwrap().expect("boot");
     eprintln!("quick non-destructive run took {:?}", started.elapsed());
     assert_eq!(
@@ -78,9 +49,7 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
     );
     assert_eq!(end.run_id, run_id);
 
-    let d = coord
-        .call(reqwest::Method::GET, &format!("/runs/{}", end.run_id), None)
-        .await;
+    let d = coord.get(&format!("/runs/{}", end.run_id)).await;
     assert_eq!(d["result"], "pass");
     let stage = |name: &str| {
         d["stages"]
@@ -113,11 +82,7 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
     );
 
     let ms = coord
-        .call(
-            reqwest::Method::GET,
-            &format!("/runs/{}/measurements", end.run_id),
-            None,
-        )
+        .get(&format!("/runs/{}/measurements", end.run_id))
         .await;
     let ms = ms.as_array().unwrap();
     let has = |kind: &str, key: &str| {
@@ -187,18 +152,13 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
     // No machine does 10^15 bogo-ops per second.
     let spec = "thresholds:\n  - {stage: CPUStress, kind: stress, key: 'cpu/bogo_ops_per_s', op: gt, threshold: 1.0e15, unit: ops/s, severity: critical}\n";
     coord
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/hosts",
-            Some(json!({"name": "e2e-hot", "mac": mac, "expected_spec_yaml": spec})),
+            json!({"name": "e2e-hot", "mac": mac, "expected_spec_yaml": spec}),
         )
         .await;
     let run = coord
-        .call(
-            reqwest::Method::POST,
-            "/runs",
-            Some(json!({"host": "e2e-hot", "non_destructive": true})),
-        )
+        .post("/runs", json!({"host": "e2e-hot", "non_destructive": true}))
         .await;
     let run_id = run["id"].as_i64().unwrap();
     let mut opts = options(&coord, dir.path(), mac, &disk.0);
@@ -208,9 +168,7 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
     let agent = tokio::spawn(boot(opts));
     let deadline = Instant::now() + Duration::from_secs(300);
     let d = loop {
-        let d = coord
-            .call(reqwest::Method::GET, &format!("/runs/{run_id}"), None)
-            .await;
+        let d = coord.get(&format!("/runs/{run_id}")).await;
         if d["state"] == "FailedHolding" && !d["hold_ip"].is_null() {
             break d;
         }
@@ -273,10 +231,9 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
     );
 
     coord
-        .call(
-            reqwest::Method::POST,
+        .post(
             &format!("/runs/{run_id}/release"),
-            Some(json!({"power": "poweroff"})),
+            json!({"power": "poweroff"}),
         )
         .await;
     let end = tokio::time::timeout(Duration::from_secs(60), agent)
@@ -324,17 +281,12 @@ async fn a_coordinator_killed_with_sigkill_during_a_run_loses_nothing() {
     let coord = Coord::spawn_binary(dir.path(), port, &iperf).await;
     let mac = "52:54:00:e2:e1:03";
     coord
-        .call(
-            reqwest::Method::POST,
-            "/hosts",
-            Some(json!({"name": "e2e-crash", "mac": mac})),
-        )
+        .post("/hosts", json!({"name": "e2e-crash", "mac": mac}))
         .await;
     let run = coord
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/runs",
-            Some(json!({"host": "e2e-crash", "non_destructive": true})),
+            json!({"host": "e2e-crash", "non_destructive": true}),
         )
         .await;
     let run_id = run["id"].as_i64().unwrap();
@@ -342,9 +294,7 @@ async fn a_coordinator_killed_with_sigkill_during_a_run_loses_nothing() {
     // Crash the coordinator while CPUStress runs and the sidecar streams.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let d = coord
-            .call(reqwest::Method::GET, &format!("/runs/{run_id}"), None)
-            .await;
+        let d = coord.get(&format!("/runs/{run_id}")).await;
         if d["stages"][4]["state"] == "running" {
             break;
         }
@@ -360,9 +310,7 @@ async fn a_coordinator_killed_with_sigkill_during_a_run_loses_nothing() {
         .unwrap()
         .expect("boot");
     assert_eq!(end.state, RunState::Passed);
-    let d = coord
-        .call(reqwest::Method::GET, &format!("/runs/{run_id}"), None)
-        .await;
+    let d = coord.get(&format!("/runs/{run_id}")).await;
     assert_eq!(
         d["measurements"].as_u64(),
         Some(end.samples_produced),

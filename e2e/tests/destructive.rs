@@ -8,31 +8,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use common::run_state::RunState;
-use support::{options, Coord, Loop};
+use support::{options, sh, Coord, Loop, Undo};
 use vet_agent::host::Selector;
 use vet_agent::run::boot;
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Undo(String);
-impl Drop for Undo {
-    fn drop(&mut self) {
-        let _ = Command::new("sh").arg("-c").arg(&self.0).status();
-    }
-}
 
 fn image_of(dev: &str) -> std::path::PathBuf {
     let name = dev.trim_start_matches("/dev/");

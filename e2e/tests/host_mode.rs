@@ -11,8 +11,8 @@ use serde_json::json;
 
 use support::{workspace_binary, Coord};
 
-async fn last_seen(coord: &Coord) -> Option<String> {
-    coord.get("/hosts/prod-1").await["last_seen_at"]
+async fn last_seen(coord: &Coord, host: &str) -> Option<String> {
+    coord.get(&format!("/hosts/{host}")).await["last_seen_at"]
         .as_str()
         .map(str::to_string)
 }
@@ -38,7 +38,7 @@ async fn host_mode_heartbeats_until_stopped_and_quits_on_a_revoked_token() {
         format!("{}\n", token["token"].as_str().unwrap()),
     )
     .unwrap();
-    assert_eq!(last_seen(&coord).await, None);
+    assert_eq!(last_seen(&coord, "prod-1").await, None);
 
     let agent = workspace_binary("vet-agent", "vet-agent");
     let child = Command::new(&agent)
@@ -50,14 +50,14 @@ async fn host_mode_heartbeats_until_stopped_and_quits_on_a_revoked_token() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let first = loop {
-        if let Some(t) = last_seen(&coord).await {
+        if let Some(t) = last_seen(&coord, "prod-1").await {
             break t;
         }
         assert!(Instant::now() < deadline, "no heartbeat arrived");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     loop {
-        if last_seen(&coord).await.is_some_and(|t| t > first) {
+        if last_seen(&coord, "prod-1").await.is_some_and(|t| t > first) {
             break;
         }
         assert!(Instant::now() < deadline, "the second heartbeat never came");
@@ -183,20 +183,13 @@ async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructi
     })
     .await;
     assert_eq!(d["state"], "Passed", "{}", d["events"]);
-    let seen_during = last_seen_of(&coord, "prod-2").await;
+    let seen_during = last_seen(&coord, "prod-2").await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
-        last_seen_of(&coord, "prod-2").await > seen_during,
+        last_seen(&coord, "prod-2").await > seen_during,
         "heartbeats resumed after the run"
     );
     stop.send(()).unwrap();
     let end = agent.await.unwrap().unwrap();
     assert_eq!(end.runs, [(run, common::run_state::RunState::Passed)]);
-}
-
-async fn last_seen_of(coord: &Coord, host: &str) -> String {
-    coord.get(&format!("/hosts/{host}")).await["last_seen_at"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }

@@ -13,6 +13,57 @@ use coordinator::Config;
 use vet_agent::host::{Roots, Selector};
 use vet_agent::run::BootOptions;
 
+/// Runs a shell command the test needs to succeed.
+pub fn sh(cmd: &str) -> std::process::Output {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a shell command when dropped (unmount, swapoff), even after a failed assertion.
+pub struct Undo(pub String);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let _ = Command::new("sh").arg("-c").arg(&self.0).status();
+    }
+}
+
+/// Makes the kernel log a real block-layer error: a loop device whose file
+/// sits on a full 1 MiB tmpfs fails writes inside the loop driver. Returns
+/// the loop device's name; everything is torn down again.
+pub fn provoke_block_error(dir: &Path) -> String {
+    let full = dir.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=1m tmpfs {}",
+        full.display()
+    ));
+    let _umount = Undo(format!("umount {}", full.display()));
+    let img = full.join("d.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let dev = String::from_utf8(sh(&format!("losetup --find --show {}", img.display())).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let _detach = Undo(format!("losetup -d {dev}"));
+    // Fails with ENOSPC, which is the point.
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "dd if=/dev/zero of={dev} bs=1M count=2 oflag=direct status=none"
+        ))
+        .status();
+    dev.trim_start_matches("/dev/").to_string()
+}
+
 /// A loop device over a sparse file in the test's directory.
 pub struct Loop(pub String);
 
