@@ -180,6 +180,28 @@ pub struct SubStepReport {
     pub summary: Option<serde_json::Value>,
 }
 
+impl SubStepReport {
+    /// The summary of a sub-step the destructive-test interlock refused; the
+    /// coordinator turns it into an `interlock_refused` event.
+    pub fn interlock_refusal_summary(reason: &str) -> serde_json::Value {
+        serde_json::json!({"interlock": true, "reason": reason})
+    }
+
+    /// Why the interlock refused this sub-step, if it did.
+    pub fn interlock_refusal(&self) -> Option<&str> {
+        let s = self.summary.as_ref()?;
+        if s.get("interlock")?.as_bool()? {
+            Some(
+                s.get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("refused"),
+            )
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageStart {
     #[serde(default)]

@@ -241,8 +241,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
 }
 
 /// The interlock for one disk; a refusal comes back as the skipped
-/// sub-step's state and summary (`"interlock": true` makes the coordinator
-/// record an `interlock_refused` event).
+/// sub-step's state and summary (see `SubStepReport::interlock_refusal`).
 pub async fn interlock_check(
     ctx: &StageCtx,
     d: &common::inventory::DiskInfo,
@@ -252,7 +251,10 @@ pub async fn interlock_check(
         .map_err(|r| {
             (
                 StageState::Skipped,
-                serde_json::json!({"interlock": true, "reason": format!("interlock refused {}: {}", d.name, r.reason)}),
+                SubStepReport::interlock_refusal_summary(&format!(
+                    "interlock refused {}: {}",
+                    d.name, r.reason
+                )),
             )
         })
 }

@@ -210,7 +210,10 @@ async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
         Err(e) => {
             return (
                 StageState::Skipped,
-                json!({"interlock": true, "reason": format!("interlock: cannot open exclusively: {e}")}),
+                common::wire::SubStepReport::interlock_refusal_summary(&format!(
+                    "interlock refused {}: cannot open exclusively: {e}",
+                    d.name
+                )),
             )
         }
     };

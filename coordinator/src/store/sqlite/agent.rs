@@ -469,20 +469,7 @@ pub fn finish_stage(
     let untested: Vec<String> = report
         .sub_steps
         .iter()
-        .filter(|s| {
-            s.summary
-                .as_ref()
-                .and_then(|v| v.get("interlock"))
-                .and_then(|v| v.as_bool())
-                == Some(true)
-        })
-        .map(|s| {
-            s.summary
-                .as_ref()
-                .and_then(|v| v.get("reason"))
-                .and_then(|v| v.as_str())
-                .map_or_else(|| format!("{}: refused", s.name), str::to_string)
-        })
+        .filter_map(|s| s.interlock_refusal().map(str::to_string))
         .collect();
     for b in &breaches {
         insert_event(
