@@ -14,7 +14,7 @@ use common::inventory::DiskInfo;
 use common::profile::DestructiveScope;
 use common::stage::StageState;
 
-use super::wipe_probe::{disk_bytes, regions};
+use super::destructive::{disk_bytes, regions, regions_json};
 use super::{sub_step, StageCtx, StageReport};
 use crate::exec::ToolCommand;
 
@@ -131,10 +131,7 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
         tested += len;
     }
     let ranges = sector_ranges(&bad, BLOCK);
-    let regions_json: Vec<_> = plan
-        .iter()
-        .map(|(o, l)| json!({"sector": o / 512, "sectors": l / 512}))
-        .collect();
+    let regions_json = regions_json(&plan);
     if bad.is_empty() {
         (
             StageState::Passed,

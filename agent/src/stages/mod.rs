@@ -8,6 +8,7 @@
 
 mod burn;
 mod cpu_stress;
+mod destructive;
 mod disk_perf;
 mod disk_surface;
 mod firmware;

@@ -14,10 +14,10 @@ use std::path::Path;
 use serde_json::json;
 
 use common::inventory::DiskInfo;
-use common::profile::DestructiveScope;
 use common::stage::StageState;
 use tokio_util::sync::CancellationToken;
 
+use super::destructive::{disk_bytes, regions, regions_json};
 use super::{sub_step, StageCtx, StageReport};
 use crate::interlock;
 
@@ -59,25 +59,6 @@ impl std::fmt::Display for ProbeError {
                 first_bad / 512
             ),
             ProbeError::Aborted => f.write_str("aborted"),
-        }
-    }
-}
-
-/// The byte ranges a destructive pass covers on a disk of `size` bytes
-/// (aligned to 4 KiB): all of it, or `sample` bytes at its start, middle
-/// and end.
-pub fn regions(size: u64, scope: DestructiveScope, sample: u64) -> Vec<(u64, u64)> {
-    let align = |v: u64| v / 4096 * 4096;
-    let size = align(size);
-    match scope {
-        DestructiveScope::WholeDisk => vec![(0, size)],
-        DestructiveScope::Sample => {
-            let len = align(sample.min(size / 3));
-            if len == 0 {
-                return vec![(0, size)];
-            }
-            let mid = align(size / 2 - len / 2);
-            vec![(0, len), (mid, len), (size - len, len)]
         }
     }
 }
@@ -192,15 +173,6 @@ pub fn probe(
     Ok(verified)
 }
 
-/// The disk's size in bytes as the kernel sees it now.
-pub fn disk_bytes(ctx: &StageCtx, d: &DiskInfo) -> u64 {
-    std::fs::read_to_string(ctx.roots.sys.join("block").join(&d.name).join("size"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(|sectors| sectors * 512)
-        .unwrap_or(d.size_bytes)
-}
-
 async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
     if let Err(refused) = super::interlock_check(ctx, d).await {
         return refused;
@@ -223,10 +195,7 @@ async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
     let cancel = ctx.abort.clone();
     let plan = regions.clone();
     let res = tokio::task::spawn_blocking(move || probe(&dev, &plan, seed, &cancel)).await;
-    let regions_json: Vec<_> = regions
-        .iter()
-        .map(|(o, l)| json!({"sector": o / 512, "sectors": l / 512}))
-        .collect();
+    let regions_json = regions_json(&regions);
     match res {
         Ok(Ok(bytes)) => (
             StageState::Passed,
@@ -266,30 +235,6 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sampled_regions_sit_at_start_middle_and_end() {
-        let r = regions(1 << 30, DestructiveScope::Sample, SAMPLE_REGION);
-        assert_eq!(
-            r,
-            [
-                (0, 4 << 20),
-                ((1 << 29) - (2 << 20), 4 << 20),
-                ((1 << 30) - (4 << 20), 4 << 20)
-            ]
-        );
-        assert_eq!(
-            regions(1 << 30, DestructiveScope::WholeDisk, SAMPLE_REGION),
-            [(0, 1 << 30)]
-        );
-        // Tiny disks: thirds, aligned.
-        let r = regions(3 * 4096 * 5, DestructiveScope::Sample, SAMPLE_REGION);
-        assert!(
-            r.iter()
-                .all(|(o, l)| o % 4096 == 0 && l % 4096 == 0 && *l > 0),
-            "{r:?}"
-        );
-    }
 
     #[test]
     fn the_pattern_differs_per_sector_and_per_seed() {
