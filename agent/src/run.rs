@@ -216,12 +216,19 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
             let (uplink, current_stage, client) =
                 (uplink.clone(), current_stage.clone(), client.clone());
             Some(tokio::spawn(async move {
-                let mut counts: std::collections::HashMap<(i64, String), f64> = Default::default();
+                // A failing link can log thousands of AER lines a second: every
+                // line counts, but only the first few per key and stage become
+                // events, then one saying the rest are counted only.
+                const EVENTS_PER_KEY: u32 = 5;
+                let mut counts: std::collections::HashMap<(i64, String), (f64, u32)> =
+                    Default::default();
                 while let Some((record, err)) = rx.recv().await {
                     let stage = current_stage.load(Ordering::SeqCst);
                     let key = err.key();
-                    let n = counts.entry((stage, key.clone())).or_default();
+                    let (n, lines) = counts.entry((stage, key.clone())).or_default();
                     *n += err.count as f64;
+                    *lines += 1;
+                    let lines = *lines;
                     if let Ok(value) = Finite::new(*n) {
                         uplink.push(Sample {
                             ts: clock.now(),
@@ -232,13 +239,21 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
                             stage: u32::try_from(stage).ok(),
                         });
                     }
+                    if lines > EVENTS_PER_KEY + 1 {
+                        continue;
+                    }
+                    let message = if lines > EVENTS_PER_KEY {
+                        format!("{key}: more lines like this in this stage are counted in the kmsg measurement, not listed")
+                    } else {
+                        format!(
+                            "{key}: {}",
+                            record.message.chars().take(1500).collect::<String>()
+                        )
+                    };
                     let event = common::wire::AgentEvent {
                         kind: "kernel_error".into(),
                         level: if err.is_critical() { "error" } else { "warn" }.into(),
-                        message: format!(
-                            "{key}: {}",
-                            record.message.chars().take(1500).collect::<String>()
-                        ),
+                        message,
                     };
                     if let Err(e) = client
                         .post::<_, common::wire::EventAck>("/events", &event)
