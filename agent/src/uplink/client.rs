@@ -40,7 +40,17 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| UplinkError::Transient(format!("building HTTP client: {e}")))?;
+            .map_err(|e| {
+                // reqwest's own text is only "builder error"; the cause
+                // (e.g. no CA certificates on this system) is in the chain.
+                let mut text = format!("building HTTP client: {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                UplinkError::Transient(text)
+            })?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_string(),
