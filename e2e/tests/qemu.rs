@@ -5,8 +5,9 @@
 //! reaches as 10.0.2.2 (user-mode networking). Disks are emulated NVMe
 //! controllers backed by files this test makes.
 //!
-//! `scripts/e2e-qemu` builds the image and runs these; plain `cargo test`
-//! skips them (they need the image). Nothing here touches a real disk.
+//! `scripts/e2e-qemu` builds the image and runs these with the `qemu`
+//! feature (this target exists only with it). Nothing here touches a real
+//! disk.
 
 mod support;
 
@@ -243,7 +244,6 @@ fn qemu_version() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the boot image and QEMU: scripts/e2e-qemu"]
 async fn a_healthy_node_boots_the_image_and_passes() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -340,7 +340,6 @@ async fn a_healthy_node_boots_the_image_and_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the boot image and QEMU: scripts/e2e-qemu"]
 async fn a_failing_nvme_is_held_reachable_over_ssh_and_powered_off_on_release() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -424,7 +423,6 @@ async fn a_failing_nvme_is_held_reachable_over_ssh_and_powered_off_on_release() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the boot image and QEMU: scripts/e2e-qemu"]
 async fn bad_sectors_are_caught_and_a_disk_with_a_filesystem_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
