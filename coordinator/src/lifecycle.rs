@@ -292,12 +292,8 @@ mod tests {
     use crate::store::NewHost;
     use common::wire::{Overrides, StageFinish, StageOutcome};
 
-    #[test]
-    fn racing_hold_key_requests_leave_one_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::for_data_dir(dir.path());
-        let now = Timestamp::from_unix_millis(1_795_000_000_000);
-        let store = SqliteStore::open(&config.db_path(), now).unwrap();
+    /// A run failed at `now` whose hold key was never made.
+    fn failed_run(store: &SqliteStore, now: Timestamp) -> (i64, RunFacts) {
         let mac = "52:54:00:00:00:42".parse().unwrap();
         let host = NewHost {
             name: "h".into(),
@@ -314,7 +310,7 @@ mod tests {
             overrides: Overrides::default(),
             require_all_disks: false,
         };
-        let run = create_run(&store, &req, now).unwrap();
+        let run = create_run(store, &req, now).unwrap();
         store.claim(&[mac], "b", "x", now).unwrap().unwrap();
         store.start_stage(run.id, 0, now, now).unwrap();
         let failed = StageFinish {
@@ -330,6 +326,36 @@ mod tests {
             .facts;
         assert_eq!(stale.state, common::run_state::RunState::FailedHolding);
         assert!(stale.hold_public_key.is_none());
+        (run.id, stale)
+    }
+
+    #[test]
+    fn a_hold_times_out_from_the_failure_even_without_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_data_dir(dir.path());
+        let now = Timestamp::from_unix_millis(1_795_000_000_000);
+        let store = SqliteStore::open(&config.db_path(), now).unwrap();
+        // The coordinator died before making the key, or the node did
+        // before asking for it: the hold must still end.
+        let (run_id, _) = failed_run(&store, now);
+        let later = now.plus_millis(61_000);
+        assert_eq!(
+            store.expire_holds(now.plus_millis(60_000), later).unwrap(),
+            [run_id]
+        );
+        assert_eq!(
+            store.run(run_id).unwrap().state,
+            common::run_state::RunState::Failed
+        );
+    }
+
+    #[test]
+    fn racing_hold_key_requests_leave_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_data_dir(dir.path());
+        let now = Timestamp::from_unix_millis(1_795_000_000_000);
+        let store = SqliteStore::open(&config.db_path(), now).unwrap();
+        let (run_id, stale) = failed_run(&store, now);
         // Two requests both saw the run without a key.
         let a = ensure_hold_key(&store, &config, stale.clone(), now).unwrap();
         let b = ensure_hold_key(&store, &config, stale, now).unwrap();
@@ -339,7 +365,7 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(files.len(), 1, "the losing key file is removed: {files:?}");
-        let recorded = store.latest_artifact(run.id, "hold_key").unwrap().unwrap();
+        let recorded = store.latest_artifact(run_id, "hold_key").unwrap().unwrap();
         assert_eq!(std::path::Path::new(&recorded.path), files[0].path());
     }
 }

@@ -1083,7 +1083,8 @@ async fn interlock_refusals_are_events_and_fail_only_with_require_all_disks() {
 
 #[tokio::test]
 async fn a_hold_times_out_into_failed_with_power_off() {
-    let coord = TestCoordinator::start_with(|c| c.hold_timeout = Duration::from_secs(1)).await;
+    // Long enough for the agent below to fetch its hold first.
+    let coord = TestCoordinator::start_with(|c| c.hold_timeout = Duration::from_secs(3)).await;
     coord.add_host("node-t", MAC, None).await;
     let run = coord.start_run("node-t", json!({})).await;
     let agent = coord.agent(MAC, "boot-t").await;
@@ -1092,7 +1093,7 @@ async fn a_hold_times_out_into_failed_with_power_off() {
         .finish_stage(0, StageOutcome::Failed, Some("cannot inventory"))
         .await;
     assert_eq!(v["state"], "failed");
-    // The next contact gets the hold (and starts its clock).
+    // The next contact gets the hold; its clock started at the failure.
     let (_, d) = agent.post("/heartbeat", json!({})).await;
     let d = if d["directive"]["directive"] == "wait" {
         tokio::time::sleep(Duration::from_millis(300)).await;

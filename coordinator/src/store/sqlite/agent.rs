@@ -692,7 +692,7 @@ pub fn set_hold_key(
     if existing.is_none() {
         record_artifact(tx, key, now)?;
         tx.execute(
-            "UPDATE runs SET hold_public_key = ?1, held_at = ?2 WHERE id = ?3",
+            "UPDATE runs SET hold_public_key = ?1, held_at = COALESCE(held_at, ?2) WHERE id = ?3",
             (public_key, now.to_string(), run_id),
         )?;
         insert_event(

@@ -142,6 +142,14 @@ pub fn apply_transition(
         _ => None,
     };
     let completed = to.is_terminal().then(|| now.to_string());
+    // The hold clock starts when the run fails, whether or not its agent
+    // ever comes back for the key (a node that died stays held otherwise).
+    if to == RunState::FailedHolding && from != RunState::FailedHolding {
+        tx.execute(
+            "UPDATE runs SET held_at = ?1 WHERE id = ?2",
+            (now.to_string(), run_id),
+        )?;
+    }
     tx.execute(
         "UPDATE runs SET state = ?1, result = COALESCE(?2, result), completed_at = COALESCE(?3, completed_at) WHERE id = ?4",
         (to.as_str(), result.map(|r| r.as_str()), completed, run_id),
