@@ -9,6 +9,7 @@
 //!   tokens, hold keys, the silent-agent sweep.
 //! - [`wol`], [`auth`], [`config`]: Wake-on-LAN, tokens, configuration.
 //! - [`iperf`]: the supervised `iperf3 -s` pool agents measure against.
+//! - [`report`]: `report.json` from one read of a run; its background writer.
 //!
 //! Architecture invariant: nothing but SQL runs inside a store transaction;
 //! the gate is the only place pass/fail is decided.
@@ -20,6 +21,7 @@ pub mod gate;
 pub mod iperf;
 pub mod janitor;
 pub mod lifecycle;
+pub mod report;
 pub mod store;
 pub mod wol;
 

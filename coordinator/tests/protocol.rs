@@ -11,7 +11,10 @@ use serde_json::json;
 use common::measurement::Kind;
 use common::stage::StageState;
 use common::wire::{StageFinish, StageOutcome, SubStepReport};
-use support::{inventory, read, sample, wait_until, TestAgent, TestCoordinator, SPEC};
+use support::{
+    inventory, pass_stage, read, refused_write, sample, wait_until, TestAgent, TestCoordinator,
+    SPEC,
+};
 
 const MAC: &str = "52:54:00:00:00:01";
 
@@ -954,54 +957,6 @@ async fn host_mode_heartbeats_need_the_hosts_own_current_token() {
 }
 
 /// Starts and passes `ordinal` the way a healthy agent does.
-async fn pass_stage(agent: &TestAgent, ordinal: u32) {
-    agent.start_stage(ordinal).await;
-    if ordinal == 0 {
-        agent
-            .upload(
-                "inventory",
-                Some(0),
-                serde_json::to_vec(&inventory()).unwrap(),
-            )
-            .await;
-    }
-    let (st, v) = agent
-        .finish_stage(ordinal, StageOutcome::Passed, None)
-        .await;
-    assert_eq!(
-        (st, v["state"].as_str()),
-        (StatusCode::OK, Some("passed")),
-        "{ordinal}: {v}"
-    );
-}
-
-fn refused_write() -> StageFinish {
-    let sub =
-        |ordinal: u32, name: &str, state: StageState, summary: serde_json::Value| SubStepReport {
-            ordinal,
-            name: name.into(),
-            state,
-            started_at: None,
-            completed_at: None,
-            summary: Some(summary),
-        };
-    StageFinish {
-        outcome: StageOutcome::Passed,
-        reason: None,
-        at: None,
-        summary: None,
-        sub_steps: vec![
-            sub(0, "loop3 fio read", StageState::Passed, json!({})),
-            sub(
-                1,
-                "loop3 fio write",
-                StageState::Skipped,
-                json!({"interlock": true, "reason": "interlock refused loop3: mounted at /mnt"}),
-            ),
-        ],
-    }
-}
-
 #[tokio::test]
 async fn interlock_refusals_are_events_and_fail_only_with_require_all_disks() {
     let coord = TestCoordinator::start().await;

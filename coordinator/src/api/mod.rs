@@ -165,6 +165,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/ignore-diff", post(operator::ignore_diff))
         .route("/runs/{id}/hold-key", get(operator::hold_key))
         .route("/runs/{id}/measurements", get(operator::measurements))
+        .route("/runs/{id}/report", get(operator::report))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .nest(API_PREFIX, api)
@@ -196,6 +197,11 @@ pub async fn serve(
     let state = AppState::new(store.clone(), config.clone(), &token);
     let store_for_janitor = store.clone();
     let sweeper = tokio::spawn(sweep(store, config.heartbeat_timeout, config.hold_timeout));
+    let reports = tokio::spawn(crate::report::writer::run(
+        store_for_janitor.clone(),
+        Arc::new(config.clone()),
+        Duration::from_secs(1),
+    ));
     let iperf_servers = crate::iperf::spawn_pool(&config.iperf3_ports);
     let janitor = config.artifact_retention.map(|retention| {
         let store = store_for_janitor.clone();
@@ -224,6 +230,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
+    reports.abort();
     if let Some(j) = janitor {
         j.abort();
     }

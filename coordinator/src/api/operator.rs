@@ -214,6 +214,26 @@ pub async fn ignore_diff(
 }
 
 /// The hold key of a held run: private key (OpenSSH format) and where to use it.
+/// `GET /runs/{id}/report`: the run's report.json as of now (rendered on
+/// demand; the stored one is at `report_path`).
+pub async fn report(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    app.require_operator(&headers)?;
+    let run_id = parse_id(&id, "run id")?;
+    let (bytes, _) = app
+        .db(move |s| Ok(crate::report::writer::render_json(s, run_id)?))
+        .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
+}
+
 pub async fn hold_key(
     State(app): State<AppState>,
     Path(id): Path<String>,

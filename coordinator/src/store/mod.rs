@@ -144,6 +144,19 @@ pub struct MeasurementPage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowCounts(pub Vec<(String, i64)>);
 
+/// One consistent read of everything a run report shows.
+#[derive(Debug, Clone)]
+pub struct ReportInputs {
+    pub detail: RunDetail,
+    pub host: Host,
+    pub firmware: Vec<FirmwareComponent>,
+    /// The first [`crate::report::BREACHES_SHOWN`] failed evaluations.
+    pub breaches: Vec<crate::report::Breach>,
+    pub breach_total: i64,
+    /// Statistics of every measured series, by kind and key.
+    pub stats: Vec<crate::report::SeriesStats>,
+}
+
 /// Everything the coordinator persists. Each method is one transaction.
 pub trait Store: Send + Sync + 'static {
     // Hosts.
@@ -231,6 +244,18 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
     fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>>;
+
+    // Reports.
+    fn report_inputs(&self, run_id: i64) -> StoreResult<ReportInputs>;
+    /// Held or ended runs whose report is missing or older than their state.
+    fn reports_due(&self) -> StoreResult<Vec<i64>>;
+    /// Records a rendered report (artifact row, `report_path`, the state).
+    fn record_report(
+        &self,
+        artifact: &NewArtifact,
+        rendered_at: RunState,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     fn record_artifact(
         &self,
         artifact: &NewArtifact,

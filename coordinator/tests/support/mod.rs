@@ -13,8 +13,9 @@ use tokio::sync::oneshot;
 
 use common::inventory::{CpuInfo, DiskInfo, Inventory, MemoryInfo, NicInfo};
 use common::measurement::{Finite, Kind, Sample};
+use common::stage::StageState;
 use common::time::Timestamp;
-use common::wire::{ClaimResponse, MeasurementBatch, StageFinish, StageOutcome};
+use common::wire::{ClaimResponse, MeasurementBatch, StageFinish, StageOutcome, SubStepReport};
 use coordinator::Config;
 
 pub struct TestCoordinator {
@@ -380,5 +381,55 @@ where
             "gave up after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Starts and passes stage `ordinal` (uploading the inventory at 0).
+pub async fn pass_stage(agent: &TestAgent, ordinal: u32) {
+    agent.start_stage(ordinal).await;
+    if ordinal == 0 {
+        agent
+            .upload(
+                "inventory",
+                Some(0),
+                serde_json::to_vec(&inventory()).unwrap(),
+            )
+            .await;
+    }
+    let (st, v) = agent
+        .finish_stage(ordinal, StageOutcome::Passed, None)
+        .await;
+    assert_eq!(
+        (st, v["state"].as_str()),
+        (StatusCode::OK, Some("passed")),
+        "{ordinal}: {v}"
+    );
+}
+
+/// A DiskPerf finish whose write pass the interlock refused.
+pub fn refused_write() -> StageFinish {
+    let sub =
+        |ordinal: u32, name: &str, state: StageState, summary: serde_json::Value| SubStepReport {
+            ordinal,
+            name: name.into(),
+            state,
+            started_at: None,
+            completed_at: None,
+            summary: Some(summary),
+        };
+    StageFinish {
+        outcome: StageOutcome::Passed,
+        reason: None,
+        at: None,
+        summary: None,
+        sub_steps: vec![
+            sub(0, "loop3 fio read", StageState::Passed, json!({})),
+            sub(
+                1,
+                "loop3 fio write",
+                StageState::Skipped,
+                json!({"interlock": true, "reason": "interlock refused loop3: mounted at /mnt"}),
+            ),
+        ],
     }
 }

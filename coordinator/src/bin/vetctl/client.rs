@@ -32,6 +32,16 @@ impl Client {
         req: reqwest::blocking::RequestBuilder,
         what: &str,
     ) -> anyhow::Result<T> {
+        let bytes = self.send_raw(req, what)?;
+        serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer to {what}"))
+    }
+
+    /// The answer's bytes as the coordinator sent them.
+    fn send_raw(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<Vec<u8>> {
         let token = self
             .token
             .as_deref()
@@ -45,8 +55,7 @@ impl Client {
             .bytes()
             .with_context(|| format!("reading answer to {what}"))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .with_context(|| format!("unexpected answer to {what}"));
+            return Ok(bytes.to_vec());
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(e) => anyhow::bail!("{} ({})", e.error.message, status.as_u16()),
@@ -60,6 +69,11 @@ impl Client {
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.http.get(self.url(path)), &format!("GET {path}"))
+    }
+
+    /// A GET whose answer is kept byte for byte (reports).
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        self.send_raw(self.http.get(self.url(path)), &format!("GET {path}"))
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(

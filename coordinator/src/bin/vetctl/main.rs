@@ -110,6 +110,15 @@ enum RunCmd {
     },
     /// Mark a spec diff field (e.g. memory.total_gib) as ignored for the run.
     IgnoreDiff { run: i64, field: String },
+    /// The run's report as of now: verdict and failure, or report.json
+    /// itself with --json (stdout) or --json-file F.
+    Report {
+        run: i64,
+        /// Write report.json here (never over an existing file). The global
+        /// --json prints it instead.
+        #[arg(long, value_name = "F")]
+        json_file: Option<PathBuf>,
+    },
     /// Log into a held host: saves the run's key (0600) and prints the ssh
     /// command; exits 1 while the host is not reachable yet.
     Ssh {
@@ -277,6 +286,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?,
                 json,
             ),
+            RunCmd::Report {
+                run,
+                json_file: out,
+            } => {
+                let bytes = client.get_bytes(&format!("/runs/{run}/report"))?;
+                match out {
+                    None if json => {
+                        use std::io::Write;
+                        std::io::stdout().write_all(&bytes)?;
+                    }
+                    None => output::report_summary(&bytes)?,
+                    Some(path) => {
+                        let mut f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&path)
+                            .with_context(|| format!("creating {}", path.display()))?;
+                        std::io::Write::write_all(&mut f, &bytes)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        println!("run {run}: report.json written to {}", path.display());
+                    }
+                }
+                Ok(())
+            }
             RunCmd::Ssh {
                 run,
                 exec,

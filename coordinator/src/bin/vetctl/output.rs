@@ -214,3 +214,67 @@ pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The head of a report.json for a person: verdict, where it failed and
+/// why, what was not tested, breaches.
+pub fn report_summary(bytes: &[u8]) -> anyhow::Result<()> {
+    let r: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| anyhow::anyhow!("the coordinator sent a report that is not JSON: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "run {} on {}: verdict {} (state {}, profile {})",
+        r["run"]["id"],
+        r["host"]["name"].as_str().unwrap_or("?"),
+        r["verdict"].as_str().unwrap_or("?"),
+        r["run"]["state"].as_str().unwrap_or("?"),
+        r["run"]["profile"].as_str().unwrap_or("?"),
+    )?;
+    if let Some(f) = r["failure"].as_object() {
+        writeln!(out, "failed at {}", f["stage"].as_str().unwrap_or("?"))?;
+        for reason in f["reasons"].as_array().into_iter().flatten() {
+            writeln!(out, "  {}", reason.as_str().unwrap_or_default())?;
+        }
+        for s in f["sub_steps"].as_array().into_iter().flatten() {
+            let why = s["summary"]["reason"].as_str().unwrap_or_default();
+            writeln!(out, "  {}: {why}", s["name"].as_str().unwrap_or("?"))?;
+        }
+    }
+    let breaches = r["breaches"]["total"].as_i64().unwrap_or(0);
+    if breaches > 0 {
+        writeln!(out, "{breaches} threshold breach(es); first:")?;
+        for b in r["breaches"]["shown"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(5)
+        {
+            writeln!(
+                out,
+                "  {} {} {} = {} (limit {} {} {}, {})",
+                b["ts"].as_str().unwrap_or_default(),
+                b["stage"].as_str().unwrap_or_default(),
+                b["key"].as_str().unwrap_or_default(),
+                b["observed"],
+                b["op"].as_str().unwrap_or_default(),
+                b["threshold"],
+                b["unit"].as_str().unwrap_or_default(),
+                b["severity"].as_str().unwrap_or_default(),
+            )?;
+        }
+    }
+    for n in r["not_tested"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "not tested: {}{}: {}",
+            n["stage"].as_str().unwrap_or("?"),
+            n["item"]
+                .as_str()
+                .map(|i| format!(" {i}"))
+                .unwrap_or_default(),
+            n["reason"].as_str().unwrap_or_default()
+        )?;
+    }
+    writeln!(out, "(--json prints report.json; --json-file F writes it)")?;
+    Ok(())
+}

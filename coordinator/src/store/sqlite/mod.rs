@@ -11,6 +11,7 @@
 mod agent;
 mod batches;
 mod hosts;
+mod report;
 mod runs;
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 use common::inventory::FirmwareComponent;
 use common::mac::Mac;
-use common::run_state::RunEvent;
+use common::run_state::{RunEvent, RunState};
 use common::time::Timestamp;
 use common::wire::{
     ArtifactInfo, BatchAck, Event, HoldReport, Host, MeasurementBatch, Power, QueuedRun, Run,
@@ -30,8 +31,8 @@ use common::wire::{
 };
 
 use super::{
-    Claimed, ComputedDiffs, NewArtifact, NewHost, NewRun, RowCounts, RunFacts, StageResult, Store,
-    StoreError, StoreResult,
+    Claimed, ComputedDiffs, NewArtifact, NewHost, NewRun, ReportInputs, RowCounts, RunFacts,
+    StageResult, Store, StoreError, StoreResult,
 };
 
 /// Migrations in the order they are applied. Append only: a shipped entry is
@@ -65,6 +66,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0008_hold_ssh_port",
         include_str!("../migrations/0008_hold_ssh_port.sql"),
+    ),
+    (
+        "0009_report_state",
+        include_str!("../migrations/0009_report_state.sql"),
     ),
 ];
 
@@ -435,6 +440,23 @@ impl Store for SqliteStore {
 
     fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>> {
         self.read(|tx| agent::firmware(tx, run_id))
+    }
+
+    fn report_inputs(&self, run_id: i64) -> StoreResult<ReportInputs> {
+        self.read(|tx| report::inputs(tx, run_id))
+    }
+
+    fn reports_due(&self) -> StoreResult<Vec<i64>> {
+        self.read(|tx| report::due(tx))
+    }
+
+    fn record_report(
+        &self,
+        artifact: &NewArtifact,
+        rendered_at: RunState,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.write(|tx| report::record(tx, artifact, rendered_at, now))
     }
 
     fn record_artifact(&self, artifact: &NewArtifact, now: Timestamp) -> StoreResult<ArtifactInfo> {

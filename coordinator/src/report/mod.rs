@@ -1,0 +1,360 @@
+//! Run reports. [`build`] turns one consistent read of a run
+//! ([`ReportInputs`]) into the `report.json` document: the verdict, the run
+//! and host, the stage timeline with sub-steps, spec diffs, firmware, every
+//! threshold with its breaches, kernel errors, per-disk SMART, per-disk fio
+//! and per-NIC iperf tables, statistics per measured series, and what was
+//! not tested and why. Schema: `docs/report.schema.json`.
+//!
+//! Never: read the store or touch the disk here ([`writer`] does, outside
+//! any transaction), or put anything in a report that is not in the
+//! database (no "generated at"): the same database gives the same bytes.
+
+pub mod writer;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use common::inventory::FirmwareComponent;
+use common::run_state::RunState;
+use common::stage::StageState;
+use common::time::Timestamp;
+use common::wire::{Event, SpecDiffRow, ThresholdRow};
+
+use crate::store::ReportInputs;
+
+/// Bumped when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// At most this many breach samples are listed (all are counted).
+pub const BREACHES_SHOWN: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    /// Passed, but something the run should have tested was not (a disk the
+    /// interlock refused).
+    PassIncomplete,
+    Fail,
+    /// Not decided: queued, running, or cancelled.
+    None,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub verdict: Verdict,
+    pub run: RunSection,
+    pub host: HostSection,
+    /// The failing stage and why, when the run failed at one.
+    pub failure: Option<Failure>,
+    pub stages: Vec<StageSection>,
+    pub spec_diffs: Vec<SpecDiffRow>,
+    pub firmware: Vec<FirmwareComponent>,
+    pub thresholds: Vec<ThresholdRow>,
+    pub breaches: Breaches,
+    pub kernel_errors: KernelErrors,
+    pub smart: Vec<SubStepRow>,
+    pub fio: Vec<ValueRow>,
+    pub iperf: Vec<ValueRow>,
+    pub series: Vec<SeriesStats>,
+    pub not_tested: Vec<NotTested>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunSection {
+    pub id: i64,
+    pub state: RunState,
+    pub result: Option<String>,
+    pub profile: String,
+    pub non_destructive: bool,
+    pub failed_stage: Option<String>,
+    pub hold_ip: Option<String>,
+    pub started_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub measurements: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostSection {
+    pub name: String,
+    pub mac: String,
+    pub expected_spec_yaml: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub stage: String,
+    pub reasons: Vec<String>,
+    /// Sub-steps of that stage that failed, with their reasons.
+    pub sub_steps: Vec<SubStepRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageSection {
+    pub name: String,
+    pub ordinal: u32,
+    pub state: StageState,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub seconds: Option<f64>,
+    pub reasons: Vec<String>,
+    pub summary: Value,
+    pub sub_steps: Vec<SubStepRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubStepRow {
+    pub stage: String,
+    pub name: String,
+    pub state: StageState,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    /// The agent's summary as it sent it (reasons, parsed tool output).
+    pub summary: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Breaches {
+    pub total: i64,
+    pub shown: Vec<Breach>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Breach {
+    pub stage: String,
+    pub kind: String,
+    pub key: String,
+    pub ts: Timestamp,
+    pub observed: f64,
+    pub op: String,
+    pub threshold: f64,
+    pub unit: String,
+    pub severity: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelErrors {
+    /// `kmsg` series: how many lines of each class and device.
+    pub counts: Vec<SeriesStats>,
+    /// The `kernel_error` events, with the kernel's line.
+    pub lines: Vec<Event>,
+}
+
+/// One value from a table measurement (`<device>/<metric>`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ValueRow {
+    pub device: String,
+    pub metric: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+/// Summary statistics of one measured series (kind and key).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesStats {
+    pub kind: String,
+    pub key: String,
+    pub unit: String,
+    pub count: i64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// The last value stored (tables use it: one fio pass, one iperf run).
+    pub last: f64,
+    pub first_ts: Timestamp,
+    pub last_ts: Timestamp,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotTested {
+    pub stage: String,
+    /// The sub-step (disk, NIC) left out; none when the whole stage was.
+    pub item: Option<String>,
+    pub reason: String,
+}
+
+/// The verdict a run's state and events give.
+pub fn verdict(state: RunState, events: &[Event]) -> Verdict {
+    match state {
+        RunState::Passed if events.iter().any(|e| e.kind == "pass_incomplete") => {
+            Verdict::PassIncomplete
+        }
+        RunState::Passed => Verdict::Pass,
+        RunState::Failed | RunState::FailedHolding | RunState::Aborted => Verdict::Fail,
+        RunState::Queued | RunState::Running | RunState::Cancelled => Verdict::None,
+    }
+}
+
+fn parse_object(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_else(|| Value::Object(Default::default()))
+}
+
+fn reasons_of(summary: &Value) -> Vec<String> {
+    let mut out: Vec<String> = summary["reasons"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(r) = summary["reason"].as_str() {
+        out.push(r.to_string());
+    }
+    out
+}
+
+fn seconds(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<f64> {
+    let (s, e) = (start?, end?);
+    Some((e.unix_millis() - s.unix_millis()) as f64 / 1000.0)
+}
+
+fn table(series: &[SeriesStats], kind: &str) -> Vec<ValueRow> {
+    series
+        .iter()
+        .filter(|s| s.kind == kind)
+        .filter_map(|s| {
+            let (device, metric) = s.key.split_once('/')?;
+            Some(ValueRow {
+                device: device.to_string(),
+                metric: metric.to_string(),
+                value: s.last,
+                unit: s.unit.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Builds the report; pure.
+pub fn build(inputs: &ReportInputs) -> Report {
+    let d = &inputs.detail;
+    let run = &d.run;
+    let mut stages = Vec::new();
+    let mut not_tested = Vec::new();
+    for s in &d.stages {
+        let summary = parse_object(s.summary_json.as_deref());
+        let reasons = reasons_of(&summary);
+        let sub_steps: Vec<SubStepRow> = s
+            .sub_steps
+            .iter()
+            .map(|x| SubStepRow {
+                stage: s.name.clone(),
+                name: x.name.clone(),
+                state: x.state,
+                started_at: x.started_at,
+                completed_at: x.completed_at,
+                summary: parse_object(Some(&x.summary_json)),
+            })
+            .collect();
+        if s.state == StageState::Skipped {
+            not_tested.push(NotTested {
+                stage: s.name.clone(),
+                item: None,
+                reason: reasons
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "skipped".to_string()),
+            });
+        } else {
+            for x in sub_steps.iter().filter(|x| x.state == StageState::Skipped) {
+                not_tested.push(NotTested {
+                    stage: s.name.clone(),
+                    item: Some(x.name.clone()),
+                    reason: reasons_of(&x.summary)
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "skipped".to_string()),
+                });
+            }
+        }
+        stages.push(StageSection {
+            name: s.name.clone(),
+            ordinal: s.ordinal,
+            state: s.state,
+            started_at: s.started_at,
+            completed_at: s.completed_at,
+            seconds: seconds(s.started_at, s.completed_at),
+            reasons,
+            summary,
+            sub_steps,
+        });
+    }
+    let failure = run.failed_stage.as_ref().and_then(|name| {
+        let s = stages.iter().find(|s| &s.name == name)?;
+        Some(Failure {
+            stage: name.clone(),
+            reasons: s.reasons.clone(),
+            sub_steps: s
+                .sub_steps
+                .iter()
+                .filter(|x| x.state == StageState::Failed)
+                .cloned()
+                .collect(),
+        })
+    });
+    let smart = stages
+        .iter()
+        .filter(|s| s.name == "SMART")
+        .flat_map(|s| s.sub_steps.iter().cloned())
+        .collect();
+    let series = inputs.stats.clone();
+    Report {
+        schema_version: SCHEMA_VERSION,
+        verdict: verdict(run.state, &d.events),
+        run: RunSection {
+            id: run.id,
+            state: run.state,
+            result: run.result.clone(),
+            profile: run.profile.as_str().to_string(),
+            non_destructive: run.non_destructive,
+            failed_stage: run.failed_stage.clone(),
+            hold_ip: run.hold_ip.clone(),
+            started_at: run.started_at,
+            completed_at: run.completed_at,
+            measurements: d.measurements,
+        },
+        host: HostSection {
+            name: inputs.host.name.clone(),
+            mac: inputs.host.mac.clone(),
+            expected_spec_yaml: inputs.host.expected_spec_yaml.clone(),
+        },
+        failure,
+        stages,
+        spec_diffs: d.spec_diffs.clone(),
+        firmware: inputs.firmware.clone(),
+        thresholds: d.thresholds.clone(),
+        breaches: Breaches {
+            total: inputs.breach_total,
+            shown: inputs.breaches.clone(),
+        },
+        kernel_errors: KernelErrors {
+            counts: series
+                .iter()
+                .filter(|s| s.kind == "kmsg")
+                .cloned()
+                .collect(),
+            lines: d
+                .events
+                .iter()
+                .filter(|e| e.kind == "kernel_error")
+                .cloned()
+                .collect(),
+        },
+        smart,
+        fio: table(&series, "fio"),
+        iperf: table(&series, "iperf"),
+        series,
+        not_tested,
+        events: d.events.clone(),
+    }
+}
+
+/// The report as the bytes stored and served: pretty JSON, one newline.
+pub fn to_json(report: &Report) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(report).expect("a report always serializes");
+    bytes.push(b'\n');
+    bytes
+}

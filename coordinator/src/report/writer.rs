@@ -1,0 +1,100 @@
+//! Writes reports: when a run enters FailedHolding (the engineer at the
+//! held host needs it) and at every terminal state, a background pass
+//! renders `report.json` for each run whose stored report is missing or
+//! older than its state, stores it as artifact `report` and sets
+//! `runs.report_path`.
+//!
+//! Never: render inside a store transaction (the inputs are one read, the
+//! file is written outside, the record is one short write), or call this
+//! from an async worker (it blocks; use `spawn_blocking`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::run_state::RunState;
+use common::time::Timestamp;
+
+use crate::config::Config;
+use crate::lifecycle::{self, artifact_files, LifecycleError};
+use crate::store::{NewArtifact, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    File(#[from] LifecycleError),
+}
+
+/// The current `report.json` of a run and the state it shows.
+pub fn render_json(store: &dyn Store, run_id: i64) -> Result<(Vec<u8>, RunState), StoreError> {
+    let inputs = store.report_inputs(run_id)?;
+    let state = inputs.detail.run.state;
+    Ok((super::to_json(&super::build(&inputs)), state))
+}
+
+/// Renders and stores the report of `run_id`; returns the file's path.
+pub fn write(
+    store: &dyn Store,
+    config: &Config,
+    run_id: i64,
+    now: Timestamp,
+) -> Result<String, ReportError> {
+    let (bytes, state) = render_json(store, run_id)?;
+    // The file and its row land together, never split by the janitor.
+    let _files = artifact_files();
+    let (path, digests) =
+        lifecycle::write_content_addressed(&config.artifacts_dir(), &bytes, 0o644)?;
+    let path = path.display().to_string();
+    store.record_report(
+        &NewArtifact {
+            run_id,
+            stage_ordinal: None,
+            kind: "report".into(),
+            path: path.clone(),
+            sha256: digests.sha256,
+            blake3: digests.blake3,
+            size_bytes: digests.size as i64,
+        },
+        state,
+        now,
+    )?;
+    Ok(path)
+}
+
+/// One pass: writes every due report. A run that fails to render is
+/// logged and retried next pass; the others still get theirs.
+pub fn write_due(
+    store: &dyn Store,
+    config: &Config,
+    now: Timestamp,
+) -> Result<Vec<i64>, StoreError> {
+    let mut written = Vec::new();
+    for run_id in store.reports_due()? {
+        match write(store, config, run_id, now) {
+            Ok(path) => {
+                tracing::info!(run_id, path, "report written");
+                written.push(run_id);
+            }
+            Err(e) => tracing::error!(run_id, error = %e, "writing the report failed"),
+        }
+    }
+    Ok(written)
+}
+
+/// The background writer: a pass every `period`.
+pub async fn run(store: Arc<dyn Store>, config: Arc<Config>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (store, config) = (store.clone(), config.clone());
+        match tokio::task::spawn_blocking(move || write_due(&*store, &config, lifecycle::now()))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "finding due reports failed"),
+            Err(e) => tracing::error!(error = %e, "report writer panicked"),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What a run report reads (one read transaction) and where it is recorded.
+
+use rusqlite::Connection;
+
+use common::run_state::RunState;
+use common::time::Timestamp;
+
+use super::{agent, hosts, runs, ts_col};
+use crate::report::{Breach, SeriesStats, BREACHES_SHOWN};
+use crate::store::{NewArtifact, ReportInputs, StoreResult};
+
+pub fn inputs(tx: &Connection, run_id: i64) -> StoreResult<ReportInputs> {
+    let detail = runs::detail(tx, run_id)?;
+    let host = hosts::by_name(tx, &detail.run.host)?;
+    let firmware = agent::firmware(tx, run_id)?;
+    let breach_total: i64 = tx.query_row(
+        "SELECT count(*) FROM threshold_evaluations WHERE run_id = ?1 AND passed = 0",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let breaches = tx
+        .prepare(
+            "SELECT e.stage_name, e.kind, e.key, e.ts, e.observed, t.op, t.threshold, t.unit, t.severity
+             FROM threshold_evaluations e JOIN thresholds t ON t.id = e.threshold_id
+             WHERE e.run_id = ?1 AND e.passed = 0 ORDER BY e.id LIMIT ?2",
+        )?
+        .query_map((run_id, BREACHES_SHOWN as i64), |r| {
+            Ok(Breach {
+                stage: r.get("stage_name")?,
+                kind: r.get("kind")?,
+                key: r.get("key")?,
+                ts: ts_col(r, "ts")?,
+                observed: r.get("observed")?,
+                op: r.get("op")?,
+                threshold: r.get("threshold")?,
+                unit: r.get("unit")?,
+                severity: r.get("severity")?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let stats = tx
+        .prepare(
+            "WITH s AS (
+                SELECT kind, key, COALESCE(MAX(unit), '') AS unit, COUNT(*) AS n, MIN(value) AS lo,
+                       MAX(value) AS hi, AVG(value) AS mean, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
+                       MAX(id) AS last_id
+                FROM measurements WHERE run_id = ?1 AND value IS NOT NULL GROUP BY kind, key)
+             SELECT s.*, m.value AS last FROM s JOIN measurements m ON m.id = s.last_id
+             ORDER BY s.kind, s.key",
+        )?
+        .query_map([run_id], |r| {
+            Ok(SeriesStats {
+                kind: r.get("kind")?,
+                key: r.get("key")?,
+                unit: r.get("unit")?,
+                count: r.get("n")?,
+                min: r.get("lo")?,
+                max: r.get("hi")?,
+                mean: r.get("mean")?,
+                last: r.get("last")?,
+                first_ts: ts_col(r, "first_ts")?,
+                last_ts: ts_col(r, "last_ts")?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ReportInputs {
+        detail,
+        host,
+        firmware,
+        breaches,
+        breach_total,
+        stats,
+    })
+}
+
+/// Runs held or ended whose stored report was rendered at another state
+/// (or never).
+pub fn due(tx: &Connection) -> StoreResult<Vec<i64>> {
+    Ok(tx
+        .prepare(
+            "SELECT id FROM runs
+             WHERE state IN ('FailedHolding', 'Passed', 'Failed', 'Aborted', 'Cancelled')
+               AND (report_state IS NULL OR report_state != state)
+             ORDER BY id",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?)
+}
+
+/// Records a rendered report file and the state it was rendered at.
+pub fn record(
+    tx: &Connection,
+    artifact: &NewArtifact,
+    rendered_at: RunState,
+    now: Timestamp,
+) -> StoreResult<()> {
+    agent::record_artifact(tx, artifact, now)?;
+    tx.execute(
+        "UPDATE runs SET report_path = ?1, report_state = ?2 WHERE id = ?3",
+        (&artifact.path, rendered_at.as_str(), artifact.run_id),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! report.json over real HTTP with a real SQLite file: written when a run is
+//! held and again when it ends, valid against `docs/report.schema.json`,
+//! the same bytes from the same database, and the verdicts.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::measurement::Kind;
+use common::stage::StageState;
+use common::wire::{StageFinish, StageOutcome, SubStepReport};
+use support::{pass_stage, refused_write, sample, wait_until, TestAgent, TestCoordinator, SPEC};
+
+fn validator() -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("docs/report.schema.json is a valid schema")
+}
+
+/// Asserts `report` matches the schema, listing every violation.
+fn assert_valid(report: &Value) {
+    let v = validator();
+    let errors: Vec<String> = v
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report.json violates the schema: {errors:#?}"
+    );
+}
+
+async fn fetch(coord: &TestCoordinator, run: i64) -> Vec<u8> {
+    let resp = coord
+        .http
+        .get(coord.url(&format!("/runs/{run}/report")))
+        .bearer_auth(&coord.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.bytes().await.unwrap().to_vec()
+}
+
+/// Waits until the stored report shows `state`; returns its path and bytes.
+async fn stored_report(coord: &TestCoordinator, run: i64, state: &str) -> (String, Vec<u8>) {
+    wait_until(
+        "the stored report",
+        Duration::from_secs(20),
+        || async move {
+            let d = coord.run_detail(run).await;
+            let path = d["report_path"].as_str()?.to_string();
+            let bytes = std::fs::read(&path).ok()?;
+            let report: Value = serde_json::from_slice(&bytes).ok()?;
+            (report["run"]["state"] == state).then_some((path, bytes))
+        },
+    )
+    .await
+}
+
+/// Passes stages 0..4 and fails CPUStress on a live thermal breach.
+async fn fail_hot(agent: &mut TestAgent) {
+    for ordinal in 0..4 {
+        pass_stage(agent, ordinal).await;
+    }
+    agent.start_stage(4).await;
+    let samples = [60.0, 71.0, 93.5]
+        .iter()
+        .map(|v| sample(Kind::Temp, "coretemp/Core 3", *v, Some(4)))
+        .chain([sample(Kind::Fan, "nct6775/fan1", 1800.0, Some(4))])
+        .collect();
+    agent.send(samples).await;
+    let (_, v) = agent
+        .finish_with(
+            4,
+            StageFinish {
+                outcome: StageOutcome::Passed,
+                reason: None,
+                at: None,
+                summary: None,
+                sub_steps: vec![SubStepReport {
+                    ordinal: 0,
+                    name: "cpu pass".into(),
+                    state: StageState::Passed,
+                    started_at: None,
+                    completed_at: None,
+                    summary: None,
+                }],
+            },
+        )
+        .await;
+    assert_eq!(v["state"], "failed", "{v}");
+}
+
+#[tokio::test]
+async fn a_held_run_gets_a_report_and_a_new_one_when_it_ends() {
+    let coord = TestCoordinator::start().await;
+    coord
+        .add_host("node-rep", "52:54:00:00:07:01", Some(SPEC))
+        .await;
+    let run = coord.start_run("node-rep", json!({})).await;
+    let mut agent = coord.agent("52:54:00:00:07:01", "boot-rep").await;
+    fail_hot(&mut agent).await;
+
+    let (held_path, held_bytes) = stored_report(&coord, run, "FailedHolding").await;
+    let report: Value = serde_json::from_slice(&held_bytes).unwrap();
+    assert_valid(&report);
+    assert_eq!(report["verdict"], "fail");
+    assert_eq!(report["failure"]["stage"], "CPUStress");
+    assert_eq!(report["host"]["name"], "node-rep");
+    assert_eq!(report["stages"].as_array().unwrap().len(), 12);
+    assert!(report["breaches"]["total"].as_i64().unwrap() >= 1);
+    let breach = &report["breaches"]["shown"][0];
+    assert_eq!(
+        (breach["key"].as_str(), breach["observed"].as_f64()),
+        (Some("coretemp/Core 3"), Some(93.5)),
+        "{breach}"
+    );
+    let temp = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "coretemp/Core 3")
+        .expect("the temperature series");
+    assert_eq!(
+        (
+            temp["count"].as_i64(),
+            temp["min"].as_f64(),
+            temp["max"].as_f64()
+        ),
+        (Some(3), Some(60.0), Some(93.5))
+    );
+    assert!((temp["mean"].as_f64().unwrap() - 74.833).abs() < 0.01);
+    assert!(
+        report["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "coretemp/*"
+                && t["source"] == "host_override"
+                && t["breaches"].as_i64() >= Some(1)),
+        "{}",
+        report["thresholds"]
+    );
+
+    // On demand: the same bytes, from the same database.
+    assert_eq!(fetch(&coord, run).await, held_bytes);
+    assert_eq!(fetch(&coord, run).await, held_bytes);
+
+    // Released: the run is Failed and the report is written again.
+    let (st, _) = coord
+        .op_post(&format!("/runs/{run}/release"), json!({}))
+        .await;
+    assert!(st.is_success());
+    let (end_path, end_bytes) = stored_report(&coord, run, "Failed").await;
+    assert_ne!(end_path, held_path);
+    let report: Value = serde_json::from_slice(&end_bytes).unwrap();
+    assert_valid(&report);
+    assert_eq!(report["verdict"], "fail");
+    let kinds: Vec<(String, String)> = coord
+        .db()
+        .prepare(
+            "SELECT kind, path FROM artifacts WHERE run_id = ?1 AND kind = 'report' ORDER BY id",
+        )
+        .unwrap()
+        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        kinds,
+        [
+            ("report".to_string(), held_path.clone()),
+            ("report".to_string(), end_path.clone())
+        ],
+        "one artifact row per rendered state"
+    );
+
+    // A restarted coordinator renders the same bytes from the same file.
+    let dir = coord.stop().await;
+    let coord = TestCoordinator::start_in(dir, |_| {}).await;
+    assert_eq!(fetch(&coord, run).await, end_bytes);
+}
+
+#[tokio::test]
+async fn a_pass_with_an_interlock_refusal_is_pass_incomplete_and_says_what_was_left_out() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-inc", "52:54:00:00:07:02", None).await;
+    let run = coord
+        .start_run("node-inc", json!({"non_destructive": false}))
+        .await;
+    let agent = coord.agent("52:54:00:00:07:02", "boot-inc").await;
+    for ordinal in 0..6 {
+        pass_stage(&agent, ordinal).await;
+    }
+    agent.start_stage(6).await;
+    agent.finish_with(6, refused_write()).await;
+    for ordinal in 7..12 {
+        pass_stage(&agent, ordinal).await;
+    }
+    let (_, bytes) = stored_report(&coord, run, "Passed").await;
+    let report: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_valid(&report);
+    assert_eq!(report["verdict"], "pass-incomplete");
+    assert!(report["failure"].is_null());
+    let left_out = report["not_tested"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["stage"] == "DiskPerf")
+        .expect("the refused write is listed");
+    assert_eq!(left_out["item"], "loop3 fio write");
+    assert!(
+        left_out["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mounted at /mnt"),
+        "{left_out}"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_pass_is_pass_and_a_queued_run_has_no_verdict() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-ok", "52:54:00:00:07:03", None).await;
+    let run = coord
+        .start_run("node-ok", json!({"non_destructive": false}))
+        .await;
+    let report: Value = serde_json::from_slice(&fetch(&coord, run).await).unwrap();
+    assert_valid(&report);
+    assert_eq!(report["verdict"], "none");
+    assert!(
+        coord.run_detail(run).await["report_path"].is_null(),
+        "nothing is stored for a queued run"
+    );
+
+    let agent = coord.agent("52:54:00:00:07:03", "boot-ok").await;
+    for ordinal in 0..12 {
+        pass_stage(&agent, ordinal).await;
+    }
+    let (_, bytes) = stored_report(&coord, run, "Passed").await;
+    let report: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_valid(&report);
+    assert_eq!(report["verdict"], "pass");
+    assert_eq!(report["not_tested"], json!([]), "every stage ran in full");
+}
+
+#[tokio::test]
+async fn a_report_of_an_unknown_run_is_404_and_needs_the_operator_token() {
+    let coord = TestCoordinator::start().await;
+    let (st, body) = coord.op_get("/runs/999/report").await;
+    assert_eq!(st.as_u16(), 404, "{body}");
+    let st = coord
+        .http
+        .get(coord.url("/runs/999/report"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st.as_u16(), 401);
+}
+
+#[test]
+fn the_schema_rejects_a_report_that_breaks_the_contract() {
+    let v = validator();
+    let report = json!({"schema_version": 1, "verdict": "maybe"});
+    let errors: Vec<String> = v.iter_errors(&report).map(|e| e.to_string()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("maybe")) && errors.iter().any(|e| e.contains("run")),
+        "{errors:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vetctl_writes_the_report_and_never_over_a_file() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-cli", "52:54:00:00:07:04", None).await;
+    let run = coord.start_run("node-cli", json!({})).await;
+    let out_file = coord.dir.path().join("r.json");
+    let vetctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vetctl"))
+            .args(args)
+            .env("VET_COORDINATOR", &coord.base)
+            .env("VET_TOKEN", &coord.token)
+            .output()
+            .unwrap()
+    };
+    let args = [
+        "run",
+        "report",
+        &run.to_string(),
+        "--json-file",
+        out_file.to_str().unwrap(),
+    ];
+    let out = tokio::task::block_in_place(|| vetctl(&args));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&out_file).unwrap(), fetch(&coord, run).await);
+    // The summary a person reads, and report.json itself with --json.
+    let out = tokio::task::block_in_place(|| vetctl(&["run", "report", &run.to_string()]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict none (state Queued"), "{text}");
+    let out =
+        tokio::task::block_in_place(|| vetctl(&["--json", "run", "report", &run.to_string()]));
+    assert_eq!(out.stdout, fetch(&coord, run).await);
+    let again = tokio::task::block_in_place(|| vetctl(&args));
+    assert!(
+        !again.status.success(),
+        "an existing file is not overwritten"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("r.json"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
