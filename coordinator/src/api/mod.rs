@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}/hold-key", get(operator::hold_key))
         .route("/runs/{id}/measurements", get(operator::measurements))
         .route("/runs/{id}/report", get(operator::report))
+        .route("/runs/{id}/report.html", get(operator::report_html))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .nest(API_PREFIX, api)

@@ -234,6 +234,25 @@ pub async fn report(
         .into_response())
 }
 
+/// `GET /runs/{id}/report.html`: the run's report.html as of now.
+pub async fn report_html(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    app.require_operator(&headers)?;
+    let run_id = parse_id(&id, "run id")?;
+    let (_, html, _) = app
+        .db(move |s| Ok(crate::report::writer::render(s, run_id)?))
+        .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response())
+}
+
 pub async fn hold_key(
     State(app): State<AppState>,
     Path(id): Path<String>,

@@ -9,6 +9,8 @@
 //! any transaction), or put anything in a report that is not in the
 //! database (no "generated at"): the same database gives the same bytes.
 
+pub mod html;
+pub mod lttb;
 pub mod writer;
 
 use serde::Serialize;

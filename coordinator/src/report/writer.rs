@@ -1,8 +1,8 @@
 //! Writes reports: when a run enters FailedHolding (the engineer at the
 //! held host needs it) and at every terminal state, a background pass
-//! renders `report.json` for each run whose stored report is missing or
-//! older than its state, stores it as artifact `report` and sets
-//! `runs.report_path`.
+//! renders `report.json` and `report.html` for each run whose stored report is missing or
+//! older than its state, stores it as artifacts `report` and `report_html`
+//! and sets `runs.report_path` (to report.json).
 //!
 //! Never: render inside a store transaction (the inputs are one read, the
 //! file is written outside, the record is one short write), or call this
@@ -33,33 +33,42 @@ pub fn render_json(store: &dyn Store, run_id: i64) -> Result<(Vec<u8>, RunState)
     Ok((super::to_json(&super::build(&inputs)), state))
 }
 
-/// Renders and stores the report of `run_id`; returns the file's path.
+/// The current `report.json` and `report.html` of a run, and its state.
+pub fn render(store: &dyn Store, run_id: i64) -> Result<(Vec<u8>, Vec<u8>, RunState), StoreError> {
+    let inputs = store.report_inputs(run_id)?;
+    let plots = store.plot_series(run_id)?;
+    let state = inputs.detail.run.state;
+    let report = super::build(&inputs);
+    let html = super::html::render(&report, &plots).into_bytes();
+    Ok((super::to_json(&report), html, state))
+}
+
+/// Renders and stores the reports of `run_id`; returns report.json's path.
 pub fn write(
     store: &dyn Store,
     config: &Config,
     run_id: i64,
     now: Timestamp,
 ) -> Result<String, ReportError> {
-    let (bytes, state) = render_json(store, run_id)?;
-    // The file and its row land together, never split by the janitor.
+    let (json, html, state) = render(store, run_id)?;
+    // The files and their rows land together, never split by the janitor.
     let _files = artifact_files();
-    let (path, digests) =
-        lifecycle::write_content_addressed(&config.artifacts_dir(), &bytes, 0o644)?;
-    let path = path.display().to_string();
-    store.record_report(
-        &NewArtifact {
+    let mut artifacts = Vec::new();
+    for (kind, bytes) in [("report", &json), ("report_html", &html)] {
+        let (path, digests) =
+            lifecycle::write_content_addressed(&config.artifacts_dir(), bytes, 0o644)?;
+        artifacts.push(NewArtifact {
             run_id,
             stage_ordinal: None,
-            kind: "report".into(),
-            path: path.clone(),
+            kind: kind.into(),
+            path: path.display().to_string(),
             sha256: digests.sha256,
             blake3: digests.blake3,
             size_bytes: digests.size as i64,
-        },
-        state,
-        now,
-    )?;
-    Ok(path)
+        });
+    }
+    store.record_report(&artifacts, state, now)?;
+    Ok(artifacts[0].path.clone())
 }
 
 /// One pass: writes every due report. A run that fails to render is

@@ -249,10 +249,13 @@ pub trait Store: Send + Sync + 'static {
     fn report_inputs(&self, run_id: i64) -> StoreResult<ReportInputs>;
     /// Held or ended runs whose report is missing or older than their state.
     fn reports_due(&self) -> StoreResult<Vec<i64>>;
-    /// Records a rendered report (artifact row, `report_path`, the state).
+    /// The raw points of every series the HTML report plots.
+    fn plot_series(&self, run_id: i64) -> StoreResult<Vec<crate::report::html::PlotSeries>>;
+    /// Records rendered report files (report.json first: it becomes
+    /// `report_path`) and the state they show.
     fn record_report(
         &self,
-        artifact: &NewArtifact,
+        artifacts: &[NewArtifact],
         rendered_at: RunState,
         now: Timestamp,
     ) -> StoreResult<()>;

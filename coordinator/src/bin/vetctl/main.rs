@@ -118,6 +118,9 @@ enum RunCmd {
         /// --json prints it instead.
         #[arg(long, value_name = "F")]
         json_file: Option<PathBuf>,
+        /// Write the self-contained report.html here (never over a file).
+        #[arg(long, value_name = "F")]
+        html: Option<PathBuf>,
     },
     /// Log into a held host: saves the run's key (0600) and prints the ssh
     /// command; exits 1 while the host is not reachable yet.
@@ -288,25 +291,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ),
             RunCmd::Report {
                 run,
-                json_file: out,
+                json_file,
+                html,
             } => {
                 let bytes = client.get_bytes(&format!("/runs/{run}/report"))?;
-                match out {
-                    None if json => {
-                        use std::io::Write;
-                        std::io::stdout().write_all(&bytes)?;
-                    }
-                    None => output::report_summary(&bytes)?,
-                    Some(path) => {
-                        let mut f = std::fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&path)
-                            .with_context(|| format!("creating {}", path.display()))?;
-                        std::io::Write::write_all(&mut f, &bytes)
-                            .with_context(|| format!("writing {}", path.display()))?;
-                        println!("run {run}: report.json written to {}", path.display());
-                    }
+                if let Some(path) = &html {
+                    let page = client.get_bytes(&format!("/runs/{run}/report.html"))?;
+                    write_new(path, &page)?;
+                    println!("run {run}: report.html written to {}", path.display());
+                }
+                if let Some(path) = &json_file {
+                    write_new(path, &bytes)?;
+                    println!("run {run}: report.json written to {}", path.display());
+                }
+                if json {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes)?;
+                } else if html.is_none() && json_file.is_none() {
+                    output::report_summary(&bytes)?;
                 }
                 Ok(())
             }
@@ -347,4 +349,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// Writes `bytes` to a new file at `path`; an existing file is an error.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -450,13 +450,17 @@ impl Store for SqliteStore {
         self.read(|tx| report::due(tx))
     }
 
+    fn plot_series(&self, run_id: i64) -> StoreResult<Vec<crate::report::html::PlotSeries>> {
+        self.read(|tx| report::plot_series(tx, run_id))
+    }
+
     fn record_report(
         &self,
-        artifact: &NewArtifact,
+        artifacts: &[NewArtifact],
         rendered_at: RunState,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.write(|tx| report::record(tx, artifact, rendered_at, now))
+        self.write(|tx| report::record(tx, artifacts, rendered_at, now))
     }
 
     fn record_artifact(&self, artifact: &NewArtifact, now: Timestamp) -> StoreResult<ArtifactInfo> {

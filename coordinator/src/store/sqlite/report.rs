@@ -6,6 +6,7 @@ use common::run_state::RunState;
 use common::time::Timestamp;
 
 use super::{agent, hosts, runs, ts_col};
+use crate::report::html::{PlotSeries, PLOTTED};
 use crate::report::{Breach, SeriesStats, BREACHES_SHOWN};
 use crate::store::{NewArtifact, ReportInputs, StoreResult};
 
@@ -73,6 +74,32 @@ pub fn inputs(tx: &Connection, run_id: i64) -> StoreResult<ReportInputs> {
     })
 }
 
+/// The raw points of every plotted series (sensors), by kind and key.
+pub fn plot_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
+    let mut out: Vec<PlotSeries> = Vec::new();
+    let mut stmt = tx.prepare(
+        "SELECT key, COALESCE(unit, '') AS unit, ts, value FROM measurements
+         WHERE run_id = ?1 AND kind = ?2 AND value IS NOT NULL ORDER BY key, ts, id",
+    )?;
+    for (kind, _) in PLOTTED {
+        let mut rows = stmt.query((run_id, kind))?;
+        while let Some(r) = rows.next()? {
+            let key: String = r.get("key")?;
+            let point = (ts_col(r, "ts")?, r.get::<_, f64>("value")?);
+            match out.last_mut() {
+                Some(s) if s.kind == kind && s.key == key => s.points.push(point),
+                _ => out.push(PlotSeries {
+                    kind: kind.to_string(),
+                    key,
+                    unit: r.get("unit")?,
+                    points: vec![point],
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Runs held or ended whose stored report was rendered at another state
 /// (or never).
 pub fn due(tx: &Connection) -> StoreResult<Vec<i64>> {
@@ -87,17 +114,22 @@ pub fn due(tx: &Connection) -> StoreResult<Vec<i64>> {
         .collect::<Result<Vec<i64>, _>>()?)
 }
 
-/// Records a rendered report file and the state it was rendered at.
+/// Records the rendered report files (report.json first: it becomes
+/// `report_path`) and the state they show.
 pub fn record(
     tx: &Connection,
-    artifact: &NewArtifact,
+    artifacts: &[NewArtifact],
     rendered_at: RunState,
     now: Timestamp,
 ) -> StoreResult<()> {
-    agent::record_artifact(tx, artifact, now)?;
-    tx.execute(
-        "UPDATE runs SET report_path = ?1, report_state = ?2 WHERE id = ?3",
-        (&artifact.path, rendered_at.as_str(), artifact.run_id),
-    )?;
+    for a in artifacts {
+        agent::record_artifact(tx, a, now)?;
+    }
+    if let Some(json) = artifacts.first() {
+        tx.execute(
+            "UPDATE runs SET report_path = ?1, report_state = ?2 WHERE id = ?3",
+            (&json.path, rendered_at.as_str(), json.run_id),
+        )?;
+    }
     Ok(())
 }

@@ -1,0 +1,600 @@
+//! `report.html`: one self-contained page a person reads top-down —
+//! verdict first, then where and why the run failed, what was not tested,
+//! the stage timeline, breaches, kernel errors, SMART, fio and iperf
+//! tables, and SVG plots of every sensor over time with stage bands and
+//! threshold lines (long series downsampled with LTTB).
+//!
+//! Never: reference anything outside the file (no scripts, fonts, images
+//! or styles from elsewhere; it must read the same offline and without
+//! JavaScript), or put text from the agent into the page unescaped.
+
+use std::fmt::Write;
+
+use common::time::Timestamp;
+
+use super::{lttb, Report, Verdict};
+use common::stage::StageState;
+
+/// Points kept per plotted line.
+pub const POINTS_PER_LINE: usize = 600;
+/// Lines per plot before a kind is split over several plots.
+const LINES_PER_PLOT: usize = 8;
+
+/// One measured series to plot (raw points, oldest first).
+#[derive(Debug, Clone)]
+pub struct PlotSeries {
+    pub kind: String,
+    pub key: String,
+    pub unit: String,
+    pub points: Vec<(Timestamp, f64)>,
+}
+
+/// Kinds plotted over time, in page order, with their titles.
+pub const PLOTTED: [(&str, &str); 4] = [
+    ("temp", "Temperatures"),
+    ("power", "Power"),
+    ("fan", "Fans"),
+    ("psu_volt", "PSU voltages"),
+];
+
+const PALETTE: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A number as a person reads it: at most 3 decimals, no trailing zeros.
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    let s = if v.abs() >= 1e6 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    };
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn ts(t: Option<Timestamp>) -> String {
+    t.map(|t| t.to_string()).unwrap_or_else(|| "–".into())
+}
+
+fn state_class(s: StageState) -> &'static str {
+    match s {
+        StageState::Passed => "ok",
+        StageState::Failed => "bad",
+        StageState::Skipped => "skip",
+        StageState::Running | StageState::Pending => "pend",
+    }
+}
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;width:100%;margin:6px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{display:inline-block;padding:6px 14px;border-radius:4px;font-weight:700;font-size:20px;color:#fff}
+.v-pass{background:#2e7d32}.v-pass-incomplete{background:#b26a00}.v-fail{background:#c62828}.v-none{background:#616161}
+.ok{color:#2e7d32}.bad{color:#c62828;font-weight:600}.skip{color:#777}.pend{color:#555}
+.box{border-left:4px solid #c62828;background:#fdecea;padding:8px 12px;margin:12px 0}
+.warnbox{border-left:4px solid #b26a00;background:#fff4e5;padding:8px 12px;margin:12px 0}
+.meta{color:#555}code,pre{font-family:ui-monospace,monospace;font-size:12px}pre{white-space:pre-wrap;margin:0}
+svg{display:block;margin:6px 0 14px;background:#fff}";
+
+/// Renders the page.
+pub fn render(report: &Report, plots: &[PlotSeries]) -> String {
+    let mut h = String::with_capacity(64 * 1024);
+    let r = &report.run;
+    let verdict = match report.verdict {
+        Verdict::Pass => "pass",
+        Verdict::PassIncomplete => "pass-incomplete",
+        Verdict::Fail => "fail",
+        Verdict::None => "none",
+    };
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Run {id} on {host}: {verdict}</title><style>{STYLE}</style></head><body>",
+        id = r.id,
+        host = esc(&report.host.name),
+    );
+    let _ = write!(
+        h,
+        "<h1>Run {id} on {host}</h1><p><span class=\"verdict v-{verdict}\" id=\"verdict\">{verdict_upper}</span> \
+         <span class=\"meta\">state {state}, profile {profile}{nd}, {measurements} measurements, started {start}, ended {end}{hold}</span></p>",
+        id = r.id,
+        host = esc(&report.host.name),
+        verdict_upper = verdict.to_uppercase(),
+        state = r.state,
+        profile = esc(&r.profile),
+        nd = if r.non_destructive { ", non-destructive" } else { "" },
+        measurements = r.measurements,
+        start = r.started_at,
+        end = ts(r.completed_at),
+        hold = r
+            .hold_ip
+            .as_ref()
+            .map(|ip| format!(", held at {}", esc(ip)))
+            .unwrap_or_default(),
+    );
+
+    if let Some(f) = &report.failure {
+        let _ = write!(
+            h,
+            "<div class=\"box\" id=\"failure\"><b>Failed at {}</b><ul>",
+            esc(&f.stage)
+        );
+        for reason in &f.reasons {
+            let _ = write!(h, "<li>{}</li>", esc(reason));
+        }
+        for s in &f.sub_steps {
+            let why = s.summary["reason"].as_str().unwrap_or("failed");
+            let _ = write!(h, "<li>{}: {}</li>", esc(&s.name), esc(why));
+        }
+        h.push_str("</ul></div>");
+    }
+    if !report.not_tested.is_empty() {
+        h.push_str("<div class=\"warnbox\" id=\"not-tested\"><b>Not tested</b><ul>");
+        for n in &report.not_tested {
+            let _ = write!(
+                h,
+                "<li>{}{}: {}</li>",
+                esc(&n.stage),
+                n.item
+                    .as_deref()
+                    .map(|i| format!(" {}", esc(i)))
+                    .unwrap_or_default(),
+                esc(&n.reason)
+            );
+        }
+        h.push_str("</ul></div>");
+    }
+
+    // Timeline.
+    h.push_str("<h2>Stages</h2><table><tr><th>#</th><th>stage</th><th>state</th><th>started</th><th>seconds</th><th>reasons</th><th>sub-steps</th></tr>");
+    for s in &report.stages {
+        let subs: Vec<String> = s
+            .sub_steps
+            .iter()
+            .map(|x| {
+                format!(
+                    "<span class=\"{}\">{} ({})</span>",
+                    state_class(x.state),
+                    esc(&x.name),
+                    x.state.as_str()
+                )
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            s.ordinal,
+            esc(&s.name),
+            state_class(s.state),
+            s.state.as_str(),
+            ts(s.started_at),
+            s.seconds.map(num).unwrap_or_else(|| "–".into()),
+            s.reasons.iter().map(|r| esc(r)).collect::<Vec<_>>().join("<br>"),
+            subs.join("<br>"),
+        );
+    }
+    h.push_str("</table>");
+
+    // Plots.
+    let origin = r.started_at.unix_millis();
+    let end = plots
+        .iter()
+        .filter_map(|p| p.points.last().map(|(t, _)| t.unix_millis()))
+        .chain(r.completed_at.map(|t| t.unix_millis()))
+        .chain(
+            report
+                .stages
+                .iter()
+                .filter_map(|s| s.completed_at.map(|t| t.unix_millis())),
+        )
+        .max()
+        .unwrap_or(origin)
+        .max(origin + 1000);
+    for (kind, title) in PLOTTED {
+        let series: Vec<&PlotSeries> = plots.iter().filter(|p| p.kind == kind).collect();
+        if series.is_empty() {
+            continue;
+        }
+        let _ = write!(h, "<h2>{title}</h2>");
+        for (i, chunk) in series.chunks(LINES_PER_PLOT).enumerate() {
+            plot(&mut h, report, kind, i, chunk, origin, end);
+        }
+    }
+
+    // Tables.
+    table_rows(&mut h, "fio", "Disk throughput (fio)", &report.fio);
+    table_rows(&mut h, "iperf", "Network (iperf3)", &report.iperf);
+    if !report.smart.is_empty() {
+        h.push_str("<h2>SMART</h2><table><tr><th>disk</th><th>state</th><th>detail</th></tr>");
+        for s in &report.smart {
+            let detail = s.summary["reason"]
+                .as_str()
+                .map(esc)
+                .unwrap_or_else(|| esc(&compact(&s.summary)));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"{}\">{}</td><td><pre>{}</pre></td></tr>",
+                esc(&s.name),
+                state_class(s.state),
+                s.state.as_str(),
+                detail
+            );
+        }
+        h.push_str("</table>");
+    }
+    let _ = write!(h, "<h2>Threshold breaches ({})</h2>", report.breaches.total);
+    if report.breaches.shown.is_empty() {
+        h.push_str("<p>None.</p>");
+    } else {
+        h.push_str("<table><tr><th>time</th><th>stage</th><th>series</th><th>observed</th><th>limit</th><th>severity</th></tr>");
+        for b in &report.breaches.shown {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{} {}</td><td class=\"n\">{}</td><td>{} {} {}</td><td class=\"{}\">{}</td></tr>",
+                b.ts,
+                esc(&b.stage),
+                esc(&b.kind),
+                esc(&b.key),
+                num(b.observed),
+                esc(&b.op),
+                num(b.threshold),
+                esc(&b.unit),
+                if b.severity == "critical" { "bad" } else { "pend" },
+                esc(&b.severity)
+            );
+        }
+        h.push_str("</table>");
+    }
+    if !report.kernel_errors.lines.is_empty() {
+        h.push_str("<h2>Kernel errors</h2><table><tr><th>time</th><th>line</th></tr>");
+        for e in &report.kernel_errors.lines {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td><code>{}</code></td></tr>",
+                e.ts,
+                esc(&e.message)
+            );
+        }
+        h.push_str("</table>");
+    }
+    if !report.spec_diffs.is_empty() {
+        h.push_str("<h2>Spec differences</h2><table><tr><th>field</th><th>expected</th><th>actual</th><th>severity</th><th>ignored</th></tr>");
+        for d in &report.spec_diffs {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.field),
+                esc(d.expected.as_deref().unwrap_or("–")),
+                esc(d.actual.as_deref().unwrap_or("–")),
+                esc(&d.severity),
+                if d.ignored { "yes" } else { "no" }
+            );
+        }
+        h.push_str("</table>");
+    }
+    if !report.firmware.is_empty() {
+        h.push_str("<h2>Firmware</h2><table><tr><th>component</th><th>identifier</th><th>version</th><th>vendor</th></tr>");
+        for f in &report.firmware {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&f.component),
+                esc(&f.identifier),
+                esc(&f.version),
+                esc(&f.vendor)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Thresholds</h2><table><tr><th>stage</th><th>series</th><th>rule</th><th>severity</th><th>source</th><th>evaluated</th><th>breaches</th></tr>");
+    for t in &report.thresholds {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{} {}</td><td>{} {} {}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n{}\">{}</td></tr>",
+            esc(&t.stage_name),
+            esc(&t.kind),
+            esc(&t.key),
+            esc(&t.op),
+            num(t.threshold),
+            esc(&t.unit),
+            esc(&t.severity),
+            esc(&t.source),
+            t.evaluated,
+            if t.breaches > 0 { " bad" } else { "" },
+            t.breaches
+        );
+    }
+    h.push_str("</table>");
+    let _ = write!(h, "<details><summary>Events ({})</summary><table><tr><th>time</th><th>level</th><th>kind</th><th>message</th></tr>", report.events.len());
+    for e in &report.events {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e.ts,
+            esc(&e.level),
+            esc(&e.kind),
+            esc(&e.message)
+        );
+    }
+    h.push_str("</table></details>");
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">Vetting report schema {}; the same data as report.json.</p></body></html>",
+        report.schema_version
+    );
+    h
+}
+
+fn compact(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.len() > 400 {
+        let cut = s.char_indices().nth(400).map(|(i, _)| i).unwrap_or(s.len());
+        format!("{}…", &s[..cut])
+    } else {
+        s
+    }
+}
+
+fn table_rows(h: &mut String, id: &str, title: &str, rows: &[super::ValueRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2 id=\"{id}\">{title}</h2><table><tr><th>device</th><th>metric</th><th>value</th></tr>"
+    );
+    for r in rows {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{} {}</td></tr>",
+            esc(&r.device),
+            esc(&r.metric),
+            num(r.value),
+            esc(&r.unit)
+        );
+    }
+    h.push_str("</table>");
+}
+
+/// Elapsed time since the run started, as h:mm:ss or m:ss.
+fn elapsed(ms: i64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// One SVG line plot: stage bands, threshold lines, up to 8 series.
+fn plot(
+    h: &mut String,
+    report: &Report,
+    kind: &str,
+    index: usize,
+    series: &[&PlotSeries],
+    origin: i64,
+    end: i64,
+) {
+    const W: f64 = 1000.0;
+    const H: f64 = 300.0;
+    const L: f64 = 60.0;
+    const R: f64 = 20.0;
+    const T: f64 = 26.0;
+    const B: f64 = 70.0;
+    let lines: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|s| {
+            let raw: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|(t, v)| ((t.unix_millis() - origin) as f64, *v))
+                .collect();
+            lttb::downsample(&raw, POINTS_PER_LINE)
+        })
+        .collect();
+    let rules: Vec<&common::wire::ThresholdRow> = report
+        .thresholds
+        .iter()
+        .filter(|t| t.kind == kind)
+        .filter(|t| {
+            common::threshold::KeySelector::new(&t.key)
+                .map(|sel| series.iter().any(|s| sel.matches(&s.key)))
+                .unwrap_or(false)
+        })
+        .collect();
+    let values = lines.iter().flatten().map(|p| p.1);
+    let (mut lo, mut hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if !lo.is_finite() {
+        return;
+    }
+    for t in &rules {
+        // Show a limit when it is near the data (not a 0 W floor far away).
+        if t.threshold <= hi + (hi - lo).max(hi.abs() * 0.5)
+            && t.threshold >= lo - (hi - lo).max(1.0)
+        {
+            lo = lo.min(t.threshold);
+            hi = hi.max(t.threshold);
+        }
+    }
+    let pad = ((hi - lo) * 0.08).max(1.0);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let span = (end - origin) as f64;
+    let x = |ms: f64| L + (ms / span).clamp(0.0, 1.0) * (W - L - R);
+    let y = |v: f64| T + (1.0 - (v - lo) / (hi - lo)) * (H - T - B);
+    let unit = series.first().map(|s| s.unit.as_str()).unwrap_or("");
+    let _ = write!(
+        h,
+        "<svg id=\"plot-{kind}-{index}\" viewBox=\"0 0 {W} {H}\" width=\"100%\" role=\"img\" aria-label=\"{kind} over time\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+    );
+    // Stage bands.
+    for (i, s) in report.stages.iter().enumerate() {
+        let (Some(a), Some(b)) = (s.started_at, s.completed_at.or(report.run.completed_at)) else {
+            continue;
+        };
+        let (xa, xb) = (
+            x((a.unix_millis() - origin) as f64),
+            x((b.unix_millis() - origin) as f64),
+        );
+        if xb - xa < 0.5 {
+            continue;
+        }
+        let fill = if s.state == StageState::Failed {
+            "#fbe3e3"
+        } else if i % 2 == 0 {
+            "#f3f6fa"
+        } else {
+            "#e8eef5"
+        };
+        let _ = write!(
+            h,
+            "<rect x=\"{xa:.1}\" y=\"{T}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{fill}\"/>",
+            xb - xa,
+            H - T - B
+        );
+        if xb - xa > 40.0 {
+            let _ = write!(
+                h,
+                "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#667\">{}</text>",
+                xa + 3.0,
+                T - 6.0,
+                esc(&s.name)
+            );
+        }
+    }
+    // Axes and ticks.
+    let _ = write!(
+        h,
+        "<line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#999\"/><line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{:.1}\" stroke=\"#999\"/>",
+        H - B,
+        W - R,
+        H - B,
+        H - B
+    );
+    for i in 0..=4 {
+        let v = lo + (hi - lo) * i as f64 / 4.0;
+        let _ = write!(
+            h,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>",
+            L - 4.0,
+            y(v) + 4.0,
+            num((v * 10.0).round() / 10.0),
+            y(v),
+            W - R,
+            y(v)
+        );
+        let ms = span * i as f64 / 4.0;
+        let _ = write!(
+            h,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            x(ms),
+            H - B + 14.0,
+            elapsed(ms as i64)
+        );
+    }
+    let _ = write!(
+        h,
+        "<text x=\"12\" y=\"{:.1}\" transform=\"rotate(-90 12 {:.1})\" text-anchor=\"middle\">{}</text>",
+        (H - B + T) / 2.0,
+        (H - B + T) / 2.0,
+        esc(unit)
+    );
+    // Threshold lines.
+    for t in &rules {
+        if t.threshold < lo || t.threshold > hi {
+            continue;
+        }
+        let color = if t.severity == "critical" {
+            "#c62828"
+        } else {
+            "#b26a00"
+        };
+        let _ = write!(
+            h,
+            "<line x1=\"{L}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"{color}\" stroke-dasharray=\"6 4\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{color}\">{} {} {} ({})</text>",
+            W - R,
+            W - R - 2.0,
+            y(t.threshold) - 3.0,
+            esc(&t.key),
+            esc(&t.op),
+            num(t.threshold),
+            esc(&t.severity),
+            yy = y(t.threshold),
+        );
+    }
+    // Series and legend.
+    for (i, (s, line)) in series.iter().zip(&lines).enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let mut d = String::with_capacity(line.len() * 14);
+        for (j, (px, py)) in line.iter().enumerate() {
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if j == 0 { "M" } else { "L" },
+                x(*px),
+                y(*py)
+            );
+        }
+        let _ = write!(
+            h,
+            "<path d=\"{d}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\"><title>{}</title></path>",
+            esc(&s.key)
+        );
+        let lx = L + (i % 4) as f64 * 230.0;
+        let ly = H - B + 32.0 + (i / 4) as f64 * 16.0;
+        let _ = write!(
+            h,
+            "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"12\" height=\"3\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{ly:.1}\">{}</text>",
+            ly - 4.0,
+            lx + 16.0,
+            esc(&s.key)
+        );
+    }
+    h.push_str("</svg>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_text_is_escaped() {
+        assert_eq!(
+            esc("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn numbers_read_as_a_person_writes_them() {
+        assert_eq!(num(93.5), "93.5");
+        assert_eq!(num(90.0), "90");
+        assert_eq!(num(0.12345), "0.123");
+        assert_eq!(num(2_500_000_000.0), "2500000000");
+        assert_eq!(elapsed(61_000), "1:01");
+        assert_eq!(elapsed(3_725_000), "1:02:05");
+    }
+}
