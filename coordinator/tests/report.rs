@@ -466,7 +466,11 @@ async fn report_html_is_self_contained_small_and_renders_in_a_browser() {
             .output()
             .unwrap()
     });
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&page).unwrap(), html);
     let (dom, png) = tokio::task::block_in_place(|| {
         let dom = chromium(&dir.join("chrome-a"), &["--dump-dom"], &page);
