@@ -5,6 +5,7 @@ mod client;
 mod output;
 mod secret;
 mod ssh;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +111,14 @@ enum RunCmd {
     },
     /// Mark a spec diff field (e.g. memory.total_gib) as ignored for the run.
     IgnoreDiff { run: i64, field: String },
+    /// Follow a run live: stage and sub-steps, latest sensors, breaches.
+    /// Exits 0 on Passed, 1 on FailedHolding/Failed/Aborted, 2 on Cancelled.
+    Watch {
+        run: i64,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// The run's report as of now: verdict and failure, or report.json
     /// itself with --json (stdout) or --json-file F.
     Report {
@@ -289,6 +298,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?,
                 json,
             ),
+            RunCmd::Watch { run, interval } => {
+                if !(0.1..=60.0).contains(&interval) {
+                    anyhow::bail!("--interval must be 0.1 to 60 seconds, got {interval}");
+                }
+                let code =
+                    watch::watch(&client, run, std::time::Duration::from_secs_f64(interval))?;
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                std::process::exit(code.into());
+            }
             RunCmd::Report {
                 run,
                 json_file,
