@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub iperf3_ports: Option<Vec<u16>>,
     /// Address agents use for iperf3 (default: the coordinator's host).
     pub iperf3_host: Option<String>,
+    /// Serve `/metrics` without the operator token.
+    pub metrics_public: Option<bool>,
 }
 
 impl RawConfig {
@@ -84,6 +86,13 @@ impl RawConfig {
                 .with_context(|| format!("VET_IPERF3_PORTS={v:?}: want comma-separated ports"))?;
             self.iperf3_ports = Some(ports);
         }
+        if let Some(v) = get("VET_METRICS_PUBLIC") {
+            self.metrics_public = Some(match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => anyhow::bail!("VET_METRICS_PUBLIC={v:?}: want true or false"),
+            });
+        }
         if let Some(v) = get("VET_IPERF3_HOST") {
             self.iperf3_host = Some(v);
         }
@@ -105,6 +114,8 @@ pub struct Config {
     pub max_artifact_bytes: u64,
     pub iperf3_ports: Vec<u16>,
     pub iperf3_host: Option<String>,
+    /// `/metrics` answers without the operator token.
+    pub metrics_public: bool,
 }
 
 impl Config {
@@ -121,6 +132,7 @@ impl Config {
             max_artifact_bytes: 256 << 20,
             iperf3_ports: Vec::new(),
             iperf3_host: None,
+            metrics_public: false,
         }
     }
 
@@ -167,6 +179,7 @@ impl Config {
             c.iperf3_ports = p;
         }
         c.iperf3_host = raw.iperf3_host;
+        c.metrics_public = raw.metrics_public.unwrap_or(false);
         Ok(c)
     }
 

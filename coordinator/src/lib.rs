@@ -9,7 +9,8 @@
 //!   tokens, hold keys, the silent-agent sweep.
 //! - [`wol`], [`auth`], [`config`]: Wake-on-LAN, tokens, configuration.
 //! - [`iperf`]: the supervised `iperf3 -s` pool agents measure against.
-//! - [`report`]: `report.json` from one read of a run; its background writer.
+//! - [`report`]: `report.json` and `report.html` from one read of a run; their writer.
+//! - [`metrics`]: Prometheus counters and their exposition at `/metrics`.
 //!
 //! Architecture invariant: nothing but SQL runs inside a store transaction;
 //! the gate is the only place pass/fail is decided.
@@ -21,6 +22,7 @@ pub mod gate;
 pub mod iperf;
 pub mod janitor;
 pub mod lifecycle;
+pub mod metrics;
 pub mod report;
 pub mod store;
 pub mod wol;

@@ -170,12 +170,20 @@ pub async fn batch(
     headers: HeaderMap,
     AppJson(batch): AppJson<MeasurementBatch>,
 ) -> Result<Json<BatchAck>, ApiError> {
+    let started = std::time::Instant::now();
     let run_id = authed_run(&app, &id, &headers).await?;
     let (mut ack, facts) = app
         .db(move |s| Ok(s.append_batch(run_id, &batch, now())?))
         .await?;
     let (_, directive) = app.directive(facts).await?;
     ack.directive = directive;
+    // A resend stores nothing new.
+    let stored = if ack.duplicate {
+        0
+    } else {
+        ack.stored as usize
+    };
+    app.counters.batch(stored, started.elapsed());
     Ok(Json(ack))
 }
 

@@ -33,6 +33,7 @@ use error::ApiError;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    pub counters: Arc<crate::metrics::Counters>,
     operator_hash: Arc<str>,
 }
 
@@ -41,6 +42,7 @@ impl AppState {
         Self {
             store,
             config: Arc::new(config),
+            counters: Arc::default(),
             operator_hash: auth::hash_token(operator_token).into(),
         }
     }
@@ -170,6 +172,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .nest(API_PREFIX, api)
+        .route("/metrics", get(operator::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())

@@ -234,6 +234,28 @@ pub async fn report(
         .into_response())
 }
 
+/// `GET /metrics` (outside `/api/v1`): Prometheus text; the operator token
+/// unless the config makes it public.
+pub async fn metrics(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if !app.config.metrics_public {
+        app.require_operator(&headers)?;
+    }
+    let snap = app.db(|s| Ok(s.metrics_snapshot()?)).await?;
+    let text = crate::metrics::render(&app.counters, &snap, now());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 /// `GET /runs/{id}/report.html`: the run's report.html as of now.
 pub async fn report_html(
     State(app): State<AppState>,

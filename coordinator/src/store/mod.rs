@@ -245,6 +245,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>>;
 
+    /// Runs by state, hosts' and running agents' last contact (`/metrics`).
+    fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot>;
+
     // Reports.
     fn report_inputs(&self, run_id: i64) -> StoreResult<ReportInputs>;
     /// Held or ended runs whose report is missing or older than their state.

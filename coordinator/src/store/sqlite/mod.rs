@@ -442,6 +442,10 @@ impl Store for SqliteStore {
         self.read(|tx| agent::firmware(tx, run_id))
     }
 
+    fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot> {
+        self.read(|tx| report::metrics_snapshot(tx))
+    }
+
     fn report_inputs(&self, run_id: i64) -> StoreResult<ReportInputs> {
         self.read(|tx| report::inputs(tx, run_id))
     }
