@@ -213,7 +213,19 @@ pub async fn ignore_diff(
     }))
 }
 
-/// The hold key of a held run: private key (OpenSSH format) and where to use it.
+/// A body as it is, with its content type.
+fn typed(
+    content_type: &'static str,
+    body: impl Into<axum::body::Body>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        body.into(),
+    )
+        .into_response()
+}
+
 /// `GET /runs/{id}/report`: the run's report.json as of now (rendered on
 /// demand; the stored one is at `report_path`).
 pub async fn report(
@@ -221,39 +233,12 @@ pub async fn report(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
-    let (bytes, _) = app
+    let (json, _) = app
         .db(move |s| Ok(crate::report::writer::render_json(s, run_id)?))
         .await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response())
-}
-
-/// `GET /metrics` (outside `/api/v1`): Prometheus text; the operator token
-/// unless the config makes it public.
-pub async fn metrics(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
-    if !app.config.metrics_public {
-        app.require_operator(&headers)?;
-    }
-    let snap = app.db(|s| Ok(s.metrics_snapshot()?)).await?;
-    let text = crate::metrics::render(&app.counters, &snap, now());
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(typed("application/json", json))
 }
 
 /// `GET /runs/{id}/report.html`: the run's report.html as of now.
@@ -262,19 +247,31 @@ pub async fn report_html(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
     app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
-    let (_, html, _) = app
-        .db(move |s| Ok(crate::report::writer::render(s, run_id)?))
+    let html = app
+        .db(move |s| Ok(crate::report::writer::render_html(s, run_id)?))
         .await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response())
+    Ok(typed("text/html; charset=utf-8", html))
 }
 
+/// `GET /metrics` (outside `/api/v1`): Prometheus text; the operator token
+/// unless the config makes it public.
+pub async fn metrics(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    if !app.config.metrics_public {
+        app.require_operator(&headers)?;
+    }
+    let snap = app.db(|s| Ok(s.metrics_snapshot()?)).await?;
+    Ok(typed(
+        "text/plain; version=0.0.4; charset=utf-8",
+        crate::metrics::render(&app.counters, &snap, now()),
+    ))
+}
+
+/// The hold key of a held run: private key (OpenSSH format) and where to use it.
 pub async fn hold_key(
     State(app): State<AppState>,
     Path(id): Path<String>,
