@@ -28,18 +28,24 @@ pub enum ReportError {
 
 /// The current `report.json` of a run and the state it shows.
 pub fn render_json(store: &dyn Store, run_id: i64) -> Result<(Vec<u8>, RunState), StoreError> {
-    let inputs = store.report_inputs(run_id)?;
+    let inputs = store.report_inputs(run_id, false)?;
     let state = inputs.detail.run.state;
     Ok((super::to_json(&super::build(&inputs)), state))
 }
 
-/// The current `report.json` and `report.html` of a run, and its state.
+/// The current `report.html` of a run.
+pub fn render_html(store: &dyn Store, run_id: i64) -> Result<Vec<u8>, StoreError> {
+    let inputs = store.report_inputs(run_id, true)?;
+    Ok(super::html::render(&super::build(&inputs), &inputs.plots).into_bytes())
+}
+
+/// The current `report.json` and `report.html` of a run, from one read, and
+/// the state they show.
 pub fn render(store: &dyn Store, run_id: i64) -> Result<(Vec<u8>, Vec<u8>, RunState), StoreError> {
-    let inputs = store.report_inputs(run_id)?;
-    let plots = store.plot_series(run_id)?;
+    let inputs = store.report_inputs(run_id, true)?;
     let state = inputs.detail.run.state;
     let report = super::build(&inputs);
-    let html = super::html::render(&report, &plots).into_bytes();
+    let html = super::html::render(&report, &inputs.plots).into_bytes();
     Ok((super::to_json(&report), html, state))
 }
 

@@ -155,6 +155,8 @@ pub struct ReportInputs {
     pub breach_total: i64,
     /// Statistics of every measured series, by kind and key.
     pub stats: Vec<crate::report::SeriesStats>,
+    /// Raw points of the plotted sensor series (empty unless asked for).
+    pub plots: Vec<crate::report::html::PlotSeries>,
 }
 
 /// Everything the coordinator persists. Each method is one transaction.
@@ -249,11 +251,11 @@ pub trait Store: Send + Sync + 'static {
     fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot>;
 
     // Reports.
-    fn report_inputs(&self, run_id: i64) -> StoreResult<ReportInputs>;
+    /// Everything a report shows, in one read; the plotted series' points
+    /// only with `plots` (the HTML needs them, report.json does not).
+    fn report_inputs(&self, run_id: i64, plots: bool) -> StoreResult<ReportInputs>;
     /// Held or ended runs whose report is missing or older than their state.
     fn reports_due(&self) -> StoreResult<Vec<i64>>;
-    /// The raw points of every series the HTML report plots.
-    fn plot_series(&self, run_id: i64) -> StoreResult<Vec<crate::report::html::PlotSeries>>;
     /// Records rendered report files (report.json first: it becomes
     /// `report_path`) and the state they show.
     fn record_report(

@@ -11,6 +11,7 @@
 mod agent;
 mod batches;
 mod hosts;
+mod metrics;
 mod report;
 mod runs;
 
@@ -443,19 +444,15 @@ impl Store for SqliteStore {
     }
 
     fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot> {
-        self.read(|tx| report::metrics_snapshot(tx))
+        self.read(|tx| metrics::snapshot(tx))
     }
 
-    fn report_inputs(&self, run_id: i64) -> StoreResult<ReportInputs> {
-        self.read(|tx| report::inputs(tx, run_id))
+    fn report_inputs(&self, run_id: i64, plots: bool) -> StoreResult<ReportInputs> {
+        self.read(|tx| report::inputs(tx, run_id, plots))
     }
 
     fn reports_due(&self) -> StoreResult<Vec<i64>> {
         self.read(|tx| report::due(tx))
-    }
-
-    fn plot_series(&self, run_id: i64) -> StoreResult<Vec<crate::report::html::PlotSeries>> {
-        self.read(|tx| report::plot_series(tx, run_id))
     }
 
     fn record_report(

@@ -1,17 +1,16 @@
-//! What a run report reads (one read transaction) and where it is recorded;
-//! what `/metrics` reads at scrape time.
+//! What a run report reads (one read transaction) and where it is recorded.
 
 use rusqlite::Connection;
 
 use common::run_state::RunState;
 use common::time::Timestamp;
 
-use super::{agent, hosts, runs, ts_col, ts_opt};
+use super::{agent, hosts, runs, ts_col};
 use crate::report::html::{PlotSeries, PLOTTED};
 use crate::report::{Breach, SeriesStats, BREACHES_SHOWN};
 use crate::store::{NewArtifact, ReportInputs, StoreResult};
 
-pub fn inputs(tx: &Connection, run_id: i64) -> StoreResult<ReportInputs> {
+pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportInputs> {
     let detail = runs::detail(tx, run_id)?;
     let host = hosts::by_name(tx, &detail.run.host)?;
     let firmware = agent::firmware(tx, run_id)?;
@@ -72,11 +71,16 @@ pub fn inputs(tx: &Connection, run_id: i64) -> StoreResult<ReportInputs> {
         breaches,
         breach_total,
         stats,
+        plots: if plots {
+            plot_series(tx, run_id)?
+        } else {
+            Vec::new()
+        },
     })
 }
 
 /// The raw points of every plotted series (sensors), by kind and key.
-pub fn plot_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
+fn plot_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
     let mut out: Vec<PlotSeries> = Vec::new();
     let mut stmt = tx.prepare(
         "SELECT key, COALESCE(unit, '') AS unit, ts, value FROM measurements
@@ -133,29 +137,4 @@ pub fn record(
         )?;
     }
     Ok(())
-}
-
-pub fn metrics_snapshot(tx: &Connection) -> StoreResult<crate::metrics::Snapshot> {
-    let runs_by_state = tx
-        .prepare("SELECT state, count(*) FROM runs GROUP BY state ORDER BY state")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let hosts = tx
-        .prepare("SELECT name, last_seen_at FROM hosts ORDER BY name")?
-        .query_map([], |r| Ok((r.get("name")?, ts_opt(r, "last_seen_at")?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let agents = tx
-        .prepare(
-            "SELECT r.id, h.name, r.last_heartbeat_at FROM runs r JOIN hosts h ON h.id = r.host_id
-             WHERE r.state = 'Running' ORDER BY r.id",
-        )?
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, ts_opt(r, "last_heartbeat_at")?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(crate::metrics::Snapshot {
-        runs_by_state,
-        hosts,
-        agents,
-    })
 }
