@@ -313,7 +313,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json_file,
                 html,
             } => {
-                let bytes = client.get_bytes(&format!("/runs/{run}/report"))?;
+                // report.json only when something shows or saves it.
+                let wants_json = json || json_file.is_some() || html.is_none();
+                let bytes = if wants_json {
+                    client.get_bytes(&format!("/runs/{run}/report"))?
+                } else {
+                    Vec::new()
+                };
                 if let Some(path) = &html {
                     let page = client.get_bytes(&format!("/runs/{run}/report.html"))?;
                     write_new(path, &page)?;
