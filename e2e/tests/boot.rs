@@ -190,14 +190,7 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
     assert!(std::fs::read_to_string(&keys_file)
         .unwrap()
         .contains(&marker));
-    let vetctl = |args: &[&str]| {
-        Command::new(support::workspace_binary("vetting-coordinator", "vetctl"))
-            .args(args)
-            .env("VET_COORDINATOR", &coord.base)
-            .env("VET_TOKEN", &coord.token)
-            .output()
-            .unwrap()
-    };
+    let vetctl = |args: &[&str]| support::vetctl(&coord, args);
     let key_dir = dir.path().join("keys");
     let out = vetctl(&[
         "run",

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{free_port, Coord};
+use support::{free_port, vetctl, Coord};
 
 fn image_dir() -> PathBuf {
     let dir = PathBuf::from(
@@ -136,15 +136,6 @@ impl Drop for Vm {
 
 fn sparse_file(path: &Path, bytes: u64) {
     std::fs::File::create(path).unwrap().set_len(bytes).unwrap();
-}
-
-fn vetctl(coord: &Coord, args: &[&str]) -> std::process::Output {
-    Command::new(support::workspace_binary("vetting-coordinator", "vetctl"))
-        .args(args)
-        .env("VET_COORDINATOR", &coord.base)
-        .env("VET_TOKEN", &coord.token)
-        .output()
-        .unwrap()
 }
 
 /// `vetctl --json run show RUN`.

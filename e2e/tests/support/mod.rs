@@ -299,6 +299,16 @@ impl Drop for Coord {
     }
 }
 
+/// Runs the real `vetctl` against `coord` with its operator token.
+pub fn vetctl(coord: &Coord, args: &[&str]) -> std::process::Output {
+    Command::new(workspace_binary("vetting-coordinator", "vetctl"))
+        .args(args)
+        .env("VET_COORDINATOR", &coord.base)
+        .env("VET_TOKEN", &coord.token)
+        .output()
+        .unwrap()
+}
+
 /// A power control that records what it was asked to do.
 #[derive(Default)]
 pub struct RecordedPower(pub std::sync::Mutex<Vec<common::wire::Power>>);
