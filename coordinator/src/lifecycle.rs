@@ -286,14 +286,14 @@ pub fn ensure_hold_key(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
     use crate::store::NewHost;
     use common::wire::{Overrides, StageFinish, StageOutcome};
 
     /// A run failed at `now` whose hold key was never made.
-    fn failed_run(store: &SqliteStore, now: Timestamp) -> (i64, RunFacts) {
+    pub(crate) fn failed_run(store: &SqliteStore, now: Timestamp) -> (i64, RunFacts) {
         let mac = "52:54:00:00:00:42".parse().unwrap();
         let host = NewHost {
             name: "h".into(),
