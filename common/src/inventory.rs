@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::mac::Mac;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Inventory {
     #[serde(default)]
     pub cpu: CpuInfo,
@@ -27,6 +28,7 @@ pub struct Inventory {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CpuInfo {
     #[serde(default)]
     pub model: String,
@@ -39,6 +41,7 @@ pub struct CpuInfo {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MemoryInfo {
     /// Installed memory in bytes (SMBIOS when known, else MemTotal).
     #[serde(default)]
@@ -52,6 +55,7 @@ impl MemoryInfo {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DiskInfo {
     pub name: String,
     #[serde(default)]
@@ -69,6 +73,7 @@ pub struct DiskInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NicInfo {
     pub name: String,
     pub mac: Mac,
@@ -81,6 +86,7 @@ pub struct NicInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Excluded {
     pub name: String,
     pub class: String,
@@ -89,6 +95,7 @@ pub struct Excluded {
 
 /// One firmware version capture (`firmware_snapshots` row).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FirmwareComponent {
     /// bios, bmc, nic, hba, microcode, nvme_fw.
     pub component: String,

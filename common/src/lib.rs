@@ -18,6 +18,8 @@ pub mod mac;
 pub mod measurement;
 pub mod profile;
 pub mod run_state;
+#[cfg(feature = "schema")]
+mod schema;
 pub mod spec;
 pub mod stage;
 pub mod threshold;

@@ -10,6 +10,7 @@ use crate::time::Timestamp;
 
 /// What a sample measures. Spelled as in DESIGN.md's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Temp,
@@ -127,6 +128,7 @@ impl FromStr for Kind {
 
 /// An `f64` that is known to be finite. Deserializing NaN or ±infinity fails.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct Finite(f64);
 
@@ -157,6 +159,7 @@ impl<'de> Deserialize<'de> for Finite {
 
 /// One measurement as the agent sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Sample {
     pub ts: Timestamp,

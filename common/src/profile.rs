@@ -14,6 +14,7 @@ use crate::stage::{Stage, DEFAULT_STAGE_ORDER};
 use crate::threshold::{KeySelector, Op, Rule, Severity, StageSel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     Quick,
@@ -105,6 +106,7 @@ impl FromStr for Profile {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SelfTest {
     Short,
@@ -113,6 +115,7 @@ pub enum SelfTest {
 
 /// How much of a disk the destructive stages cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DestructiveScope {
     /// A short bounded pass over a sample of the disk.
@@ -121,6 +124,7 @@ pub enum DestructiveScope {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Durations {
     pub cpu_stress_s: u64,
     pub memory_s: u64,

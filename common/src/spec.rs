@@ -15,6 +15,7 @@ use crate::threshold::Rule;
 use crate::version;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     #[serde(default)]
@@ -34,6 +35,7 @@ pub struct HostSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CpuSpec {
     /// Exact model string or a glob.
@@ -42,6 +44,7 @@ pub struct CpuSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MemorySpec {
     pub total_gib: Option<f64>,
@@ -50,6 +53,7 @@ pub struct MemorySpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
     /// Model glob; absent matches every disk.
@@ -60,6 +64,7 @@ pub struct DiskSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NicSpec {
     /// Kernel driver; absent matches every NIC.
@@ -70,6 +75,7 @@ pub struct NicSpec {
 
 /// Minimum firmware versions per component.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareSpec {
     pub bios: Option<String>,
@@ -154,6 +160,7 @@ impl HostSpec {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DiffSeverity {
     Critical,
@@ -179,6 +186,7 @@ impl fmt::Display for DiffSeverity {
 
 /// One expected-vs-actual divergence (`spec_diffs` row).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SpecDiff {
     pub field: String,
     pub expected: Option<String>,

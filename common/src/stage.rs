@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// One stage of the pipeline, in DefaultStageOrder. The discriminant is the
 /// stage's ordinal: the number every sample and report carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Stage {
     Inventory = 0,
     SpecValidate = 1,
@@ -106,6 +107,7 @@ impl FromStr for Stage {
 
 /// State of a stage or sub-step, spelled as in the seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum StageState {
     Pending,

@@ -15,6 +15,7 @@ use crate::measurement::Kind;
 use crate::stage::Stage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Lt,
@@ -66,6 +67,7 @@ impl FromStr for Op {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Critical,
@@ -95,6 +97,7 @@ impl FromStr for Severity {
 
 /// Where a run's threshold came from (`thresholds.source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Profile,
@@ -211,6 +214,7 @@ impl<'de> Deserialize<'de> for KeySelector {
 /// One threshold rule, as profiles define it, spec YAML overrides it and a
 /// run freezes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub stage: StageSel,

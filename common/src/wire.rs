@@ -18,11 +18,13 @@ pub const API_PREFIX: &str = "/api/v1";
 
 /// Error body of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -32,6 +34,7 @@ pub struct ErrorDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -40,6 +43,7 @@ pub struct Health {
 
 /// Power action attached to `release` and `done`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Power {
     #[default]
@@ -61,6 +65,7 @@ impl Power {
 /// What the agent must do next: the answer to every stage report, heartbeat
 /// and batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "directive", rename_all = "snake_case")]
 pub enum Directive {
     Continue,
@@ -75,6 +80,7 @@ pub enum Directive {
 
 /// `POST /host/heartbeat` (host token): a host-mode agent is alive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HostHeartbeat {
     pub boot_id: String,
     pub macs: Vec<Mac>,
@@ -82,6 +88,7 @@ pub struct HostHeartbeat {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HostHeartbeatAck {
     pub host: String,
     pub server_time: Timestamp,
@@ -94,6 +101,7 @@ pub struct HostHeartbeatAck {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct QueuedRun {
     pub run_id: i64,
     pub non_destructive: bool,
@@ -102,18 +110,21 @@ pub struct QueuedRun {
 /// `POST /hosts/{name}/token` (operator): a new host-mode token. Shown once;
 /// only its hash is stored, and it replaces any earlier one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HostToken {
     pub host: String,
     pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ClaimRequest {
     pub macs: Vec<Mac>,
     pub boot_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Overrides {
     /// Lets destructive stages write over a partition table or filesystem
     /// signature. Never lifts any other refusal.
@@ -122,6 +133,7 @@ pub struct Overrides {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StagePlan {
     pub ordinal: u32,
     pub name: String,
@@ -129,6 +141,7 @@ pub struct StagePlan {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Iperf3Servers {
     /// Address the agent connects to; `None` means the coordinator's own host.
     pub host: Option<String>,
@@ -136,6 +149,7 @@ pub struct Iperf3Servers {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ClaimResponse {
     pub run_id: i64,
     pub token: String,
@@ -160,6 +174,7 @@ pub struct ClaimResponse {
 /// Outcome of a stage as the agent saw it. The coordinator decides the final
 /// state: a `passed` stage with a critical breach still fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum StageOutcome {
     Passed,
@@ -168,6 +183,7 @@ pub enum StageOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SubStepReport {
     pub ordinal: u32,
     pub name: String,
@@ -203,12 +219,14 @@ impl SubStepReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StageStart {
     #[serde(default)]
     pub at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StageFinish {
     pub outcome: StageOutcome,
     #[serde(default)]
@@ -222,6 +240,7 @@ pub struct StageFinish {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StageVerdict {
     pub ordinal: u32,
     pub name: String,
@@ -232,6 +251,7 @@ pub struct StageVerdict {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MeasurementBatch {
     /// 1, 2, 3, … per run.
     pub seq: u64,
@@ -239,6 +259,7 @@ pub struct MeasurementBatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BatchAck {
     pub seq: u64,
     pub stored: u64,
@@ -248,23 +269,27 @@ pub struct BatchAck {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Heartbeat {
     #[serde(default)]
     pub stage: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DirectiveResponse {
     pub state: RunState,
     pub directive: Directive,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FirmwareReport {
     pub components: Vec<FirmwareComponent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HoldReport {
     pub hold_ip: String,
     /// Where the held host's SSH server listens.
@@ -279,6 +304,7 @@ pub struct HoldReport {
 /// operator must find in `run show`: `kernel_error`, `tool_missing`,
 /// `tool_timeout`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentEvent {
     pub kind: String,
     /// `info`, `warn` or `error`.
@@ -287,18 +313,21 @@ pub struct AgentEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventAck {
     pub recorded: bool,
 }
 
 /// Sent once at the end: how many samples the agent produced in total.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunComplete {
     pub samples_produced: u64,
 }
 
 /// The coordinator's count next to the agent's; a mismatch is an error event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CompleteAck {
     pub samples_produced: u64,
     pub samples_stored: u64,
@@ -307,11 +336,13 @@ pub struct CompleteAck {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FirmwareAck {
     pub stored: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ArtifactInfo {
     pub id: i64,
     pub run_id: i64,
@@ -326,6 +357,7 @@ pub struct ArtifactInfo {
 // ---- operator side --------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HostCreate {
     pub name: String,
     pub mac: Mac,
@@ -339,11 +371,13 @@ pub struct HostCreate {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HostUpdate {
     pub expected_spec_yaml: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Host {
     pub id: i64,
     pub name: String,
@@ -358,6 +392,7 @@ pub struct Host {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunCreate {
     pub host: String,
     #[serde(default = "default_profile")]
@@ -375,6 +410,7 @@ fn default_profile() -> Profile {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Run {
     pub id: i64,
     pub host_id: i64,
@@ -393,6 +429,7 @@ pub struct Run {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SubStep {
     pub id: i64,
     pub ordinal: u32,
@@ -404,6 +441,7 @@ pub struct SubStep {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StageView {
     pub id: i64,
     pub name: String,
@@ -416,6 +454,7 @@ pub struct StageView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
     pub id: i64,
     pub run_id: Option<i64>,
@@ -428,6 +467,7 @@ pub struct Event {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SpecDiffRow {
     pub id: i64,
     pub field: String,
@@ -438,6 +478,7 @@ pub struct SpecDiffRow {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ThresholdRow {
     pub id: i64,
     pub stage_name: String,
@@ -456,6 +497,7 @@ pub struct ThresholdRow {
 
 /// `GET /runs/{id}`: one run with everything an operator reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: Run,
@@ -467,17 +509,20 @@ pub struct RunDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReleaseRequest {
     #[serde(default)]
     pub power: Power,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct IgnoreDiffRequest {
     pub field: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct IgnoreDiffAck {
     pub run_id: i64,
     pub field: String,
@@ -487,6 +532,7 @@ pub struct IgnoreDiffAck {
 
 /// `GET /runs/{id}/hold-key`: what an engineer needs to log into a held host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HoldKey {
     pub run_id: i64,
     /// OpenSSH private key.
@@ -499,6 +545,7 @@ pub struct HoldKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Measurement {
     pub id: i64,
     pub stage_id: Option<i64>,

@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod error;
+mod openapi;
 mod operator;
 
 use std::future::Future;
@@ -14,11 +15,10 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use common::wire::{Directive, API_PREFIX};
+use common::wire::{self, Directive};
 
 use crate::auth;
 use crate::config::Config;
@@ -124,55 +124,269 @@ pub(crate) fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// Every route of `/api/v1`.
+/// Every route: `/api/v1` (documented at `/api/v1/openapi.json`) and
+/// `/metrics`, all from one table.
 pub fn router(state: AppState) -> Router {
+    use openapi::Access as A;
+    use openapi::{Api, Doc};
+    use wire::*;
     let body_limit = state.config.max_body_bytes;
-    let api = Router::new()
-        .route("/health", get(agent::health))
-        .route("/claim", post(agent::claim))
-        .route(
-            "/runs/{id}/stages/{ordinal}/start",
-            post(agent::stage_start),
+    let p = |path: &str| format!("{API_PREFIX}{path}");
+    let api = Api::new()
+        .get(
+            &p("/health"),
+            agent::health,
+            Doc::new(A::Public, "Liveness and version").returns::<Health>(),
         )
-        .route(
-            "/runs/{id}/stages/{ordinal}/finish",
-            post(agent::stage_finish),
+        .post(
+            &p("/claim"),
+            agent::claim,
+            Doc::new(
+                A::Public,
+                "Claim the run queued for these MACs (404: nothing queued)",
+            )
+            .body::<ClaimRequest>()
+            .returns::<ClaimResponse>(),
         )
-        .route("/runs/{id}/batches", post(agent::batch))
-        .route("/runs/{id}/heartbeat", post(agent::heartbeat))
-        .route("/runs/{id}/directive", get(agent::directive))
-        .route("/runs/{id}/firmware", post(agent::firmware))
-        .route(
-            "/runs/{id}/artifacts",
-            post(agent::artifact).layer(DefaultBodyLimit::disable()),
+        .post(
+            &p("/runs/{id}/stages/{ordinal}/start"),
+            agent::stage_start,
+            Doc::new(A::Run, "Report that a stage started")
+                .body::<StageStart>()
+                .returns::<DirectiveResponse>(),
         )
-        .route("/runs/{id}/hold-ip", post(agent::hold_ip))
-        .route("/runs/{id}/events", post(agent::event))
-        .route("/runs/{id}/complete", post(agent::complete))
-        .route(
-            "/hosts",
-            get(operator::list_hosts).post(operator::create_host),
+        .post(
+            &p("/runs/{id}/stages/{ordinal}/finish"),
+            agent::stage_finish,
+            Doc::new(A::Run, "Report a stage's result; the gate answers")
+                .body::<StageFinish>()
+                .returns::<StageVerdict>(),
         )
-        .route(
-            "/hosts/{name}",
-            get(operator::show_host).patch(operator::edit_host),
+        .post(
+            &p("/runs/{id}/batches"),
+            agent::batch,
+            Doc::new(
+                A::Run,
+                "Store a numbered batch of measurements (409 batch_gap names the expected number)",
+            )
+            .body::<MeasurementBatch>()
+            .returns::<BatchAck>(),
         )
-        .route("/hosts/{name}/token", post(operator::host_token))
-        .route("/host/heartbeat", post(agent::host_heartbeat))
-        .route("/runs", get(operator::list_runs).post(operator::create_run))
-        .route("/runs/{id}", get(operator::show_run))
-        .route("/runs/{id}/cancel", post(operator::cancel))
-        .route("/runs/{id}/abort", post(operator::abort))
-        .route("/runs/{id}/release", post(operator::release))
-        .route("/runs/{id}/ignore-diff", post(operator::ignore_diff))
-        .route("/runs/{id}/hold-key", get(operator::hold_key))
-        .route("/runs/{id}/measurements", get(operator::measurements))
-        .route("/runs/{id}/report", get(operator::report))
-        .route("/runs/{id}/report.html", get(operator::report_html))
-        .layer(DefaultBodyLimit::max(body_limit));
-    Router::new()
-        .nest(API_PREFIX, api)
-        .route("/metrics", get(operator::metrics))
+        .post(
+            &p("/runs/{id}/heartbeat"),
+            agent::heartbeat,
+            Doc::new(A::Run, "Heartbeat; answers the directive").returns::<DirectiveResponse>(),
+        )
+        .get(
+            &p("/runs/{id}/directive"),
+            agent::directive,
+            Doc::new(A::Run, "The run's current directive").returns::<DirectiveResponse>(),
+        )
+        .post(
+            &p("/runs/{id}/firmware"),
+            agent::firmware,
+            Doc::new(A::Run, "Firmware versions found on the node")
+                .body::<FirmwareReport>()
+                .returns::<FirmwareAck>(),
+        )
+        .post(
+            &p("/runs/{id}/artifacts"),
+            agent::artifact,
+            Doc::new(
+                A::Run,
+                "Upload an artifact (raw bytes, streamed; stored by BLAKE3)",
+            )
+            .raw_body()
+            .query(
+                "kind",
+                "string",
+                true,
+                "artifact kind, 1 to 32 of [a-z0-9_]",
+            )
+            .query(
+                "stage",
+                "integer",
+                false,
+                "ordinal of the stage it belongs to",
+            )
+            .returns::<ArtifactInfo>(),
+        )
+        .post(
+            &p("/runs/{id}/hold-ip"),
+            agent::hold_ip,
+            Doc::new(A::Run, "A held node's address and SSH port")
+                .body::<HoldReport>()
+                .returns::<DirectiveResponse>(),
+        )
+        .post(
+            &p("/runs/{id}/events"),
+            agent::event,
+            Doc::new(A::Run, "Record an agent event")
+                .body::<AgentEvent>()
+                .returns::<EventAck>(),
+        )
+        .post(
+            &p("/runs/{id}/complete"),
+            agent::complete,
+            Doc::new(
+                A::Run,
+                "End of run: the agent's sample count, compared with what was stored",
+            )
+            .body::<RunComplete>()
+            .returns::<CompleteAck>(),
+        )
+        .get(
+            &p("/hosts"),
+            operator::list_hosts,
+            Doc::new(A::Operator, "List hosts").returns::<Vec<Host>>(),
+        )
+        .post(
+            &p("/hosts"),
+            operator::create_host,
+            Doc::new(A::Operator, "Register a host")
+                .body::<HostCreate>()
+                .returns::<Host>(),
+        )
+        .get(
+            &p("/hosts/{name}"),
+            operator::show_host,
+            Doc::new(A::Operator, "Show a host").returns::<Host>(),
+        )
+        .patch(
+            &p("/hosts/{name}"),
+            operator::edit_host,
+            Doc::new(A::Operator, "Change a host's MACs, spec, BMC or mode")
+                .body::<HostUpdate>()
+                .returns::<Host>(),
+        )
+        .post(
+            &p("/hosts/{name}/token"),
+            operator::host_token,
+            Doc::new(
+                A::Operator,
+                "Issue a new host-mode token (the old one stops working)",
+            )
+            .returns::<HostToken>(),
+        )
+        .post(
+            &p("/host/heartbeat"),
+            agent::host_heartbeat,
+            Doc::new(
+                A::Host,
+                "Host-mode heartbeat; names a queued run to run in place",
+            )
+            .body::<HostHeartbeat>()
+            .returns::<HostHeartbeatAck>(),
+        )
+        .get(
+            &p("/runs"),
+            operator::list_runs,
+            Doc::new(A::Operator, "List runs, newest first").returns::<Vec<Run>>(),
+        )
+        .post(
+            &p("/runs"),
+            operator::create_run,
+            Doc::new(A::Operator, "Queue a run for a host")
+                .body::<RunCreate>()
+                .returns::<Run>(),
+        )
+        .get(
+            &p("/runs/{id}"),
+            operator::show_run,
+            Doc::new(
+                A::Operator,
+                "A run with its stages, sub-steps, events, artifacts and breaches",
+            )
+            .returns::<RunDetail>(),
+        )
+        .post(
+            &p("/runs/{id}/cancel"),
+            operator::cancel,
+            Doc::new(A::Operator, "Cancel a queued run").returns::<Run>(),
+        )
+        .post(
+            &p("/runs/{id}/abort"),
+            operator::abort,
+            Doc::new(A::Operator, "Abort a running run").returns::<Run>(),
+        )
+        .post(
+            &p("/runs/{id}/release"),
+            operator::release,
+            Doc::new(A::Operator, "Release a held run, with a power action")
+                .body::<ReleaseRequest>()
+                .returns::<Run>(),
+        )
+        .post(
+            &p("/runs/{id}/ignore-diff"),
+            operator::ignore_diff,
+            Doc::new(
+                A::Operator,
+                "Accept a spec diff so SpecValidate passes on the next run",
+            )
+            .body::<IgnoreDiffRequest>()
+            .returns::<IgnoreDiffAck>(),
+        )
+        .get(
+            &p("/runs/{id}/hold-key"),
+            operator::hold_key,
+            Doc::new(A::Operator, "A held run's SSH private key and address").returns::<HoldKey>(),
+        )
+        .get(
+            &p("/runs/{id}/measurements"),
+            operator::measurements,
+            Doc::new(
+                A::Operator,
+                "Stored measurements, oldest first, one page at a time",
+            )
+            .query(
+                "kind",
+                "string",
+                false,
+                "only this kind (temp, fan, fio, …)",
+            )
+            .query(
+                "after",
+                "integer",
+                false,
+                "the last measurement id already seen",
+            )
+            .query(
+                "limit",
+                "integer",
+                false,
+                "page size, 1 to 100000 (default 10000)",
+            )
+            .returns::<Vec<Measurement>>(),
+        )
+        .get(
+            &p("/runs/{id}/report"),
+            operator::report,
+            Doc::new(
+                A::Operator,
+                "report.json as of now (schema: docs/report.schema.json)",
+            )
+            .returns_raw("application/json"),
+        )
+        .get(
+            &p("/runs/{id}/report.html"),
+            operator::report_html,
+            Doc::new(
+                A::Operator,
+                "report.html as of now: one self-contained page",
+            )
+            .returns_raw("text/html"),
+        )
+        .get(
+            "/metrics",
+            operator::metrics,
+            Doc::new(
+                A::OperatorOrPublic,
+                "Prometheus metrics (public when metrics_public is set)",
+            )
+            .returns_raw("text/plain; version=0.0.4"),
+        );
+    api.finish(&p("/openapi.json"), env!("CARGO_PKG_VERSION"))
+        .layer(DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::BadRequest("method not allowed on this route".into())
