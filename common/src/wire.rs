@@ -612,3 +612,53 @@ mod tests {
         .is_err());
     }
 }
+
+/// The webhook event a run entering `state` sends: a hold or an end.
+pub fn webhook_event(state: RunState) -> Option<&'static str> {
+    match state {
+        RunState::FailedHolding => Some("held"),
+        RunState::Passed => Some("passed"),
+        RunState::Failed => Some("failed"),
+        RunState::Aborted => Some("aborted"),
+        RunState::Cancelled => Some("cancelled"),
+        _ => None,
+    }
+}
+
+/// The JSON body POSTed to every configured webhook URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WebhookPayload {
+    /// `held`, `passed`, `failed`, `aborted` or `cancelled`.
+    pub event: String,
+    pub run_id: i64,
+    pub host: String,
+    pub profile: String,
+    /// The state the run entered, and the one it left.
+    pub state: RunState,
+    pub previous_state: RunState,
+    /// When it changed (the transition event's time).
+    pub at: Timestamp,
+    /// The first failed stage and why, when there is one.
+    pub failed_stage: Option<String>,
+    pub failure_reason: Option<String>,
+    /// Where the report is (relative to the coordinator's URL).
+    pub report_html: String,
+}
+
+/// Delivery states: `pending` (will be tried at `next_attempt_at`),
+/// `delivered`, `dead` (out of attempts; `vetctl webhook retry` revives it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub run_id: i64,
+    pub url: String,
+    pub event: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}

@@ -33,6 +33,12 @@ pub struct RawConfig {
     pub iperf3_host: Option<String>,
     /// Serve `/metrics` without the operator token.
     pub metrics_public: Option<bool>,
+    /// URLs POSTed a JSON notification when a run is held or ends.
+    pub webhooks: Option<Vec<String>>,
+    /// Tries per notification before it becomes a dead letter.
+    pub webhook_max_attempts: Option<u32>,
+    /// First retry delay, seconds; doubled per failed try (at most an hour).
+    pub webhook_backoff_s: Option<u64>,
 }
 
 impl RawConfig {
@@ -93,6 +99,21 @@ impl RawConfig {
                 _ => anyhow::bail!("VET_METRICS_PUBLIC={v:?}: want true or false"),
             });
         }
+        if let Some(v) = get("VET_WEBHOOKS") {
+            self.webhooks = Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(String::from)
+                    .collect(),
+            );
+        }
+        if let Some(v) = get("VET_WEBHOOK_MAX_ATTEMPTS") {
+            self.webhook_max_attempts = Some(num("VET_WEBHOOK_MAX_ATTEMPTS", v)?);
+        }
+        if let Some(v) = get("VET_WEBHOOK_BACKOFF_S") {
+            self.webhook_backoff_s = Some(num("VET_WEBHOOK_BACKOFF_S", v)?);
+        }
         if let Some(v) = get("VET_IPERF3_HOST") {
             self.iperf3_host = Some(v);
         }
@@ -116,6 +137,11 @@ pub struct Config {
     pub iperf3_host: Option<String>,
     /// `/metrics` answers without the operator token.
     pub metrics_public: bool,
+    /// Notified (POST, JSON) when a run is held or ends; http or https.
+    pub webhooks: Vec<String>,
+    pub webhook_max_attempts: u32,
+    /// Delay before the first retry; doubled per failure, at most an hour.
+    pub webhook_backoff: Duration,
 }
 
 impl Config {
@@ -133,6 +159,9 @@ impl Config {
             iperf3_ports: Vec::new(),
             iperf3_host: None,
             metrics_public: false,
+            webhooks: Vec::new(),
+            webhook_max_attempts: 10,
+            webhook_backoff: Duration::from_secs(5),
         }
     }
 
@@ -180,6 +209,23 @@ impl Config {
         }
         c.iperf3_host = raw.iperf3_host;
         c.metrics_public = raw.metrics_public.unwrap_or(false);
+        for url in raw.webhooks.unwrap_or_default() {
+            let parsed = reqwest::Url::parse(&url)
+                .map_err(|e| anyhow::anyhow!("webhooks: {url:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
+                "webhooks: {url:?} is not an http or https URL"
+            );
+            c.webhooks.push(url);
+        }
+        if let Some(n) = raw.webhook_max_attempts {
+            anyhow::ensure!(n >= 1, "webhook_max_attempts: must be at least 1");
+            c.webhook_max_attempts = n;
+        }
+        if let Some(s) = raw.webhook_backoff_s {
+            anyhow::ensure!(s >= 1, "webhook_backoff_s: must be at least 1 second");
+            c.webhook_backoff = Duration::from_secs(s);
+        }
         Ok(c)
     }
 
@@ -226,5 +272,39 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("VET_HEARTBEAT_TIMEOUT_S"), "{err}");
         assert!(toml::from_str::<RawConfig>("lisen = 1").is_err());
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_or_the_environment_and_must_be_http() {
+        let raw: RawConfig =
+            toml::from_str("webhooks = [\"https://hooks.example/a\"]\nwebhook_backoff_s = 30")
+                .unwrap();
+        let c = Config::resolve(raw.clone()).unwrap();
+        assert_eq!(c.webhooks, vec!["https://hooks.example/a".to_string()]);
+        assert_eq!(c.webhook_backoff, Duration::from_secs(30));
+        assert_eq!(c.webhook_max_attempts, 10);
+        let raw = raw
+            .overlay_env(|k| {
+                (k == "VET_WEBHOOKS").then(|| " http://127.0.0.1:9/x , http://[::1]:9/y".into())
+            })
+            .unwrap();
+        assert_eq!(
+            Config::resolve(raw).unwrap().webhooks,
+            vec!["http://127.0.0.1:9/x", "http://[::1]:9/y"]
+        );
+        for bad in ["ftp://host/x", "not a url", "file:///etc/passwd"] {
+            let err = Config::resolve(RawConfig {
+                webhooks: Some(vec![bad.into()]),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(err.to_string().starts_with("webhooks:"), "{bad}: {err}");
+        }
+        let err = Config::resolve(RawConfig {
+            webhook_max_attempts: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("webhook_max_attempts"), "{err}");
     }
 }

@@ -25,6 +25,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod report;
 pub mod store;
+pub mod webhooks;
 pub mod wol;
 
 pub use api::serve;

@@ -377,6 +377,27 @@ pub fn router(state: AppState) -> Router {
             .returns_raw("text/html"),
         )
         .get(
+            &p("/webhooks"),
+            operator::webhooks,
+            Doc::new(A::Operator, "Webhook deliveries, newest first")
+                .query(
+                    "state",
+                    "string",
+                    false,
+                    "pending, delivered or dead (dead letters)",
+                )
+                .returns::<Vec<WebhookDelivery>>(),
+        )
+        .post(
+            &p("/webhooks/{id}/retry"),
+            operator::retry_webhook,
+            Doc::new(
+                A::Operator,
+                "Send a dead letter again (fresh attempts, due now)",
+            )
+            .returns::<WebhookDelivery>(),
+        )
+        .get(
             "/metrics",
             operator::metrics,
             Doc::new(
@@ -420,6 +441,11 @@ pub async fn serve(
         Arc::new(config.clone()),
         Duration::from_secs(1),
     ));
+    let notifier = tokio::spawn(crate::webhooks::run(
+        store_for_janitor.clone(),
+        Arc::new(config.clone()),
+        Duration::from_millis(500),
+    ));
     let iperf_servers = crate::iperf::spawn_pool(&config.iperf3_ports);
     let janitor = config.artifact_retention.map(|retention| {
         let store = store_for_janitor.clone();
@@ -449,6 +475,7 @@ pub async fn serve(
         .await;
     sweeper.abort();
     reports.abort();
+    notifier.abort();
     if let Some(j) = janitor {
         j.abort();
     }

@@ -10,7 +10,7 @@ use common::run_state::{RunEvent, RunState};
 use common::spec::HostSpec;
 use common::wire::{
     HoldKey, Host, HostCreate, HostUpdate, IgnoreDiffAck, IgnoreDiffRequest, ReleaseRequest, Run,
-    RunCreate, RunDetail,
+    RunCreate, RunDetail, WebhookDelivery,
 };
 
 use super::error::{ApiError, AppJson};
@@ -352,4 +352,39 @@ pub async fn measurements(
         })
         .await?;
     Ok(Json(rows))
+}
+
+/// `GET /webhooks?state=`: deliveries, newest first.
+pub async fn webhooks(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
+    app.require_operator(&headers)?;
+    let state = match q.get("state").map(String::as_str) {
+        None => None,
+        Some(s @ ("pending" | "delivered" | "dead")) => Some(s.to_string()),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be pending, delivered or dead, got {other:?}"
+            )))
+        }
+    };
+    Ok(Json(
+        app.db(move |s| Ok(s.webhook_deliveries(state.as_deref())?))
+            .await?,
+    ))
+}
+
+/// `POST /webhooks/{id}/retry`: a dead letter becomes pending, due now.
+pub async fn retry_webhook(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<WebhookDelivery>, ApiError> {
+    app.require_operator(&headers)?;
+    let id = parse_id(&id, "delivery id")?;
+    Ok(Json(
+        app.db(move |s| Ok(s.webhook_retry(id, now())?)).await?,
+    ))
 }

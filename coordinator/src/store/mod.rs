@@ -20,7 +20,7 @@ use common::threshold::{Rule, Source};
 use common::time::Timestamp;
 use common::wire::{
     BatchAck, Event, HoldReport, Host, MeasurementBatch, Overrides, Power, QueuedRun, Run,
-    RunDetail, StageFinish, StagePlan,
+    RunDetail, StageFinish, StagePlan, WebhookDelivery,
 };
 
 /// Why a store operation did not happen. Each variant maps to one HTTP status.
@@ -140,6 +140,17 @@ pub struct MeasurementPage {
     pub limit: u32,
 }
 
+/// A webhook delivery the notifier should try now.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub url: String,
+    pub event: String,
+    pub payload_json: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
 /// Rows an operator can count to see that a refused request changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowCounts(pub Vec<(String, i64)>);
@@ -249,6 +260,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs by state, hosts' and running agents' last contact (`/metrics`).
     fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot>;
+
+    // Webhooks.
+    /// Makes the deliveries for holds and ends recorded since the last call.
+    fn webhook_enqueue(&self, urls: &[String], now: Timestamp) -> StoreResult<usize>;
+    fn webhooks_due(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DueDelivery>>;
+    /// One attempt's outcome; `next: None` after a failure makes a dead letter.
+    fn webhook_attempted(
+        &self,
+        id: i64,
+        outcome: Result<(), &str>,
+        next: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    fn webhook_deliveries(&self, state: Option<&str>) -> StoreResult<Vec<WebhookDelivery>>;
+    /// A dead letter back to pending, due now.
+    fn webhook_retry(&self, id: i64, now: Timestamp) -> StoreResult<WebhookDelivery>;
 
     // Reports.
     /// Everything a report shows, in one read; the plotted series' points

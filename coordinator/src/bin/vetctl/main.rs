@@ -17,6 +17,7 @@ use common::mac::Mac;
 use common::profile::Profile;
 use common::wire::{
     HostCreate, HostUpdate, IgnoreDiffRequest, Overrides, Power, ReleaseRequest, RunCreate,
+    WebhookDelivery,
 };
 
 use client::Client;
@@ -50,6 +51,30 @@ enum Command {
     /// Start, inspect, cancel, abort and release runs.
     #[command(subcommand)]
     Run(RunCmd),
+    /// Webhook notifications: dead letters and retries.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+}
+
+#[derive(Subcommand)]
+enum WebhookCmd {
+    /// List deliveries; dead letters unless --state or --all says otherwise.
+    List {
+        #[arg(long, value_parser = ["pending", "delivered", "dead"], conflicts_with = "all")]
+        state: Option<String>,
+        /// Every delivery, whatever its state.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Send dead letters again (fresh attempts, due now).
+    Retry {
+        /// Delivery ids.
+        #[arg(required_unless_present = "all_dead")]
+        ids: Vec<i64>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all_dead: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -371,6 +396,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     &IgnoreDiffRequest { field },
                 )?;
                 output::ignored(&ack, json)
+            }
+        },
+        Command::Webhook(cmd) => match cmd {
+            WebhookCmd::List { state, all } => {
+                let path = match (all, state.as_deref()) {
+                    (true, _) => "/webhooks".to_string(),
+                    (false, s) => format!("/webhooks?state={}", s.unwrap_or("dead")),
+                };
+                output::webhooks(&client.get::<Vec<WebhookDelivery>>(&path)?, json)
+            }
+            WebhookCmd::Retry { ids, all_dead } => {
+                let ids = if all_dead {
+                    client
+                        .get::<Vec<WebhookDelivery>>("/webhooks?state=dead")?
+                        .into_iter()
+                        .map(|d| d.id)
+                        .collect()
+                } else {
+                    ids
+                };
+                let mut retried = Vec::new();
+                for id in ids {
+                    retried.push(
+                        client
+                            .post::<_, WebhookDelivery>(
+                                &format!("/webhooks/{id}/retry"),
+                                &serde_json::json!({}),
+                            )
+                            .with_context(|| format!("retrying delivery {id}"))?,
+                    );
+                }
+                output::webhooks(&retried, json)
             }
         },
     }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use common::wire::{Host, IgnoreDiffAck, Run, RunDetail};
+use common::wire::{Host, IgnoreDiffAck, Run, RunDetail, WebhookDelivery};
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -127,6 +127,42 @@ pub fn runs(list: &[Run], json: bool) -> anyhow::Result<()> {
             opt(&r.result),
             opt(&r.failed_stage),
             r.started_at
+        )?;
+    }
+    Ok(())
+}
+
+pub fn webhooks(list: &[WebhookDelivery], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    let mut out = std::io::stdout().lock();
+    if list.is_empty() {
+        writeln!(out, "no deliveries")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<5} {:<5} {:<9} {:<9} {:<8} {:<24} {:<32} LAST ERROR",
+        "ID", "RUN", "EVENT", "STATE", "ATTEMPTS", "NEXT/DELIVERED", "URL"
+    )?;
+    for d in list {
+        let when = match (&d.delivered_at, d.state.as_str()) {
+            (Some(t), _) => t.to_string(),
+            (None, "pending") => d.next_attempt_at.to_string(),
+            _ => "-".into(),
+        };
+        writeln!(
+            out,
+            "{:<5} {:<5} {:<9} {:<9} {:<8} {:<24} {:<32} {}",
+            d.id,
+            d.run_id,
+            d.event,
+            d.state,
+            d.attempts,
+            when,
+            d.url,
+            opt(&d.last_error)
         )?;
     }
     Ok(())

@@ -14,6 +14,7 @@ mod hosts;
 mod metrics;
 mod report;
 mod runs;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,12 +29,12 @@ use common::run_state::{RunEvent, RunState};
 use common::time::Timestamp;
 use common::wire::{
     ArtifactInfo, BatchAck, Event, HoldReport, Host, MeasurementBatch, Power, QueuedRun, Run,
-    RunDetail, StageFinish,
+    RunDetail, StageFinish, WebhookDelivery,
 };
 
 use super::{
-    Claimed, ComputedDiffs, NewArtifact, NewHost, NewRun, ReportInputs, RowCounts, RunFacts,
-    StageResult, Store, StoreError, StoreResult,
+    Claimed, ComputedDiffs, DueDelivery, NewArtifact, NewHost, NewRun, ReportInputs, RowCounts,
+    RunFacts, StageResult, Store, StoreError, StoreResult,
 };
 
 /// Migrations in the order they are applied. Append only: a shipped entry is
@@ -72,6 +73,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_report_state",
         include_str!("../migrations/0009_report_state.sql"),
     ),
+    (
+        "0010_webhooks",
+        include_str!("../migrations/0010_webhooks.sql"),
+    ),
 ];
 
 const TABLES: &[&str] = &[
@@ -88,6 +93,7 @@ const TABLES: &[&str] = &[
     "events",
     "settings",
     "batches",
+    "webhook_deliveries",
 ];
 
 /// Runs whose frozen thresholds are kept in memory at most.
@@ -445,6 +451,32 @@ impl Store for SqliteStore {
 
     fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot> {
         self.read(|tx| metrics::snapshot(tx))
+    }
+
+    fn webhook_enqueue(&self, urls: &[String], now: Timestamp) -> StoreResult<usize> {
+        self.write(|tx| webhooks::enqueue(tx, urls, now))
+    }
+
+    fn webhooks_due(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DueDelivery>> {
+        self.read(|tx| webhooks::due(tx, now, limit))
+    }
+
+    fn webhook_attempted(
+        &self,
+        id: i64,
+        outcome: Result<(), &str>,
+        next: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.write(|tx| webhooks::record_attempt(tx, id, outcome, next, now))
+    }
+
+    fn webhook_deliveries(&self, state: Option<&str>) -> StoreResult<Vec<WebhookDelivery>> {
+        self.read(|tx| webhooks::list(tx, state))
+    }
+
+    fn webhook_retry(&self, id: i64, now: Timestamp) -> StoreResult<WebhookDelivery> {
+        self.write(|tx| webhooks::retry(tx, id, now))
     }
 
     fn report_inputs(&self, run_id: i64, plots: bool) -> StoreResult<ReportInputs> {
