@@ -18,6 +18,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod gate;
 pub mod iperf;
 pub mod janitor;

@@ -34,6 +34,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub counters: Arc<crate::metrics::Counters>,
+    pub sessions: Arc<crate::dashboard::Sessions>,
     operator_hash: Arc<str>,
 }
 
@@ -43,6 +44,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             counters: Arc::default(),
+            sessions: Arc::default(),
             operator_hash: auth::hash_token(operator_token).into(),
         }
     }
@@ -124,8 +126,8 @@ pub(crate) fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// Every route: `/api/v1` (documented at `/api/v1/openapi.json`) and
-/// `/metrics`, all from one table.
+/// Every route: `/api/v1` and `/metrics` from one table (documented at
+/// `/api/v1/openapi.json`), and the dashboard's HTML pages under `/ui`.
 pub fn router(state: AppState) -> Router {
     use openapi::Access as A;
     use openapi::{Api, Doc};
@@ -407,6 +409,7 @@ pub fn router(state: AppState) -> Router {
             .returns_raw("text/plain; version=0.0.4"),
         );
     api.finish(&p("/openapi.json"), env!("CARGO_PKG_VERSION"))
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {

@@ -41,7 +41,7 @@ const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -86,7 +86,7 @@ fn state_class(s: StageState) -> &'static str {
     }
 }
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
+pub(crate) const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;width:100%;margin:6px 0}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -100,6 +100,12 @@ svg{display:block;margin:6px 0 14px;background:#fff}";
 
 /// Renders the page.
 pub fn render(report: &Report, plots: &[PlotSeries]) -> String {
+    render_page(report, plots, "", "")
+}
+
+/// The page with `head` added to its `<head>` and `header` first in its
+/// body (the dashboard's navigation; both already escaped HTML).
+pub fn render_page(report: &Report, plots: &[PlotSeries], head: &str, header: &str) -> String {
     let mut h = String::with_capacity(64 * 1024);
     let r = &report.run;
     let verdict = match report.verdict {
@@ -110,7 +116,7 @@ pub fn render(report: &Report, plots: &[PlotSeries]) -> String {
     };
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Run {id} on {host}: {verdict}</title><style>{STYLE}</style></head><body>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Run {id} on {host}: {verdict}</title><style>{STYLE}</style>{head}</head><body>{header}",
         id = r.id,
         host = esc(&report.host.name),
     );

@@ -3,6 +3,8 @@
 //! the real protocol with the `common::wire` types.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
