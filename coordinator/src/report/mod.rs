@@ -163,7 +163,7 @@ pub struct SeriesStats {
     pub min: f64,
     pub max: f64,
     pub mean: f64,
-    /// The last value stored (tables use it: one fio pass, one iperf run).
+    /// The latest value in time (tables use it: one fio pass, one iperf run).
     pub last: f64,
     pub first_ts: Timestamp,
     pub last_ts: Timestamp,

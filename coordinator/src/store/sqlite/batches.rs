@@ -98,6 +98,7 @@ pub fn append(
         "INSERT INTO threshold_evaluations (run_id, threshold_id, stage_name, kind, key, ts, observed, passed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
+    let mut summary = super::summaries::BatchSummary::default();
     for (i, s) in batch.samples.iter().enumerate() {
         let stage = match s.stage {
             Some(o) => Some(stages.get(o as usize).copied().flatten().ok_or_else(|| {
@@ -121,6 +122,7 @@ pub fn append(
             value,
             unit,
         ))?;
+        summary.add(s.kind, &s.key, unit, s.ts, value);
         let Some((_, stage, true)) = stage else {
             continue;
         };
@@ -128,6 +130,8 @@ pub fn append(
             .iter()
             .filter(|f| f.rule.applies_to(stage, s.kind, &s.key))
         {
+            let passed = f.rule.passes(value);
+            summary.judged(f.id, passed);
             insert_e.execute((
                 run_id,
                 f.id,
@@ -136,10 +140,11 @@ pub fn append(
                 &s.key,
                 &ts,
                 value,
-                f.rule.passes(value),
+                passed,
             ))?;
         }
     }
+    summary.write(tx, run_id)?;
     tx.prepare_cached(
         "INSERT INTO batches (run_id, seq, sample_count, received_at) VALUES (?1, ?2, ?3, ?4)",
     )?

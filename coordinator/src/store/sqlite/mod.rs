@@ -14,6 +14,7 @@ mod hosts;
 mod metrics;
 mod report;
 mod runs;
+mod summaries;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -77,6 +78,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_webhooks",
         include_str!("../migrations/0010_webhooks.sql"),
     ),
+    (
+        "0011_series_summaries",
+        include_str!("../migrations/0011_series_summaries.sql"),
+    ),
 ];
 
 const TABLES: &[&str] = &[
@@ -94,6 +99,9 @@ const TABLES: &[&str] = &[
     "settings",
     "batches",
     "webhook_deliveries",
+    "series_stats",
+    "series_rollups",
+    "threshold_counts",
 ];
 
 /// Runs whose frozen thresholds are kept in memory at most.

@@ -5,9 +5,8 @@ use rusqlite::Connection;
 use common::run_state::RunState;
 use common::time::Timestamp;
 
-use super::{agent, hosts, runs, ts_col};
-use crate::report::html::{PlotSeries, PLOTTED};
-use crate::report::{Breach, SeriesStats, BREACHES_SHOWN};
+use super::{agent, hosts, runs, summaries, ts_col};
+use crate::report::{Breach, BREACHES_SHOWN};
 use crate::store::{NewArtifact, ReportInputs, StoreResult};
 
 pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportInputs> {
@@ -39,31 +38,7 @@ pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportIn
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let stats = tx
-        .prepare(
-            "WITH s AS (
-                SELECT kind, key, COALESCE(MAX(unit), '') AS unit, COUNT(*) AS n, MIN(value) AS lo,
-                       MAX(value) AS hi, AVG(value) AS mean, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
-                       MAX(id) AS last_id
-                FROM measurements WHERE run_id = ?1 AND value IS NOT NULL GROUP BY kind, key)
-             SELECT s.*, m.value AS last FROM s JOIN measurements m ON m.id = s.last_id
-             ORDER BY s.kind, s.key",
-        )?
-        .query_map([run_id], |r| {
-            Ok(SeriesStats {
-                kind: r.get("kind")?,
-                key: r.get("key")?,
-                unit: r.get("unit")?,
-                count: r.get("n")?,
-                min: r.get("lo")?,
-                max: r.get("hi")?,
-                mean: r.get("mean")?,
-                last: r.get("last")?,
-                first_ts: ts_col(r, "first_ts")?,
-                last_ts: ts_col(r, "last_ts")?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let stats = summaries::stats(tx, run_id)?;
     Ok(ReportInputs {
         detail,
         host,
@@ -72,37 +47,11 @@ pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportIn
         breach_total,
         stats,
         plots: if plots {
-            plot_series(tx, run_id)?
+            summaries::plot_series(tx, run_id)?
         } else {
             Vec::new()
         },
     })
-}
-
-/// The raw points of every plotted series (sensors), by kind and key.
-fn plot_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
-    let mut out: Vec<PlotSeries> = Vec::new();
-    let mut stmt = tx.prepare(
-        "SELECT key, COALESCE(unit, '') AS unit, ts, value FROM measurements
-         WHERE run_id = ?1 AND kind = ?2 AND value IS NOT NULL ORDER BY key, ts, id",
-    )?;
-    for (kind, _) in PLOTTED {
-        let mut rows = stmt.query((run_id, kind))?;
-        while let Some(r) = rows.next()? {
-            let key: String = r.get("key")?;
-            let point = (ts_col(r, "ts")?, r.get::<_, f64>("value")?);
-            match out.last_mut() {
-                Some(s) if s.kind == kind && s.key == key => s.points.push(point),
-                _ => out.push(PlotSeries {
-                    kind: kind.to_string(),
-                    key,
-                    unit: r.get("unit")?,
-                    points: vec![point],
-                }),
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Runs held or ended whose stored report was rendered at another state

@@ -345,9 +345,9 @@ pub fn detail(tx: &Connection, run_id: i64) -> StoreResult<RunDetail> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut stmt = tx.prepare_cached(
-        "SELECT t.*, COUNT(e.id) AS evaluated, COALESCE(SUM(e.passed = 0), 0) AS breaches
-         FROM thresholds t LEFT JOIN threshold_evaluations e ON e.threshold_id = t.id
-         WHERE t.run_id = ?1 GROUP BY t.id ORDER BY t.id",
+        "SELECT t.*, COALESCE(c.evaluated, 0) AS evaluated, COALESCE(c.breaches, 0) AS breaches
+         FROM thresholds t LEFT JOIN threshold_counts c ON c.threshold_id = t.id
+         WHERE t.run_id = ?1 ORDER BY t.id",
     )?;
     let thresholds = stmt
         .query_map([run_id], |r| {
@@ -367,11 +367,7 @@ pub fn detail(tx: &Connection, run_id: i64) -> StoreResult<RunDetail> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let measurements: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM measurements WHERE run_id = ?1",
-        [run_id],
-        |r| r.get(0),
-    )?;
+    let measurements = super::summaries::count(tx, run_id)?;
     Ok(RunDetail {
         run,
         stages,
