@@ -825,7 +825,7 @@ fn sensor(i: usize, n: usize) -> (&'static str, String, &'static str, f64) {
 fn soak_value(sensor_i: usize, base: f64, step: usize, steps: usize) -> f64 {
     let phase = step as f64 / steps as f64 * std::f64::consts::TAU;
     let noise = ((step * 7919 + sensor_i * 104729) % 1000) as f64 / 1000.0 - 0.5;
-    let load = if (step / (steps / 24).max(1)) % 3 == 0 {
+    let load = if (step / (steps / 24).max(1)).is_multiple_of(3) {
         1.0
     } else {
         0.0
@@ -884,7 +884,7 @@ async fn report_bench(samples: usize, sensors: usize, hours: u64) -> anyhow::Res
                 .await?;
                 last_beat = Instant::now();
             }
-            if seq % 200 == 0 {
+            if seq.is_multiple_of(200) {
                 let done = n + 1;
                 eprintln!(
                     "  ingested {done} ({:.0}/s)",
