@@ -38,12 +38,25 @@ fn set_cursor(tx: &Connection, id: i64) -> StoreResult<()> {
     Ok(())
 }
 
+fn newest_event(tx: &Connection) -> StoreResult<i64> {
+    Ok(tx.query_row("SELECT COALESCE(max(id), 0) FROM events", [], |r| r.get(0))?)
+}
+
+/// Whether [`enqueue`] has anything to do: events past the cursor, or no
+/// cursor yet.
+pub fn has_new_events(tx: &Connection) -> StoreResult<bool> {
+    Ok(match cursor(tx)? {
+        None => true,
+        Some(from) => newest_event(tx)? > from,
+    })
+}
+
 /// Makes one pending delivery per URL for every hold or end recorded since
 /// the cursor, and moves the cursor. The first call starts the cursor at
 /// the newest event: history from before webhooks were configured is not
 /// sent. Returns how many deliveries it made.
 pub fn enqueue(tx: &Connection, urls: &[String], now: Timestamp) -> StoreResult<usize> {
-    let newest: i64 = tx.query_row("SELECT COALESCE(max(id), 0) FROM events", [], |r| r.get(0))?;
+    let newest = newest_event(tx)?;
     let Some(from) = cursor(tx)? else {
         set_cursor(tx, newest)?;
         return Ok(0);
