@@ -276,11 +276,7 @@ async fn login_form() -> Response {
 }
 
 async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", form.token.trim())) {
-        headers.insert(header::AUTHORIZATION, v);
-    }
-    if app.require_operator(&headers).is_err() {
+    if !app.is_operator_token(form.token.trim()) {
         tracing::warn!("dashboard login with a wrong token");
         return page(
             StatusCode::UNAUTHORIZED,

@@ -61,9 +61,14 @@ impl AppState {
             .map_err(|e| ApiError::Internal(format!("store task: {e}")))?
     }
 
+    /// Whether `token` is the operator token (constant-time).
+    pub(crate) fn is_operator_token(&self, token: &str) -> bool {
+        auth::token_matches(token, &self.operator_hash)
+    }
+
     pub(crate) fn require_operator(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         match bearer(headers) {
-            Some(t) if auth::token_matches(t, &self.operator_hash) => Ok(()),
+            Some(t) if self.is_operator_token(t) => Ok(()),
             Some(_) => Err(ApiError::Unauthorized("operator token required")),
             None => Err(ApiError::Unauthorized(
                 "missing Authorization: Bearer token",
