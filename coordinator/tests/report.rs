@@ -325,17 +325,8 @@ async fn vetctl_writes_the_report_and_never_over_a_file() {
 fn chromium(profile: &std::path::Path, args: &[&str], page: &std::path::Path) -> Vec<u8> {
     use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
+        .args(support::browser::CHROMIUM_FLAGS)
+        .arg("--hide-scrollbars")
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()))
