@@ -931,13 +931,7 @@ async fn report_bench(samples: usize, sensors: usize, hours: u64) -> anyhow::Res
 
     // The stage ends with the excursion as a critical breach: the run is
     // held, and the report writer renders and stores both files.
-    let before = http
-        .get(format!("{api}/runs/{run}"))
-        .bearer_auth(&d.token)
-        .send()
-        .await?
-        .json::<Value>()
-        .await?;
+    let before = get(&http, &d, &format!("/runs/{run}")).await?;
     anyhow::ensure!(
         before["state"] == "Running",
         "the run should still be running: {}",
@@ -956,13 +950,7 @@ async fn report_bench(samples: usize, sensors: usize, hours: u64) -> anyhow::Res
         "the breach should fail CPUStress: {v}"
     );
     let report_path = loop {
-        let r = http
-            .get(format!("{api}/runs/{run}"))
-            .bearer_auth(&d.token)
-            .send()
-            .await?
-            .json::<Value>()
-            .await?;
+        let r = get(&http, &d, &format!("/runs/{run}")).await?;
         if let (Some(p), "FailedHolding") =
             (r["report_path"].as_str(), r["state"].as_str().unwrap_or(""))
         {
