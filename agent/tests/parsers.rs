@@ -324,6 +324,145 @@ fn units_and_keys_follow_the_scheme() {
     assert_eq!(margin.value, 93.0 - 10.0);
 }
 
+fn series(r: &ToolResult) -> Vec<(&str, i64, f64)> {
+    r.series
+        .iter()
+        .map(|t| (t.measured.key.as_str(), t.before_end_ms, t.measured.value))
+        .collect()
+}
+
+fn assert_series(got: &[(&str, i64, f64)], want: &[(&str, i64, f64)]) {
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0, g.1), (w.0, w.1), "{got:?}");
+        assert!(
+            (g.2 - w.2).abs() < 1e-6 * w.2.abs().max(1.0),
+            "{g:?} vs {w:?}"
+        );
+    }
+}
+
+#[test]
+fn throughput_over_time_from_status_reports_and_intervals() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let read = |p: &str| std::fs::read(root.join(p)).unwrap();
+
+    // Four documents (three status reports, then the final one); totals so
+    // far in each: io_bytes 16503799808 @ 889 ms, 34504572928 @ 1889,
+    // 56436719616 @ 2889, 58956840960 @ 3001; timestamp_ms …12233, …13232,
+    // …14232, …14395.
+    let r = tools::fio::parse(
+        &read("fio/fio-3.33-status-interval-seqread-file.json"),
+        Some("sdx"),
+    )
+    .unwrap();
+    let k = "sdx/read_interval_bw_mbps";
+    assert_series(
+        &series(&r),
+        &[
+            (k, 2162, 16503799808.0 / 889.0 / 1000.0),
+            (k, 1163, (34504572928.0 - 16503799808.0) / 1000.0 / 1000.0),
+            (k, 163, (56436719616.0 - 34504572928.0) / 1000.0 / 1000.0),
+            (k, 0, (58956840960.0 - 56436719616.0) / 112.0 / 1000.0),
+        ],
+    );
+    // The pass's result is the final document's, as without status reports.
+    let bw = r
+        .measurements
+        .iter()
+        .find(|m| m.key == "sdx/read_bw_mbps")
+        .unwrap();
+    assert!((bw.value - 19645.731742).abs() < 1e-3, "{}", bw.value);
+    assert_eq!(r.series[0].measured.unit, "MB/s");
+
+    // Two jobs on one file: each interval is the sum of both jobs' rates.
+    let r = tools::fio::parse(
+        &read("fio/fio-3.33-status-interval-randwrite-2jobs-file.json"),
+        None,
+    )
+    .unwrap();
+    let k = "w/write_interval_bw_mbps";
+    assert_series(
+        &series(&r),
+        &[
+            (k, 2168, (89624576.0 / 889.0 + 91910144.0 / 888.0) / 1000.0),
+            (
+                k,
+                1168,
+                ((245030912.0 - 89624576.0) / 1000.0 + (247439360.0 - 91910144.0) / 1000.0)
+                    / 1000.0,
+            ),
+            (
+                k,
+                168,
+                ((403521536.0 - 245030912.0) / 1000.0 + (405946368.0 - 247439360.0) / 1000.0)
+                    / 1000.0,
+            ),
+            (
+                k,
+                0,
+                ((422842368.0 - 403521536.0) / 112.0 + (425369600.0 - 405946368.0) / 113.0)
+                    / 1000.0,
+            ),
+        ],
+    );
+    // Without status reports there is one interval: the whole pass.
+    let r = tools::fio::parse(
+        &read("fio/fio-3.33-multijob-read-randwrite-randrw-vm.json"),
+        None,
+    )
+    .unwrap();
+    assert!(
+        r.series.iter().all(|t| t.before_end_ms == 0),
+        "{:?}",
+        series(&r)
+    );
+    assert!(!r.series.is_empty());
+    // fio 2.x has no timestamp_ms: no series, the result as before.
+    let r = tools::fio::parse(
+        &read("fio/fio-2.1.4-multijob-seq-rand-read-write.json"),
+        None,
+    )
+    .unwrap();
+    assert!(r.series.is_empty() && !r.measurements.is_empty());
+
+    // iperf3: one point per interval, both directions of a --bidir test.
+    let r = tools::iperf3::parse(
+        &read("iperf3/iperf3-3.12-tcp-bidir-loopback.json"),
+        Some("eth0"),
+    )
+    .unwrap();
+    let (f, b) = ("eth0/interval_bps", "eth0/reverse_interval_bps");
+    assert_series(
+        &series(&r),
+        &[
+            (f, 1999, 6848715285.416707),
+            (b, 1999, 7170206966.2459),
+            (f, 999, 7437021857.85782),
+            (b, 999, 6433181248.835262),
+            (f, 0, 5226554904.43655),
+            (b, 0, 7901225663.50579),
+        ],
+    );
+    assert!(r.series.iter().all(|t| t.measured.unit == "bit/s"));
+    let r = tools::iperf3::parse(
+        &read("iperf3/iperf3-3.12-error-connection-refused.json"),
+        None,
+    )
+    .unwrap();
+    assert!(r.series.is_empty());
+}
+
+#[test]
+fn a_stream_with_a_document_that_is_not_fio_is_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let mut bytes =
+        std::fs::read(root.join("fio/fio-3.33-status-interval-seqread-file.json")).unwrap();
+    bytes.extend(std::fs::read(root.join("iperf3/iperf3-3.12-tcp-client-loopback.json")).unwrap());
+    let e = tools::fio::parse(&bytes, None).unwrap_err();
+    assert!(e.to_string().contains("fio version"), "{e}");
+}
+
 #[test]
 fn truncated_fixtures_never_panic() {
     for tool in ["smartctl", "fio", "iperf3", "stress-ng"] {

@@ -78,7 +78,7 @@ impl Kind {
             Kind::Fio if metric.ends_with("_bw_mbps") => Some("MB/s"),
             Kind::Fio if metric.ends_with("_iops") => Some("IOPS"),
             Kind::Fio if metric.ends_with("_us") => Some("µs"),
-            Kind::Iperf if metric == "bps" => Some("bit/s"),
+            Kind::Iperf if metric == "bps" || metric.ends_with("_bps") => Some("bit/s"),
             Kind::Iperf if metric == "retransmits" => Some("count"),
             Kind::Iperf if metric == "lost_pct" => Some("%"),
             _ => match self.units() {
@@ -86,6 +86,32 @@ impl Kind {
                 _ => None,
             },
         }
+    }
+
+    /// Whether `key` is one interval of a throughput series (fio's
+    /// `<disk>/{read,write}_interval_bw_mbps`, iperf's `<nic>/interval_bps`
+    /// and `<nic>/reverse_interval_bps`): the tool's progress reports during
+    /// one pass, plotted over time. A pass's own result is the key without
+    /// `interval_` ([`Kind::summary_key`]); thresholds judge that one.
+    pub fn is_interval_key(self, key: &str) -> bool {
+        let metric = key.rsplit('/').next().unwrap_or(key);
+        matches!(self, Kind::Fio | Kind::Iperf)
+            && (metric.starts_with("interval_") || metric.contains("_interval_"))
+    }
+
+    /// The pass result an interval key belongs to (`sda/read_interval_bw_mbps`
+    /// → `sda/read_bw_mbps`); `None` for a key that is not an interval.
+    pub fn summary_key(self, key: &str) -> Option<String> {
+        if !self.is_interval_key(key) {
+            return None;
+        }
+        let (device, metric) = key.rsplit_once('/').unwrap_or(("", key));
+        let metric = metric.replacen("interval_", "", 1);
+        Some(if key.contains('/') {
+            format!("{device}/{metric}")
+        } else {
+            metric
+        })
     }
 
     /// Whether `unit` is acceptable for `key` of this kind. `''` means "the
@@ -192,6 +218,9 @@ mod tests {
             (Kind::Iperf, "eth0/bps", "bit/s", true),
             (Kind::Iperf, "eth0/lost_pct", "%", true),
             (Kind::Iperf, "eth0/lost_pct", "bit/s", false),
+            (Kind::Iperf, "eth0/reverse_bps", "bit/s", true),
+            (Kind::Iperf, "eth0/interval_bps", "bit/s", true),
+            (Kind::Fio, "sda/write_interval_bw_mbps", "MB/s", true),
             (Kind::SmartAttr, "sda/5_Reallocated_Sector_Ct", "", true),
             (Kind::SmartAttr, "sda/5_Reallocated_Sector_Ct", "C", false),
             (Kind::Power, "rapl/package-0", "W", true),
@@ -199,6 +228,37 @@ mod tests {
         ];
         for (kind, key, unit, ok) in cases {
             assert_eq!(kind.accepts_unit(key, unit), ok, "{kind} {key} {unit}");
+        }
+    }
+
+    #[test]
+    fn interval_keys_name_their_pass_result() {
+        let cases = [
+            (
+                Kind::Fio,
+                "sda/read_interval_bw_mbps",
+                Some("sda/read_bw_mbps"),
+            ),
+            (
+                Kind::Fio,
+                "nvme0n1/write_interval_bw_mbps",
+                Some("nvme0n1/write_bw_mbps"),
+            ),
+            (Kind::Iperf, "eth0/interval_bps", Some("eth0/bps")),
+            (
+                Kind::Iperf,
+                "eth0/reverse_interval_bps",
+                Some("eth0/reverse_bps"),
+            ),
+            (Kind::Fio, "sda/read_bw_mbps", None),
+            (Kind::Iperf, "eth0/bps", None),
+            // A device may be called anything; only the metric counts.
+            (Kind::Iperf, "interval_0/bps", None),
+            (Kind::Temp, "x/interval_bps", None),
+        ];
+        for (kind, key, want) in cases {
+            assert_eq!(kind.summary_key(key).as_deref(), want, "{kind} {key}");
+            assert_eq!(kind.is_interval_key(key), want.is_some(), "{kind} {key}");
         }
     }
 

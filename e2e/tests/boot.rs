@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use common::run_state::RunState;
+use common::time::Timestamp;
 use support::{free_port, options, Coord, Loop};
 use vet_agent::run::boot;
 
@@ -100,6 +101,65 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
         "fio on the loop device"
     );
     assert!(has("iperf", "lo/bps"), "iperf3 over loopback");
+    // Throughput over time: fio's status report every second and iperf3's
+    // intervals, each placed inside the stage that measured it.
+    let at = |v: &serde_json::Value| v.as_str().unwrap().parse::<Timestamp>().unwrap();
+    let over_time = |kind: &str, key: &str, stage_name: &str| -> Vec<f64> {
+        let s = stage(stage_name);
+        let (from, to) = (at(&s["started_at"]), at(&s["completed_at"]));
+        let points: Vec<(Timestamp, f64)> = ms
+            .iter()
+            .filter(|m| m["kind"] == kind && m["key"] == key && m["stage_id"] == s["id"])
+            .map(|m| (at(&m["ts"]), m["value"].as_f64().unwrap()))
+            .collect();
+        for w in points.windows(2) {
+            assert!(w[0].0 < w[1].0, "{key} in time order: {points:?}");
+        }
+        for (t, _) in &points {
+            assert!(
+                from <= *t && *t <= to,
+                "{key} at {t} inside {stage_name} {from}..{to}"
+            );
+        }
+        points.into_iter().map(|p| p.1).collect()
+    };
+    let fio_bw = over_time(
+        "fio",
+        &format!("{loop_name}/read_interval_bw_mbps"),
+        "DiskPerf",
+    );
+    assert!(
+        fio_bw.len() >= 8,
+        "a 10 s pass reports every second: {fio_bw:?}"
+    );
+    // The pass's bandwidth is the time-weighted mean of its intervals.
+    let pass_bw = ms
+        .iter()
+        .find(|m| {
+            m["key"] == format!("{loop_name}/read_bw_mbps")
+                && m["stage_id"] == stage("DiskPerf")["id"]
+        })
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    let (lo, hi) = fio_bw
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(l, h), v| (l.min(*v), h.max(*v)));
+    assert!(
+        lo * 0.999 <= pass_bw && pass_bw <= hi * 1.001,
+        "{pass_bw} within {lo}..{hi}"
+    );
+    let burn_bw = over_time("fio", &format!("{loop_name}/read_interval_bw_mbps"), "Burn");
+    assert!(
+        burn_bw.len() >= 30,
+        "the burn's fio reports too: {burn_bw:?}"
+    );
+    let iperf_bps = over_time("iperf", "lo/interval_bps", "Network");
+    assert!(
+        iperf_bps.len() >= 4,
+        "a 5 s test reports every second: {iperf_bps:?}"
+    );
+    assert!(iperf_bps.iter().all(|v| *v > 0.0), "{iperf_bps:?}");
     assert!(has("temp", "coretemp/Package id 0"), "sidecar temperatures");
     // Every failure leaves a trace in `run show`: without ethtool (scripts/setup
     // does not install it) the Firmware stage reports the missing tool.

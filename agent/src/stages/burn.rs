@@ -19,9 +19,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
             Err(e) => Err(format!("{}: {}", d.name, super::tool_failure(&e))),
             Ok(out) => match fio::parse(&out.stdout, Some(&d.name)) {
                 Ok(r) if r.errors.is_empty() => {
-                    for m in &r.measurements {
-                        ctx.emit(m.kind, m.key.clone(), m.value);
-                    }
+                    ctx.emit_result(&r, ctx.clock.now());
                     Ok(())
                 }
                 Ok(r) => Err(format!("{}: {}", d.name, r.errors.join("; "))),

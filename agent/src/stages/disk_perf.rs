@@ -2,8 +2,9 @@
 //! sequential 128 KiB reads at queue depth 16 with O_DIRECT for the
 //! profile's time per disk (`--readonly`), then, unless the run is
 //! non-destructive, 4 KiB random writes for the same time on disks the
-//! interlock allows. Bandwidth, IOPS and latency percentiles as `fio`; one
-//! sub-step per disk and direction.
+//! interlock allows. Bandwidth, IOPS and latency percentiles as `fio`, and
+//! the bandwidth of each status report over time; one sub-step per disk and
+//! direction.
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ pub fn read_job(disk: &str, secs: u64, rw: &str, bs: &str) -> ToolCommand {
             "--time_based",
         ])
         .arg(format!("--runtime={secs}"))
+        .arg(format!("--status-interval={}", super::report_every(secs)))
 }
 
 /// The fio command for a random-write pass over `/dev/<disk>` (destructive).
@@ -46,33 +48,36 @@ pub fn write_job(disk: &str, secs: u64) -> ToolCommand {
             "--time_based",
         ])
         .arg(format!("--runtime={secs}"))
+        .arg(format!("--status-interval={}", super::report_every(secs)))
 }
 
 async fn fio_pass(ctx: &StageCtx, disk: &str, cmd: ToolCommand) -> (StageState, serde_json::Value) {
-    match ctx.run_tool(&cmd).await {
+    let out = match ctx.run_tool(&cmd).await {
+        Err(e) => {
+            return (
+                StageState::Failed,
+                serde_json::json!({"reason": super::tool_failure(&e)}),
+            )
+        }
+        Ok(out) => out,
+    };
+    let ended = ctx.clock.now();
+    match fio::parse(&out.stdout, Some(disk)) {
         Err(e) => (
             StageState::Failed,
-            serde_json::json!({"reason": super::tool_failure(&e)}),
+            serde_json::json!({"reason": e.to_string(), "stderr": out.stderr_tail}),
         ),
-        Ok(out) => match fio::parse(&out.stdout, Some(disk)) {
-            Err(e) => (
-                StageState::Failed,
-                serde_json::json!({"reason": e.to_string(), "stderr": out.stderr_tail}),
-            ),
-            Ok(r) if !r.errors.is_empty() => (
-                StageState::Failed,
-                serde_json::json!({"reason": r.errors.join("; "), "stderr": out.stderr_tail}),
-            ),
-            Ok(r) => {
-                for m in &r.measurements {
-                    ctx.emit(m.kind, m.key.clone(), m.value);
-                }
-                (
-                    StageState::Passed,
-                    serde_json::json!({"measurements": r.measurements}),
-                )
-            }
-        },
+        Ok(r) if !r.errors.is_empty() => (
+            StageState::Failed,
+            serde_json::json!({"reason": r.errors.join("; "), "stderr": out.stderr_tail}),
+        ),
+        Ok(r) => {
+            ctx.emit_result(&r, ended);
+            (
+                StageState::Passed,
+                serde_json::json!({"measurements": r.measurements}),
+            )
+        }
     }
 }
 

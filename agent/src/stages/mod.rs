@@ -33,6 +33,7 @@ use common::wire::{ClaimResponse, StageOutcome, SubStepReport};
 
 use crate::exec::{self, ToolCommand, ToolError, ToolOutput};
 use crate::host::Roots;
+use crate::tools::ToolResult;
 use crate::uplink::{Client, Uplink};
 
 /// The coordinator's clock as seen from here: local time plus an offset
@@ -73,18 +74,40 @@ pub struct StageCtx {
 impl StageCtx {
     /// Sends one measurement of this stage.
     pub fn emit(&self, kind: Kind, key: String, value: f64) {
+        self.emit_at(kind, key, value, self.clock.now());
+    }
+
+    /// Streams a measurement made at `ts` (a tool's report during its run).
+    pub fn emit_at(&self, kind: Kind, key: String, value: f64, ts: Timestamp) {
         let Ok(value) = Finite::new(value) else {
             return;
         };
         let unit = kind.unit_for_key(&key).unwrap_or("").to_string();
         self.uplink.push(Sample {
-            ts: self.clock.now(),
+            ts,
             kind,
             key,
             value,
             unit,
             stage: Some(self.stage.ordinal()),
         });
+    }
+
+    /// Streams what a tool measured: its results now, and its reports over
+    /// time placed back from `ended` (when the tool returned).
+    pub fn emit_result(&self, r: &ToolResult, ended: Timestamp) {
+        for m in &r.measurements {
+            self.emit(m.kind, m.key.clone(), m.value);
+        }
+        for t in &r.series {
+            let ts = Timestamp::from_unix_millis(ended.unix_millis() - t.before_end_ms);
+            self.emit_at(
+                t.measured.kind,
+                t.measured.key.clone(),
+                t.measured.value,
+                ts,
+            );
+        }
     }
 
     /// Runs a tool for this stage. A missing tool or a timeout is also
@@ -129,6 +152,14 @@ impl StageCtx {
     pub fn seconds(&self, s: u64) -> Duration {
         Duration::from_secs(s.max(1))
     }
+}
+
+/// Seconds between a tool's progress reports (fio `--status-interval`,
+/// iperf3 `-i`) for a pass of `secs`: every second, and no more than 600
+/// reports in one pass however long it runs (a 24 h burn reports every
+/// 144 s), so the plot of a pass keeps its shape and the output stays small.
+pub fn report_every(secs: u64) -> u64 {
+    secs.div_ceil(600).max(1)
 }
 
 /// What a stage executor reports.

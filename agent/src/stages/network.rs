@@ -1,6 +1,7 @@
 //! Network: `iperf3 -J` per NIC against the servers the coordinator assigned
-//! (its own host unless configured otherwise), one sub-step each. iperf3
-//! reports some failures only in the JSON `error` field with exit 0.
+//! (its own host unless configured otherwise), one sub-step each, with the
+//! rate of every interval over time. iperf3 reports some failures only in
+//! the JSON `error` field with exit 0.
 
 use std::time::Duration;
 
@@ -47,7 +48,9 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
             .arg("-p")
             .arg(port.to_string())
             .arg("-t")
-            .arg(secs.to_string());
+            .arg(secs.to_string())
+            .arg("-i")
+            .arg(super::report_every(secs).to_string());
         let (state, summary) = match ctx.run_tool(&cmd).await {
             Err(e) => (
                 StageState::Failed,
@@ -63,9 +66,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
                     serde_json::json!({"reason": r.errors.join("; ")}),
                 ),
                 Ok(r) => {
-                    for m in &r.measurements {
-                        ctx.emit(m.kind, m.key.clone(), m.value);
-                    }
+                    ctx.emit_result(&r, ctx.clock.now());
                     (
                         StageState::Passed,
                         serde_json::json!({"server": format!("{host}:{port}"), "measurements": r.measurements}),

@@ -4,10 +4,15 @@
 //! TCP retransmits; UDP adds `<nic>/lost_pct`. A bidirectional test adds
 //! `<nic>/reverse_bps`. iperf3 reports some failures only in the JSON
 //! `error` field with exit 0: that is an error here.
+//!
+//! Each reported interval (`-i`) becomes `<nic>/interval_bps` (and
+//! `<nic>/reverse_interval_bps` in a bidirectional test): the rate this end
+//! sent, or received with `-R`, placed by the interval's end. Omitted
+//! warm-up intervals (`-O`) are left out.
 
 use serde_json::Value;
 
-use super::{Measured, ParseError, ToolResult};
+use super::{Measured, ParseError, Timed, ToolResult};
 use common::measurement::Kind;
 
 pub fn parse(bytes: &[u8], nic: Option<&str>) -> Result<ToolResult, ParseError> {
@@ -54,9 +59,47 @@ pub fn parse(bytes: &[u8], nic: Option<&str>) -> Result<ToolResult, ParseError> 
             f("/sum_received_bidir_reverse/bits_per_second"),
         );
     }
+    out.series = intervals(&doc, nic);
     if out.measurements.is_empty() && out.errors.is_empty() {
         out.errors
             .push("no end-of-test summary in the output".into());
     }
     Ok(out)
+}
+
+fn intervals(doc: &Value, nic: &str) -> Vec<Timed> {
+    let list: Vec<&Value> = doc
+        .get("intervals")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|i| i.pointer("/sum/omitted").and_then(Value::as_bool) != Some(true))
+                .collect()
+        })
+        .unwrap_or_default();
+    let end_of = |i: &Value| i.pointer("/sum/end").and_then(Value::as_f64);
+    let Some(last) = list.iter().filter_map(|i| end_of(i)).reduce(f64::max) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for i in list {
+        let Some(end) = end_of(i) else { continue };
+        let before_end_ms = ((last - end) * 1000.0).round() as i64;
+        for (sum, metric) in [
+            ("/sum/bits_per_second", "interval_bps"),
+            ("/sum_bidir_reverse/bits_per_second", "reverse_interval_bps"),
+        ] {
+            if let Some(m) = i
+                .pointer(sum)
+                .and_then(Value::as_f64)
+                .and_then(|v| Measured::new(Kind::Iperf, format!("{nic}/{metric}"), v))
+            {
+                out.push(Timed {
+                    before_end_ms,
+                    measured: m,
+                });
+            }
+        }
+    }
+    out
 }

@@ -39,11 +39,24 @@ impl Measured {
     }
 }
 
+/// One measurement a tool reported while it ran (fio's status reports,
+/// iperf3's intervals), placed in time relative to the tool's last report,
+/// so the executor anchors it on its own clock when the tool has ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timed {
+    /// How long before the tool's last report this one was made.
+    pub before_end_ms: i64,
+    #[serde(flatten)]
+    pub measured: Measured,
+}
+
 /// What a tool run yielded: measurements, and problems the tool reported
 /// that mean it could not measure.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ToolResult {
     pub measurements: Vec<Measured>,
+    /// Throughput over time (`…interval…` keys), oldest first.
+    pub series: Vec<Timed>,
     /// The tool could not measure (smartctl exit bits 0–1, fio job error,
     /// iperf3 `error`, …).
     pub errors: Vec<String>,
@@ -82,6 +95,8 @@ pub struct Judged {
     pub verdict: Verdict,
     pub reasons: Vec<String>,
     pub measurements: Vec<Measured>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<Timed>,
 }
 
 /// Judges a tool result by the `quick` profile's default thresholds for
@@ -123,6 +138,7 @@ pub fn judge(stage: Stage, result: ToolResult) -> Judged {
         verdict,
         reasons,
         measurements: result.measurements,
+        series: result.series,
     }
 }
 
