@@ -247,6 +247,184 @@ async fn a_clean_pass_is_pass_and_a_queued_run_has_no_verdict() {
     assert_eq!(report["not_tested"], json!([]), "every stage ran in full");
 }
 
+/// Throughput over time: fio's and iperf3's interval series are plotted over
+/// the passes that measured them, one plot per metric, with the pass
+/// result's threshold drawn as its band, a break between passes, rates in
+/// Gbit/s; the tables keep the pass results only, and only those are judged.
+#[tokio::test]
+async fn throughput_is_plotted_over_the_passes_that_measured_it() {
+    let coord = TestCoordinator::start().await;
+    let spec = format!(
+        "{SPEC}  - {{stage: DiskPerf, kind: fio, key: \"*/read_bw_mbps\", op: within_pct, threshold: 15, nominal: 3200, unit: MB/s, severity: warning}}
+  - {{stage: Network, kind: iperf, key: \"*/bps\", op: gt, threshold: 9000000000, unit: bit/s, severity: warning}}
+"
+    );
+    coord
+        .add_host("node-tput", "52:54:00:00:07:08", Some(&spec))
+        .await;
+    let run = coord
+        .start_run("node-tput", json!({"non_destructive": false}))
+        .await;
+    let mut agent = coord.agent("52:54:00:00:07:08", "boot-tput").await;
+    let t0 = chrono::Utc::now().timestamp_millis();
+    let at = |kind: Kind, key: &str, v: f64, stage: u32, ms: i64| {
+        let mut s = sample(kind, key, v, Some(stage));
+        s.ts = common::time::Timestamp::from_unix_millis(t0 + ms);
+        s
+    };
+    let (read, write) = (
+        "nvme0n1/read_interval_bw_mbps",
+        "nvme0n1/write_interval_bw_mbps",
+    );
+    for ordinal in 0..12 {
+        let samples: Vec<_> = match ordinal {
+            // DiskPerf: 10 s read and write passes, then their results.
+            6 => (1..=10)
+                .flat_map(|i| {
+                    [
+                        at(Kind::Fio, read, 3000.0 + 30.0 * i as f64, 6, i * 1000),
+                        at(Kind::Fio, write, 400.0 - i as f64, 6, i * 1000),
+                    ]
+                })
+                .chain([
+                    at(Kind::Fio, "nvme0n1/read_bw_mbps", 3165.0, 6, 10_000),
+                    at(Kind::Fio, "nvme0n1/write_bw_mbps", 394.5, 6, 10_000),
+                ])
+                .collect(),
+            // Network: five one-second intervals at 9.2–9.6 Gbit/s.
+            9 => (1..=5)
+                .map(|i| {
+                    let v = 9.1e9 + 1e8 * i as f64;
+                    at(Kind::Iperf, "eth0/interval_bps", v, 9, 20_000 + i * 1000)
+                })
+                .chain([at(Kind::Iperf, "eth0/bps", 9.4e9, 9, 25_000)])
+                .collect(),
+            // Burn: 60 s of random reads, a minute after DiskPerf.
+            11 => (1..=60)
+                .map(|i| {
+                    at(
+                        Kind::Fio,
+                        read,
+                        2900.0 + (i % 7) as f64,
+                        11,
+                        70_000 + i * 1000,
+                    )
+                })
+                .collect(),
+            _ => {
+                pass_stage(&agent, ordinal).await;
+                continue;
+            }
+        };
+        agent.start_stage(ordinal).await;
+        let (st, body) = agent.send(samples).await;
+        assert_eq!(st.as_u16(), 200, "{body}");
+        agent
+            .finish_stage(ordinal, StageOutcome::Passed, None)
+            .await;
+    }
+    let (_, bytes) = stored_report(&coord, run, "Passed").await;
+    let report: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_valid(&report);
+    // Tables: pass results only.
+    let metrics = |t: &str| -> Vec<String> {
+        report[t]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r["device"].as_str().unwrap(),
+                    r["metric"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        metrics("fio"),
+        ["nvme0n1/read_bw_mbps", "nvme0n1/write_bw_mbps"]
+    );
+    assert_eq!(metrics("iperf"), ["eth0/bps"]);
+    // Thresholds judged the pass results, never an interval (the profile's
+    // own `*/lost_pct` had nothing to judge: a TCP test has no loss).
+    let judged: Vec<(String, i64)> = report["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "fio" || t["kind"] == "iperf")
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_string(),
+                t["evaluated"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [("*/lost_pct", 0), ("*/read_bw_mbps", 1), ("*/bps", 1)];
+    assert_eq!(judged, want.map(|(k, n)| (k.to_string(), n)));
+
+    let html = String::from_utf8(
+        coord
+            .http
+            .get(coord.url(&format!("/runs/{run}/report.html")))
+            .bearer_auth(&coord.token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let svg = |id: &str| -> &str {
+        let start = html
+            .find(&format!("<svg id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no {id} in the page"));
+        let len = html[start..].find("</svg>").unwrap();
+        &html[start..start + len]
+    };
+    assert!(html.contains("<h2 id=\"plots-fio\">Disk throughput over time (fio)</h2>"));
+    assert!(html.contains("Network throughput over time (iperf3)"));
+    // One plot per metric: read (DiskPerf and Burn), then write.
+    let read_plot = svg("plot-fio-0");
+    assert!(
+        read_plot.contains(&format!("<title>{read}</title>")),
+        "{read_plot}"
+    );
+    let line = read_plot
+        .split("<path d=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(
+        line.matches('M').count(),
+        2,
+        "broken between DiskPerf and Burn: {line}"
+    );
+    assert_eq!(line.matches('L').count(), 70 - 2, "{line}");
+    // The pass threshold drawn as its band: 3200 ± 15 % (2720 and 3680).
+    assert_eq!(
+        read_plot
+            .matches("*/read_bw_mbps within_pct 15% of 3200 (warning)")
+            .count(),
+        2,
+        "{read_plot}"
+    );
+    let write_plot = svg("plot-fio-1");
+    assert!(write_plot.contains(&format!("<title>{write}</title>")));
+    assert!(
+        !write_plot.contains("within_pct"),
+        "the read rule is not the write's"
+    );
+    let net = svg("plot-iperf-0");
+    assert!(net.contains(">Gbit/s</text>"), "{net}");
+    assert!(net.contains("*/bps gt 9000000000 (warning)"), "{net}");
+    assert!(net.contains("<title>eth0/interval_bps</title>"));
+}
+
 #[tokio::test]
 async fn a_report_of_an_unknown_run_is_404_and_needs_the_operator_token() {
     let coord = TestCoordinator::start().await;

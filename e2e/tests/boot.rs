@@ -160,6 +160,32 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
         "a 5 s test reports every second: {iperf_bps:?}"
     );
     assert!(iperf_bps.iter().all(|v| *v > 0.0), "{iperf_bps:?}");
+    // …and plotted in the report, one plot per metric, rates in Gbit/s or
+    // Mbit/s, beside the sensors.
+    let page = dir.path().join("report.html");
+    let out = tokio::task::block_in_place(|| {
+        let id = end.run_id.to_string();
+        support::vetctl(
+            &coord,
+            &["run", "report", &id, "--html", page.to_str().unwrap()],
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    for want in [
+        "id=\"plot-temp-0\"".to_string(),
+        "id=\"plot-fio-0\"".to_string(),
+        format!("<title>{loop_name}/read_interval_bw_mbps</title>"),
+        "id=\"plot-iperf-0\"".to_string(),
+        "<title>lo/interval_bps</title>".to_string(),
+    ] {
+        assert!(html.contains(&want), "report.html lacks {want}");
+    }
+    assert!(html.contains(">Gbit/s</text>") || html.contains(">Mbit/s</text>"));
     assert!(has("temp", "coretemp/Package id 0"), "sidecar temperatures");
     // Every failure leaves a trace in `run show`: without ethtool (scripts/setup
     // does not install it) the Firmware stage reports the missing tool.

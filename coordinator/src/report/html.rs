@@ -1,7 +1,8 @@
 //! `report.html`: one self-contained page a person reads top-down —
 //! verdict first, then where and why the run failed, what was not tested,
 //! the stage timeline, breaches, kernel errors, SMART, fio and iperf
-//! tables, and SVG plots of every sensor over time with stage bands and
+//! tables, and SVG plots of every sensor over the run and of fio and iperf3
+//! throughput over the passes that measured it, with stage bands and
 //! threshold lines (long series downsampled with LTTB).
 //!
 //! Never: reference anything outside the file (no scripts, fonts, images
@@ -29,7 +30,14 @@ pub struct PlotSeries {
     pub points: Vec<(Timestamp, f64)>,
 }
 
-/// Kinds plotted over time, in page order, with their titles.
+/// Throughput kinds whose `…interval…` series are plotted over the time
+/// they were measured, one plot per metric (read, write, …), in page order.
+pub const THROUGHPUT: [(&str, &str); 2] = [
+    ("fio", "Disk throughput over time (fio)"),
+    ("iperf", "Network throughput over time (iperf3)"),
+];
+
+/// Sensor kinds plotted over the whole run, in page order, with their titles.
 pub const PLOTTED: [(&str, &str); 4] = [
     ("temp", "Temperatures"),
     ("power", "Power"),
@@ -223,8 +231,46 @@ pub fn render_page(report: &Report, plots: &[PlotSeries], head: &str, header: &s
             continue;
         }
         let _ = write!(h, "<h2>{title}</h2>");
+        let window = Window {
+            origin,
+            from: origin,
+            to: end,
+        };
         for (i, chunk) in series.chunks(LINES_PER_PLOT).enumerate() {
-            plot(&mut h, report, kind, i, chunk, origin, end);
+            plot(&mut h, report, kind, i, chunk, window);
+        }
+    }
+    for (kind, title) in THROUGHPUT {
+        // One plot per metric, over the span its passes ran.
+        let mut groups: std::collections::BTreeMap<&str, Vec<&PlotSeries>> = Default::default();
+        for p in plots
+            .iter()
+            .filter(|p| p.kind == kind && !p.points.is_empty())
+        {
+            let metric = p.key.rsplit('/').next().unwrap_or(&p.key);
+            groups.entry(metric).or_default().push(p);
+        }
+        if groups.is_empty() {
+            continue;
+        }
+        let _ = write!(h, "<h2 id=\"plots-{kind}\">{title}</h2>");
+        let mut index = 0;
+        for series in groups.values() {
+            let times = series
+                .iter()
+                .flat_map(|p| &p.points)
+                .map(|(t, _)| t.unix_millis());
+            let (from, to) = times.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+            let pad = ((to - from) / 30).max(1000);
+            let window = Window {
+                origin,
+                from: (from - pad).max(origin),
+                to: to + pad,
+            };
+            for chunk in series.chunks(LINES_PER_PLOT) {
+                plot(&mut h, report, kind, index, chunk, window);
+                index += 1;
+            }
         }
     }
 
@@ -385,12 +431,70 @@ fn table_rows(h: &mut String, id: &str, title: &str, rows: &[super::ValueRow]) {
 
 /// Elapsed time since the run started, as h:mm:ss or m:ss.
 fn elapsed(ms: i64) -> String {
+    if ms < 0 {
+        return format!("-{}", elapsed(-ms));
+    }
     let s = ms / 1000;
     if s >= 3600 {
         format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
     } else {
         format!("{}:{:02}", s / 60, s % 60)
     }
+}
+
+/// The time a plot spans (`from`..`to`) and the run's start its axis
+/// counts from, all Unix milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    origin: i64,
+    from: i64,
+    to: i64,
+}
+
+/// Where a rule draws on a plot: its limit, or for `within_pct` both ends
+/// of the allowed band around the nominal.
+fn limits(t: &common::wire::ThresholdRow) -> Vec<(f64, String)> {
+    let what = format!("{} {} {}", t.key, t.op, num(t.threshold));
+    if t.op == "within_pct" {
+        let d = t.nominal.abs() * t.threshold / 100.0;
+        let label = format!("{what}% of {} ({})", num(t.nominal), t.severity);
+        vec![(t.nominal - d, label.clone()), (t.nominal + d, label)]
+    } else {
+        vec![(t.threshold, format!("{what} ({})", t.severity))]
+    }
+}
+
+/// Display units for large rates (bit/s in Gbit/s or Mbit/s): the factor
+/// values are multiplied by, and the axis label.
+fn display_unit(unit: &str, hi: f64) -> (f64, String) {
+    match unit {
+        "bit/s" if hi >= 1e9 => (1e-9, "Gbit/s".into()),
+        "bit/s" if hi >= 1e6 => (1e-6, "Mbit/s".into()),
+        _ => (1.0, unit.to_string()),
+    }
+}
+
+/// The SVG path of a line, broken where the time between two points is far
+/// longer than usual (the stages between two fio passes, a rebooting agent)
+/// so no line is drawn across time nothing was measured.
+fn path(line: &[(f64, f64)], x: impl Fn(f64) -> f64, y: impl Fn(f64) -> f64) -> String {
+    let mut steps: Vec<f64> = line.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    steps.sort_by(f64::total_cmp);
+    let gap = steps
+        .get(steps.len() / 2)
+        .map_or(f64::INFINITY, |m| (m * 5.0).max(1.0));
+    let mut d = String::with_capacity(line.len() * 14);
+    for (j, (px, py)) in line.iter().enumerate() {
+        let jump = j == 0 || px - line[j - 1].0 > gap;
+        let _ = write!(
+            d,
+            "{}{:.1},{:.1}",
+            if jump { "M" } else { "L" },
+            x(*px),
+            y(*py)
+        );
+    }
+    d
 }
 
 /// One SVG line plot: stage bands, threshold lines, up to 8 series.
@@ -400,8 +504,7 @@ fn plot(
     kind: &str,
     index: usize,
     series: &[&PlotSeries],
-    origin: i64,
-    end: i64,
+    window: Window,
 ) {
     const W: f64 = 1000.0;
     const H: f64 = 300.0;
@@ -409,27 +512,51 @@ fn plot(
     const R: f64 = 20.0;
     const T: f64 = 26.0;
     const B: f64 = 70.0;
-    let lines: Vec<Vec<(f64, f64)>> = series
+    let Window { origin, from, to } = window;
+    let mut lines: Vec<Vec<(f64, f64)>> = series
         .iter()
         .map(|s| {
             let raw: Vec<(f64, f64)> = s
                 .points
                 .iter()
-                .map(|(t, v)| ((t.unix_millis() - origin) as f64, *v))
+                .map(|(t, v)| ((t.unix_millis() - from) as f64, *v))
                 .collect();
             lttb::downsample(&raw, POINTS_PER_LINE)
         })
         .collect();
-    let rules: Vec<&common::wire::ThresholdRow> = report
+    let parsed_kind = kind.parse::<common::measurement::Kind>().ok();
+    let judged_as = |key: &str| {
+        parsed_kind
+            .and_then(|k| k.summary_key(key))
+            .unwrap_or_else(|| key.to_string())
+    };
+    let mut rules: Vec<(f64, String, bool)> = report
         .thresholds
         .iter()
         .filter(|t| t.kind == kind)
         .filter(|t| {
             common::threshold::KeySelector::new(&t.key)
-                .map(|sel| series.iter().any(|s| sel.matches(&s.key)))
+                .map(|sel| series.iter().any(|s| sel.matches(&judged_as(&s.key))))
                 .unwrap_or(false)
         })
+        .flat_map(|t| {
+            limits(t)
+                .into_iter()
+                .map(|(v, label)| (v, label, t.severity == "critical"))
+        })
         .collect();
+    let hi = lines
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (scale, unit) = display_unit(series.first().map(|s| s.unit.as_str()).unwrap_or(""), hi);
+    for p in lines.iter_mut().flatten() {
+        p.1 *= scale;
+    }
+    for r in &mut rules {
+        r.0 *= scale;
+    }
     let values = lines.iter().flatten().map(|p| p.1);
     let (mut lo, mut hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -437,21 +564,20 @@ fn plot(
     if !lo.is_finite() {
         return;
     }
-    for t in &rules {
+    for (limit, _, _) in &rules {
         // Show a limit when it is near the data (not a 0 W floor far away).
-        if t.threshold <= hi + (hi - lo).max(hi.abs() * 0.5)
-            && t.threshold >= lo - (hi - lo).max(1.0)
-        {
-            lo = lo.min(t.threshold);
-            hi = hi.max(t.threshold);
+        if *limit <= hi + (hi - lo).max(hi.abs() * 0.5) && *limit >= lo - (hi - lo).max(1.0) {
+            lo = lo.min(*limit);
+            hi = hi.max(*limit);
         }
     }
-    let pad = ((hi - lo) * 0.08).max(1.0);
-    let (lo, hi) = (lo - pad, hi + pad);
-    let span = (end - origin) as f64;
+    let pad = ((hi - lo) * 0.08).max(if hi.abs() < 10.0 { 0.1 } else { 1.0 });
+    // Rates, fans and the like are never negative: no axis below zero for them.
+    let floor = if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY };
+    let (lo, hi) = ((lo - pad).max(floor), hi + pad);
+    let span = (to - from).max(1) as f64;
     let x = |ms: f64| L + (ms / span).clamp(0.0, 1.0) * (W - L - R);
     let y = |v: f64| T + (1.0 - (v - lo) / (hi - lo)) * (H - T - B);
-    let unit = series.first().map(|s| s.unit.as_str()).unwrap_or("");
     let _ = write!(
         h,
         "<svg id=\"plot-{kind}-{index}\" viewBox=\"0 0 {W} {H}\" width=\"100%\" role=\"img\" aria-label=\"{kind} over time\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
@@ -462,8 +588,8 @@ fn plot(
             continue;
         };
         let (xa, xb) = (
-            x((a.unix_millis() - origin) as f64),
-            x((b.unix_millis() - origin) as f64),
+            x((a.unix_millis() - from) as f64),
+            x((b.unix_millis() - from) as f64),
         );
         if xb - xa < 0.5 {
             continue;
@@ -491,7 +617,7 @@ fn plot(
             );
         }
     }
-    // Axes and ticks.
+    // Axes and ticks; time reads as elapsed since the run started.
     let _ = write!(
         h,
         "<line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#999\"/><line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{:.1}\" stroke=\"#999\"/>",
@@ -500,6 +626,7 @@ fn plot(
         H - B,
         H - B
     );
+    let step = if hi - lo < 4.0 { 100.0 } else { 10.0 };
     for i in 0..=4 {
         let v = lo + (hi - lo) * i as f64 / 4.0;
         let _ = write!(
@@ -507,7 +634,7 @@ fn plot(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>",
             L - 4.0,
             y(v) + 4.0,
-            num((v * 10.0).round() / 10.0),
+            num((v * step).round() / step),
             y(v),
             W - R,
             y(v)
@@ -518,7 +645,7 @@ fn plot(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
             x(ms),
             H - B + 14.0,
-            elapsed(ms as i64)
+            elapsed(ms as i64 + from - origin)
         );
     }
     let _ = write!(
@@ -526,44 +653,28 @@ fn plot(
         "<text x=\"12\" y=\"{:.1}\" transform=\"rotate(-90 12 {:.1})\" text-anchor=\"middle\">{}</text>",
         (H - B + T) / 2.0,
         (H - B + T) / 2.0,
-        esc(unit)
+        esc(&unit)
     );
     // Threshold lines.
-    for t in &rules {
-        if t.threshold < lo || t.threshold > hi {
+    for (limit, label, critical) in &rules {
+        if *limit < lo || *limit > hi {
             continue;
         }
-        let color = if t.severity == "critical" {
-            "#c62828"
-        } else {
-            "#b26a00"
-        };
+        let color = if *critical { "#c62828" } else { "#b26a00" };
         let _ = write!(
             h,
-            "<line x1=\"{L}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"{color}\" stroke-dasharray=\"6 4\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{color}\">{} {} {} ({})</text>",
+            "<line x1=\"{L}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"{color}\" stroke-dasharray=\"6 4\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{color}\">{}</text>",
             W - R,
             W - R - 2.0,
-            y(t.threshold) - 3.0,
-            esc(&t.key),
-            esc(&t.op),
-            num(t.threshold),
-            esc(&t.severity),
-            yy = y(t.threshold),
+            y(*limit) - 3.0,
+            esc(label),
+            yy = y(*limit),
         );
     }
     // Series and legend.
     for (i, (s, line)) in series.iter().zip(&lines).enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let mut d = String::with_capacity(line.len() * 14);
-        for (j, (px, py)) in line.iter().enumerate() {
-            let _ = write!(
-                d,
-                "{}{:.1},{:.1}",
-                if j == 0 { "M" } else { "L" },
-                x(*px),
-                y(*py)
-            );
-        }
+        let d = path(line, x, y);
         let _ = write!(
             h,
             "<path d=\"{d}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\"><title>{}</title></path>",
@@ -595,6 +706,21 @@ mod tests {
     }
 
     #[test]
+    fn a_line_breaks_only_where_nothing_was_measured() {
+        let uniform: Vec<(f64, f64)> = (0..10).map(|i| (i as f64 * 1000.0, 1.0)).collect();
+        assert_eq!(path(&uniform, |x| x, |y| y).matches('M').count(), 1);
+        let mut passes = uniform.clone();
+        passes.extend((0..10).map(|i| (60_000.0 + i as f64 * 1000.0, 2.0)));
+        let d = path(&passes, |x| x, |y| y);
+        assert_eq!(d.matches('M').count(), 2, "{d}");
+        assert!(d.contains("M60000.0,2.0"), "{d}");
+        assert_eq!(path(&[(5.0, 1.0)], |x| x, |y| y), "M5.0,1.0");
+        assert_eq!(display_unit("bit/s", 9.4e9), (1e-9, "Gbit/s".to_string()));
+        assert_eq!(display_unit("bit/s", 9.4e8), (1e-6, "Mbit/s".to_string()));
+        assert_eq!(display_unit("MB/s", 9.4e9), (1.0, "MB/s".to_string()));
+    }
+
+    #[test]
     fn numbers_read_as_a_person_writes_them() {
         assert_eq!(num(93.5), "93.5");
         assert_eq!(num(90.0), "90");
@@ -602,5 +728,6 @@ mod tests {
         assert_eq!(num(2_500_000_000.0), "2500000000");
         assert_eq!(elapsed(61_000), "1:01");
         assert_eq!(elapsed(3_725_000), "1:02:05");
+        assert_eq!(elapsed(-3_000), "-0:03");
     }
 }

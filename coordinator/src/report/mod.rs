@@ -214,10 +214,16 @@ fn seconds(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<f64> {
     Some((e.unix_millis() - s.unix_millis()) as f64 / 1000.0)
 }
 
+/// The pass results of a kind, one row per device and metric (interval
+/// series are plotted, not tabled: their last value is one second's).
 fn table(series: &[SeriesStats], kind: &str) -> Vec<ValueRow> {
+    let interval = |key: &str| {
+        kind.parse::<common::measurement::Kind>()
+            .is_ok_and(|k| k.is_interval_key(key))
+    };
     series
         .iter()
-        .filter(|s| s.kind == kind)
+        .filter(|s| s.kind == kind && !interval(&s.key))
         .filter_map(|s| {
             let (device, metric) = s.key.split_once('/')?;
             Some(ValueRow {

@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use common::measurement::Kind;
 use common::time::Timestamp;
 
-use crate::report::html::{PlotSeries, PLOTTED};
+use crate::report::html::{PlotSeries, PLOTTED, THROUGHPUT};
 use crate::report::SeriesStats;
 use crate::store::StoreResult;
 
@@ -184,10 +184,42 @@ pub fn count(tx: &Connection, run_id: i64) -> StoreResult<i64> {
     )?)
 }
 
-/// The plotted series of a run: raw points while there are few, otherwise
-/// each rollup bucket's minimum and maximum (so peaks survive), by kind in
-/// page order and key.
+/// The plotted series of a run: the sensors' raw points while there are
+/// few, otherwise each rollup bucket's minimum and maximum (so peaks
+/// survive), by kind in page order and key; then the throughput interval
+/// series, always raw (a pass reports at most 600 times).
 pub fn plot_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
+    let mut out = sensor_series(tx, run_id)?;
+    out.extend(throughput_series(tx, run_id)?);
+    Ok(out)
+}
+
+fn throughput_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
+    let mut out: Vec<PlotSeries> = Vec::new();
+    let mut stmt = tx.prepare_cached(
+        "SELECT key, COALESCE(unit, '') AS unit, ts, value FROM measurements
+         WHERE run_id = ?1 AND kind = ?2 AND key LIKE '%interval%' AND value IS NOT NULL
+         ORDER BY key, ts, id",
+    )?;
+    for (kind, _) in THROUGHPUT {
+        let Ok(k) = kind.parse::<Kind>() else {
+            continue;
+        };
+        let mut rows = stmt.query((run_id, kind))?;
+        while let Some(r) = rows.next()? {
+            let key: String = r.get("key")?;
+            if !k.is_interval_key(&key) {
+                continue;
+            }
+            let unit: String = r.get("unit")?;
+            let p = (super::ts_col(r, "ts")?, r.get::<_, f64>("value")?);
+            push_point(&mut out, kind, key, &unit, p);
+        }
+    }
+    Ok(out)
+}
+
+fn sensor_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
     let kinds: Vec<&str> = PLOTTED.iter().map(|(k, _)| *k).collect();
     let plotted: i64 = tx.query_row(
         "SELECT COALESCE(SUM(n), 0) FROM series_stats WHERE run_id = ?1 AND kind IN (?2, ?3, ?4, ?5)",
