@@ -217,6 +217,17 @@ async fn dead_letters_are_listed_and_retried_with_vetctl() {
         c.webhook_max_attempts = 2;
     })
     .await;
+    // The cursor is set before the first request is answered: the cancel
+    // below is notified however late the notifier's first pass comes.
+    let cursor: String = coord
+        .db()
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'webhook_event_cursor'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(cursor, "0", "a new database has no events");
     coord
         .add_host("node-d", "52:54:00:00:0b:02", Some(SPEC))
         .await;

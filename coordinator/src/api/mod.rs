@@ -441,6 +441,13 @@ pub async fn serve(
         .await?
         .with_context(|| format!("opening database in {}", dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    // The webhook cursor starts before any request is answered, so a run
+    // changed in the first moments after startup is still notified (the
+    // notifier's own first pass may come later than that).
+    let (urls, cursor_store) = (config.webhooks.clone(), store.clone());
+    tokio::task::spawn_blocking(move || cursor_store.webhook_enqueue(&urls, now()))
+        .await?
+        .context("starting the webhook event cursor")?;
     let state = AppState::new(store.clone(), config.clone(), &token);
     let store_for_janitor = store.clone();
     let sweeper = tokio::spawn(sweep(store, config.heartbeat_timeout, config.hold_timeout));
