@@ -44,6 +44,18 @@ async fn fetch(coord: &TestCoordinator, run: i64) -> Vec<u8> {
     resp.bytes().await.unwrap().to_vec()
 }
 
+async fn fetch_html(coord: &TestCoordinator, run: i64) -> String {
+    let resp = coord
+        .http
+        .get(coord.url(&format!("/runs/{run}/report.html")))
+        .bearer_auth(&coord.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.text().await.unwrap()
+}
+
 /// Waits until the stored report shows `state`; returns its path and bytes.
 async fn stored_report(coord: &TestCoordinator, run: i64, state: &str) -> (String, Vec<u8>) {
     wait_until(
@@ -363,20 +375,7 @@ async fn throughput_is_plotted_over_the_passes_that_measured_it() {
     let want = [("*/lost_pct", 0), ("*/read_bw_mbps", 1), ("*/bps", 1)];
     assert_eq!(judged, want.map(|(k, n)| (k.to_string(), n)));
 
-    let html = String::from_utf8(
-        coord
-            .http
-            .get(coord.url(&format!("/runs/{run}/report.html")))
-            .bearer_auth(&coord.token)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let html = fetch_html(&coord, run).await;
     let svg = |id: &str| -> &str {
         let start = html
             .find(&format!("<svg id=\"{id}\""))
@@ -611,17 +610,7 @@ async fn report_html_is_self_contained_small_and_renders_in_a_browser() {
         .unwrap();
     assert!(longest <= 600, "{longest} points in one line");
     // The same bytes on demand.
-    let served = coord
-        .http
-        .get(coord.url(&format!("/runs/{run}/report.html")))
-        .bearer_auth(&coord.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(served, html);
+    assert_eq!(fetch_html(&coord, run).await, html);
 
     // As a person would see it: saved with vetctl, rendered by Chromium.
     let dir = coord.dir.path().to_path_buf();
