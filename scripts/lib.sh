@@ -1,12 +1,17 @@
 # Shared helpers for scripts/*: phase timing and the build cache.
 # shellcheck shell=bash
 
-# Runs "$@" as a named phase and prints how long it took.
+# Runs "$@" as a named phase and prints how long it took; returns its status
+# (also where the caller tests it, which turns `set -e` off inside).
 phase() {
   local name=$1; shift
-  local start=$SECONDS
+  local start=$SECONDS status=0
   echo "==> [$name] $*"
-  "$@"
+  "$@" || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "==> [$name] failed (status $status) after $((SECONDS - start)) s"
+    return "$status"
+  fi
   echo "==> [$name] done in $((SECONDS - start)) s"
 }
 
