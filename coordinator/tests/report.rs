@@ -464,11 +464,12 @@ async fn vetctl_writes_the_report_and_never_over_a_file() {
             .output()
             .unwrap()
     };
+    // DESIGN's spelling: `run report RUN --json F`.
     let args = [
         "run",
         "report",
         &run.to_string(),
-        "--json-file",
+        "--json",
         out_file.to_str().unwrap(),
     ];
     let out = tokio::task::block_in_place(|| vetctl(&args));
@@ -477,7 +478,64 @@ async fn vetctl_writes_the_report_and_never_over_a_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        out.stdout.starts_with(b"run "),
+        "a file, not stdout, gets it"
+    );
     assert_eq!(std::fs::read(&out_file).unwrap(), fetch(&coord, run).await);
+    // The same with --html beside it, in either order, and the older
+    // --json-file spelling.
+    let html_file = coord.dir.path().join("r.html");
+    let json2 = coord.dir.path().join("r2.json");
+    let out = tokio::task::block_in_place(|| {
+        vetctl(&[
+            "run",
+            "report",
+            &run.to_string(),
+            "--json",
+            json2.to_str().unwrap(),
+            "--html",
+            html_file.to_str().unwrap(),
+        ])
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&json2).unwrap(), fetch(&coord, run).await);
+    assert_eq!(
+        std::fs::read_to_string(&html_file).unwrap(),
+        fetch_html(&coord, run).await
+    );
+    let json3 = coord.dir.path().join("r3.json");
+    let out = tokio::task::block_in_place(|| {
+        vetctl(&[
+            "run",
+            "report",
+            &run.to_string(),
+            "--json-file",
+            json3.to_str().unwrap(),
+        ])
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&json3).unwrap(), fetch(&coord, run).await);
+    // A bare file name without --json is refused and writes nothing.
+    let stray = coord.dir.path().join("stray.json");
+    let out = tokio::task::block_in_place(|| {
+        vetctl(&["run", "report", &run.to_string(), stray.to_str().unwrap()])
+    });
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--json"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stray.exists());
     // The summary a person reads, and report.json itself with --json.
     let out = tokio::task::block_in_place(|| vetctl(&["run", "report", &run.to_string()]));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -145,12 +145,16 @@ enum RunCmd {
         interval: f64,
     },
     /// The run's report as of now: verdict and failure, or report.json
-    /// itself with --json (stdout) or --json-file F.
+    /// itself: `--json` prints it, `--json F` writes it to F.
+    #[command(override_usage = "vetctl run report RUN [--html F] [--json [F]]")]
     Report {
         run: i64,
-        /// Write report.json here (never over an existing file). The global
-        /// --json prints it instead.
-        #[arg(long, value_name = "F")]
+        /// The F of `--json F`: report.json is written there (never over an
+        /// existing file). `--json` is the global flag, so F stands after it.
+        #[arg(value_name = "F", hide = true)]
+        json_target: Option<PathBuf>,
+        /// Write report.json here: the same as `--json F`.
+        #[arg(long, value_name = "F", hide = true, conflicts_with = "json_target")]
         json_file: Option<PathBuf>,
         /// Write the self-contained report.html here (never over a file).
         #[arg(long, value_name = "F")]
@@ -335,11 +339,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             RunCmd::Report {
                 run,
+                json_target,
                 json_file,
                 html,
             } => {
+                if let Some(f) = &json_target {
+                    if !json {
+                        anyhow::bail!(
+                            "unexpected argument {}: to write report.json there, say --json {0}",
+                            f.display()
+                        );
+                    }
+                }
+                // `--json F` writes the file; `--json` alone prints it.
+                let print_json = json && json_target.is_none();
+                let json_file = json_target.or(json_file);
                 // report.json only when something shows or saves it.
-                let wants_json = json || json_file.is_some() || html.is_none();
+                let wants_json = print_json || json_file.is_some() || html.is_none();
                 let bytes = if wants_json {
                     client.get_bytes(&format!("/runs/{run}/report"))?
                 } else {
@@ -354,7 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     write_new(path, &bytes)?;
                     println!("run {run}: report.json written to {}", path.display());
                 }
-                if json {
+                if print_json {
                     use std::io::Write;
                     std::io::stdout().write_all(&bytes)?;
                 } else if html.is_none() && json_file.is_none() {

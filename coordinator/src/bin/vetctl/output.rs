@@ -311,6 +311,6 @@ pub fn report_summary(bytes: &[u8]) -> anyhow::Result<()> {
             n["reason"].as_str().unwrap_or_default()
         )?;
     }
-    writeln!(out, "(--json prints report.json; --json-file F writes it)")?;
+    writeln!(out, "(--json prints report.json; --json F writes it)")?;
     Ok(())
 }
