@@ -311,7 +311,8 @@ async fn throughput_is_plotted_over_the_passes_that_measured_it() {
                 })
                 .chain([at(Kind::Iperf, "eth0/bps", 9.4e9, 9, 25_000)])
                 .collect(),
-            // Burn: 60 s of random reads, a minute after DiskPerf.
+            // Burn: 60 s of random reads, a minute after DiskPerf, and
+            // that load's own result (not DiskPerf's benchmark).
             11 => (1..=60)
                 .map(|i| {
                     at(
@@ -322,6 +323,7 @@ async fn throughput_is_plotted_over_the_passes_that_measured_it() {
                         70_000 + i * 1000,
                     )
                 })
+                .chain([at(Kind::Fio, "nvme0n1/read_bw_mbps", 2903.0, 11, 131_000)])
                 .collect(),
             _ => {
                 pass_stage(&agent, ordinal).await;
@@ -338,7 +340,8 @@ async fn throughput_is_plotted_over_the_passes_that_measured_it() {
     let (_, bytes) = stored_report(&coord, run, "Passed").await;
     let report: Value = serde_json::from_slice(&bytes).unwrap();
     assert_valid(&report);
-    // Tables: pass results only.
+    // Tables: pass results only, one row per stage that measured them, so
+    // Burn's load never stands in for DiskPerf's benchmark.
     let metrics = |t: &str| -> Vec<String> {
         report[t]
             .as_array()
@@ -346,18 +349,24 @@ async fn throughput_is_plotted_over_the_passes_that_measured_it() {
             .iter()
             .map(|r| {
                 format!(
-                    "{}/{}",
+                    "{} {}/{} {}",
+                    r["stage"].as_str().unwrap(),
                     r["device"].as_str().unwrap(),
-                    r["metric"].as_str().unwrap()
+                    r["metric"].as_str().unwrap(),
+                    r["value"]
                 )
             })
             .collect()
     };
     assert_eq!(
         metrics("fio"),
-        ["nvme0n1/read_bw_mbps", "nvme0n1/write_bw_mbps"]
+        [
+            "DiskPerf nvme0n1/read_bw_mbps 3165.0",
+            "DiskPerf nvme0n1/write_bw_mbps 394.5",
+            "Burn nvme0n1/read_bw_mbps 2903.0"
+        ]
     );
-    assert_eq!(metrics("iperf"), ["eth0/bps"]);
+    assert_eq!(metrics("iperf"), ["Network eth0/bps 9400000000.0"]);
     // Thresholds judged the pass results, never an interval (the profile's
     // own `*/lost_pct` had nothing to judge: a TCP test has no loss).
     let judged: Vec<(String, i64)> = report["thresholds"]
@@ -384,6 +393,12 @@ async fn throughput_is_plotted_over_the_passes_that_measured_it() {
         &html[start..start + len]
     };
     assert!(html.contains("<h2 id=\"plots-fio\">Disk throughput over time (fio)</h2>"));
+    for row in [
+        "<td>DiskPerf</td><td>nvme0n1</td><td>read_bw_mbps</td><td class=\"n\">3165 MB/s</td>",
+        "<td>Burn</td><td>nvme0n1</td><td>read_bw_mbps</td><td class=\"n\">2903 MB/s</td>",
+    ] {
+        assert!(html.contains(row), "no {row} in the fio table");
+    }
     assert!(html.contains("Network throughput over time (iperf3)"));
     // One plot per metric: read (DiskPerf and Burn), then write.
     let read_plot = svg("plot-fio-0");

@@ -414,12 +414,13 @@ fn table_rows(h: &mut String, id: &str, title: &str, rows: &[super::ValueRow]) {
     }
     let _ = write!(
         h,
-        "<h2 id=\"{id}\">{title}</h2><table><tr><th>device</th><th>metric</th><th>value</th></tr>"
+        "<h2 id=\"{id}\">{title}</h2><table><tr><th>stage</th><th>device</th><th>metric</th><th>value</th></tr>"
     );
     for r in rows {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{} {}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{} {}</td></tr>",
+            esc(r.stage.as_deref().unwrap_or("–")),
             esc(&r.device),
             esc(&r.metric),
             num(r.value),

@@ -147,8 +147,22 @@ pub struct KernelErrors {
 /// One value from a table measurement (`<device>/<metric>`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ValueRow {
+    /// The stage whose pass measured it (DiskPerf, Network, Burn); none for
+    /// a sample sent between stages.
+    pub stage: Option<String>,
     pub device: String,
     pub metric: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+/// A fio or iperf pass result as the store reads it: the latest value of
+/// one key within one stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassResult {
+    pub stage: Option<String>,
+    pub kind: String,
+    pub key: String,
     pub value: f64,
     pub unit: String,
 }
@@ -163,7 +177,7 @@ pub struct SeriesStats {
     pub min: f64,
     pub max: f64,
     pub mean: f64,
-    /// The latest value in time (tables use it: one fio pass, one iperf run).
+    /// The latest value in time.
     pub last: f64,
     pub first_ts: Timestamp,
     pub last_ts: Timestamp,
@@ -214,23 +228,21 @@ fn seconds(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<f64> {
     Some((e.unix_millis() - s.unix_millis()) as f64 / 1000.0)
 }
 
-/// The pass results of a kind, one row per device and metric (interval
-/// series are plotted, not tabled: their last value is one second's).
-fn table(series: &[SeriesStats], kind: &str) -> Vec<ValueRow> {
-    let interval = |key: &str| {
-        kind.parse::<common::measurement::Kind>()
-            .is_ok_and(|k| k.is_interval_key(key))
-    };
-    series
+/// The pass results of a kind, one row per stage, device and metric, in
+/// stage order (interval series are plotted, not tabled: their last value
+/// is one second's).
+fn table(results: &[PassResult], kind: &str) -> Vec<ValueRow> {
+    results
         .iter()
-        .filter(|s| s.kind == kind && !interval(&s.key))
-        .filter_map(|s| {
-            let (device, metric) = s.key.split_once('/')?;
+        .filter(|r| r.kind == kind)
+        .filter_map(|r| {
+            let (device, metric) = r.key.split_once('/')?;
             Some(ValueRow {
+                stage: r.stage.clone(),
                 device: device.to_string(),
                 metric: metric.to_string(),
-                value: s.last,
-                unit: s.unit.clone(),
+                value: r.value,
+                unit: r.unit.clone(),
             })
         })
         .collect()
@@ -352,8 +364,8 @@ pub fn build(inputs: &ReportInputs) -> Report {
                 .collect(),
         },
         smart,
-        fio: table(&series, "fio"),
-        iperf: table(&series, "iperf"),
+        fio: table(&inputs.pass_results, "fio"),
+        iperf: table(&inputs.pass_results, "iperf"),
         series,
         not_tested,
         events: d.events.clone(),

@@ -166,6 +166,10 @@ pub struct ReportInputs {
     pub breach_total: i64,
     /// Statistics of every measured series, by kind and key.
     pub stats: Vec<crate::report::SeriesStats>,
+    /// fio and iperf pass results (interval series left out), each with the
+    /// stage that measured it, in stage order: DiskPerf's and Burn's fio
+    /// passes are different workloads and must not stand for each other.
+    pub pass_results: Vec<crate::report::PassResult>,
     /// Raw points of the plotted sensor series (empty unless asked for).
     pub plots: Vec<crate::report::html::PlotSeries>,
 }

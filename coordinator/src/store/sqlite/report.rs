@@ -1,12 +1,15 @@
 //! What a run report reads (one read transaction) and where it is recorded.
 
+use std::collections::BTreeMap;
+
 use rusqlite::Connection;
 
+use common::measurement::Kind;
 use common::run_state::RunState;
 use common::time::Timestamp;
 
 use super::{agent, hosts, runs, summaries, ts_col};
-use crate::report::{Breach, BREACHES_SHOWN};
+use crate::report::{Breach, PassResult, BREACHES_SHOWN};
 use crate::store::{NewArtifact, ReportInputs, StoreResult};
 
 pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportInputs> {
@@ -39,6 +42,7 @@ pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportIn
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let stats = summaries::stats(tx, run_id)?;
+    let pass_results = pass_results(tx, run_id)?;
     Ok(ReportInputs {
         detail,
         host,
@@ -46,12 +50,45 @@ pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportIn
         breaches,
         breach_total,
         stats,
+        pass_results,
         plots: if plots {
             summaries::plot_series(tx, run_id)?
         } else {
             Vec::new()
         },
     })
+}
+
+/// The fio and iperf pass results with the stage that measured each, the
+/// latest per stage and key, in stage order. The interval series are read
+/// past (a pass reports at most 600 times), not returned.
+fn pass_results(tx: &Connection, run_id: i64) -> StoreResult<Vec<PassResult>> {
+    let mut latest: BTreeMap<(i64, String, String), PassResult> = BTreeMap::new();
+    let mut stmt = tx.prepare(
+        "SELECT s.ordinal, s.name, m.kind, m.key, m.value, m.unit
+         FROM measurements m LEFT JOIN stages s ON s.id = m.stage_id
+         WHERE m.run_id = ?1 AND m.kind IN ('fio', 'iperf') AND m.value IS NOT NULL
+         ORDER BY m.ts, m.id",
+    )?;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(2)?;
+        let key: String = r.get(3)?;
+        let is_interval = kind.parse::<Kind>().is_ok_and(|k| k.is_interval_key(&key));
+        if is_interval {
+            continue;
+        }
+        let ordinal: Option<i64> = r.get(0)?;
+        let result = PassResult {
+            stage: r.get(1)?,
+            kind: kind.clone(),
+            key: key.clone(),
+            value: r.get(4)?,
+            unit: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+        };
+        latest.insert((ordinal.unwrap_or(i64::MAX), kind, key), result);
+    }
+    Ok(latest.into_values().collect())
 }
 
 /// Runs held or ended whose stored report was rendered at another state
