@@ -502,42 +502,36 @@ async fn vetctl_writes_the_report_and_never_over_a_file() {
     // --json-file spelling.
     let html_file = coord.dir.path().join("r.html");
     let json2 = coord.dir.path().join("r2.json");
-    let out = tokio::task::block_in_place(|| {
-        vetctl(&[
-            "run",
-            "report",
-            &run.to_string(),
-            "--json",
-            json2.to_str().unwrap(),
-            "--html",
-            html_file.to_str().unwrap(),
-        ])
-    });
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let succeeds = |args: &[&str]| {
+        let out = tokio::task::block_in_place(|| vetctl(args));
+        assert!(
+            out.status.success(),
+            "vetctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    succeeds(&[
+        "run",
+        "report",
+        &run.to_string(),
+        "--json",
+        json2.to_str().unwrap(),
+        "--html",
+        html_file.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&json2).unwrap(), fetch(&coord, run).await);
     assert_eq!(
         std::fs::read_to_string(&html_file).unwrap(),
         fetch_html(&coord, run).await
     );
     let json3 = coord.dir.path().join("r3.json");
-    let out = tokio::task::block_in_place(|| {
-        vetctl(&[
-            "run",
-            "report",
-            &run.to_string(),
-            "--json-file",
-            json3.to_str().unwrap(),
-        ])
-    });
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&[
+        "run",
+        "report",
+        &run.to_string(),
+        "--json-file",
+        json3.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&json3).unwrap(), fetch(&coord, run).await);
     // A bare file name without --json is refused and writes nothing.
     let stray = coord.dir.path().join("stray.json");
