@@ -178,9 +178,21 @@ async fn holds_and_ends_are_delivered_and_failed_tries_retried() {
     assert_eq!(failed.body["state"], "Failed");
     assert_eq!(failed.body["previous_state"], "FailedHolding");
 
-    let all = deliveries(&coord, "").await;
+    // The receiver records a POST before its answer reaches the notifier,
+    // which only then writes `delivered`: wait for the store to say so.
+    let all = wait_until(
+        "both deliveries marked delivered",
+        Duration::from_secs(30),
+        || {
+            let coord = &coord;
+            async move {
+                let all = deliveries(coord, "").await;
+                all.iter().all(|d| d["state"] == "delivered").then_some(all)
+            }
+        },
+    )
+    .await;
     assert_eq!(all.len(), 2, "{all:#?}");
-    assert!(all.iter().all(|d| d["state"] == "delivered"));
     let attempts: Vec<i64> = all
         .iter()
         .map(|d| d["attempts"].as_i64().unwrap())
