@@ -918,7 +918,9 @@ async fn report_bench(samples: usize, sensors: usize, hours: u64) -> anyhow::Res
             anyhow::Ok((times[1], times[0], times[2], size))
         }
     };
-    for what in ["report", "report.html"] {
+    // report.json, report.html, and `vetctl run watch`'s poll for the
+    // latest sensor values (the series summaries).
+    for what in ["report", "report.html", "series"] {
         let (med, lo, hi, size) = timings(what).await?;
         println!(
             "GET /runs/{run}/{what}: median {:.1} ms (min {:.1}, max {:.1}) over 3, {:.1} kB",
@@ -928,6 +930,29 @@ async fn report_bench(samples: usize, sensors: usize, hours: u64) -> anyhow::Res
             size as f64 / 1000.0
         );
     }
+    // What a watcher paid before the series route: paging every stored
+    // sample to learn the latest values.
+    let t = Instant::now();
+    let (mut after, mut pages, mut rows, mut bytes) = (0i64, 0usize, 0usize, 0usize);
+    loop {
+        let url = format!("{api}/runs/{run}/measurements?after={after}&limit=10000");
+        let r = http.get(&url).bearer_auth(&d.token).send().await?;
+        anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+        let body = r.bytes().await?;
+        bytes += body.len();
+        let page: Vec<Value> = serde_json::from_slice(&body)?;
+        pages += 1;
+        rows += page.len();
+        match page.last().and_then(|m| m["id"].as_i64()) {
+            Some(id) if page.len() == 10_000 => after = id,
+            _ => break,
+        }
+    }
+    println!(
+        "paging GET /runs/{run}/measurements through every sample (watch's first poll before the series route): {:.1} s, {pages} requests, {rows} rows, {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        bytes as f64 / 1e6
+    );
 
     // The stage ends with the excursion as a critical breach: the run is
     // held, and the report writer renders and stores both files.

@@ -556,6 +556,25 @@ pub struct Measurement {
     pub unit: Option<String>,
 }
 
+/// `GET /runs/{id}/series`: what is known of one measured series (kind and
+/// key) of a run, kept up to date by every batch: a live view reads the
+/// latest values here instead of paging through every sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SeriesStats {
+    pub kind: String,
+    pub key: String,
+    pub unit: String,
+    pub count: i64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// The latest value in time.
+    pub last: f64,
+    pub first_ts: Timestamp,
+    pub last_ts: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,6 +205,9 @@ async fn real_answers_match_the_documented_schemas() {
     let (_, rows) = coord.op_get(&format!("/runs/{run}/measurements")).await;
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_matches(&doc, "get", "/api/v1/runs/{id}/measurements", &rows);
+    let (_, series) = coord.op_get(&format!("/runs/{run}/series")).await;
+    assert_eq!(series[0]["last"], 48.5, "{series}");
+    assert_matches(&doc, "get", "/api/v1/runs/{id}/series", &series);
 
     // Errors have the documented shape too.
     let (status, err) = coord.op_get("/runs/987654").await;

@@ -191,6 +191,48 @@ async fn summaries_match_their_rows_and_the_migration_backfill() {
         .map(|t| t["evaluated"].as_i64().unwrap())
         .sum();
     assert_eq!(judged, kept_counts.iter().map(|c| c.1).sum::<i64>());
+
+    // GET /runs/{id}/series (what `vetctl run watch` reads) answers the
+    // summaries: the same figures as the rows give, latest value included.
+    let (status, series) = coord.op_get(&format!("/runs/{run}/series")).await;
+    assert_eq!(status, 200, "{series}");
+    let served: Stats = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let ms = |f: &str| {
+                s[f].as_str()
+                    .unwrap()
+                    .parse::<Timestamp>()
+                    .unwrap()
+                    .unix_millis()
+            };
+            let count = s["count"].as_i64().unwrap();
+            (
+                (
+                    s["kind"].as_str().unwrap().to_string(),
+                    s["key"].as_str().unwrap().to_string(),
+                ),
+                (
+                    count,
+                    s["min"].as_f64().unwrap(),
+                    s["max"].as_f64().unwrap(),
+                    s["mean"].as_f64().unwrap() * count as f64,
+                    ms("first_ts"),
+                    ms("last_ts"),
+                    s["last"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_same(&served, &from_rows(&db));
+    let unknown = coord.op_get("/runs/999999/series").await;
+    assert_eq!(unknown.0, 404, "{}", unknown.1);
+    let anonymous = reqwest::get(coord.url(&format!("/runs/{run}/series")))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     drop(db);
 
     // Migration 0011 on a database that has rows but no summaries.

@@ -366,6 +366,15 @@ pub fn router(state: AppState) -> Router {
             .returns::<Vec<Measurement>>(),
         )
         .get(
+            &p("/runs/{id}/series"),
+            operator::series,
+            Doc::new(
+                A::Operator,
+                "Every measured series with its count, range, mean and latest value",
+            )
+            .returns::<Vec<SeriesStats>>(),
+        )
+        .get(
             &p("/runs/{id}/report"),
             operator::report,
             Doc::new(

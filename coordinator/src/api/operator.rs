@@ -354,6 +354,18 @@ pub async fn measurements(
     Ok(Json(rows))
 }
 
+/// `GET /runs/{id}/series`: every measured series of a run with its count,
+/// range, mean and latest value, by kind and key.
+pub async fn series(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<common::wire::SeriesStats>>, ApiError> {
+    app.require_operator(&headers)?;
+    let run_id = parse_id(&id, "run id")?;
+    Ok(Json(app.db(move |s| Ok(s.series(run_id)?)).await?))
+}
+
 /// `GET /webhooks?state=`: deliveries, newest first.
 pub async fn webhooks(
     State(app): State<AppState>,

@@ -168,20 +168,7 @@ pub struct PassResult {
 }
 
 /// Summary statistics of one measured series (kind and key).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SeriesStats {
-    pub kind: String,
-    pub key: String,
-    pub unit: String,
-    pub count: i64,
-    pub min: f64,
-    pub max: f64,
-    pub mean: f64,
-    /// The latest value in time.
-    pub last: f64,
-    pub first_ts: Timestamp,
-    pub last_ts: Timestamp,
-}
+pub use common::wire::SeriesStats;
 
 #[derive(Debug, Serialize)]
 pub struct NotTested {

@@ -222,6 +222,10 @@ pub trait Store: Send + Sync + 'static {
         page: &MeasurementPage,
     ) -> StoreResult<Vec<common::wire::Measurement>>;
 
+    /// Every measured series of a run with its latest value (one indexed
+    /// read of the summaries, however long the run).
+    fn series(&self, run_id: i64) -> StoreResult<Vec<common::wire::SeriesStats>>;
+
     // Agent side.
     fn agent_token_hash(&self, run_id: i64) -> StoreResult<String>;
     fn claim(

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use common::run_state::RunState;
 use common::stage::StageState;
-use common::wire::{Measurement, RunDetail};
+use common::wire::{RunDetail, SeriesStats};
 
 use crate::client::Client;
 
@@ -108,7 +108,6 @@ pub fn watch(client: &Client, run: i64, interval: Duration) -> anyhow::Result<u8
     let mut seen_events: HashSet<i64> = HashSet::new();
     let mut stage_states: BTreeMap<String, StageState> = BTreeMap::new();
     let mut latest: BTreeMap<(String, String), (f64, String)> = BTreeMap::new();
-    let mut after = 0i64;
     let mut last_sensor_line = Instant::now() - Duration::from_secs(3600);
     let mut first = true;
     loop {
@@ -170,20 +169,12 @@ pub fn watch(client: &Client, run: i64, interval: Duration) -> anyhow::Result<u8
                 out.line(&format!("{} {}: {}", e.ts, e.kind, e.message));
             }
         }
-        // Newest sensor values.
-        loop {
-            let page: Vec<Measurement> = client.get(&format!(
-                "/runs/{run}/measurements?after={after}&limit=10000"
-            ))?;
-            let full = page.len() == 10_000;
-            for m in page {
-                after = after.max(m.id);
-                if let (true, Some(v)) = (SENSORS.contains(&m.kind.as_str()), m.value) {
-                    latest.insert((m.kind, m.key), (v, m.unit.unwrap_or_default()));
-                }
-            }
-            if !full {
-                break;
+        // Latest sensor values: one read of the run's series summaries,
+        // however many samples a long soak has stored.
+        let series: Vec<SeriesStats> = client.get(&format!("/runs/{run}/series"))?;
+        for x in series {
+            if SENSORS.contains(&x.kind.as_str()) {
+                latest.insert((x.kind, x.key), (x.last, x.unit));
             }
         }
         let done = d

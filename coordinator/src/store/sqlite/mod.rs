@@ -378,6 +378,13 @@ impl Store for SqliteStore {
         self.read(|tx| runs::measurements(tx, run_id, page))
     }
 
+    fn series(&self, run_id: i64) -> StoreResult<Vec<common::wire::SeriesStats>> {
+        self.read(|tx| {
+            runs::by_id(tx, run_id)?;
+            summaries::stats(tx, run_id)
+        })
+    }
+
     fn agent_token_hash(&self, run_id: i64) -> StoreResult<String> {
         self.read(|tx| {
             tx.query_row(
