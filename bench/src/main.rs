@@ -930,30 +930,6 @@ async fn report_bench(samples: usize, sensors: usize, hours: u64) -> anyhow::Res
             size as f64 / 1000.0
         );
     }
-    // What a watcher paid before the series route: paging every stored
-    // sample to learn the latest values.
-    let t = Instant::now();
-    let (mut after, mut pages, mut rows, mut bytes) = (0i64, 0usize, 0usize, 0usize);
-    loop {
-        let url = format!("{api}/runs/{run}/measurements?after={after}&limit=10000");
-        let r = http.get(&url).bearer_auth(&d.token).send().await?;
-        anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
-        let body = r.bytes().await?;
-        bytes += body.len();
-        let page: Vec<Value> = serde_json::from_slice(&body)?;
-        pages += 1;
-        rows += page.len();
-        match page.last().and_then(|m| m["id"].as_i64()) {
-            Some(id) if page.len() == 10_000 => after = id,
-            _ => break,
-        }
-    }
-    println!(
-        "paging GET /runs/{run}/measurements through every sample (watch's first poll before the series route): {:.1} s, {pages} requests, {rows} rows, {:.1} MB",
-        t.elapsed().as_secs_f64(),
-        bytes as f64 / 1e6
-    );
-
     // The stage ends with the excursion as a critical breach: the run is
     // held, and the report writer renders and stores both files.
     let before = get(&http, &d, &format!("/runs/{run}")).await?;
@@ -1004,6 +980,31 @@ async fn report_bench(samples: usize, sensors: usize, hours: u64) -> anyhow::Res
             .unwrap_or_default(),
         t.elapsed().as_secs_f64()
     );
+    // What a watcher paid before the series route: paging every stored
+    // sample to learn the latest values. Done now the run is held, so the
+    // silent-agent sweep cannot end it meanwhile.
+    let t = Instant::now();
+    let (mut after, mut pages, mut rows, mut bytes) = (0i64, 0usize, 0usize, 0usize);
+    loop {
+        let url = format!("{api}/runs/{run}/measurements?after={after}&limit=10000");
+        let r = http.get(&url).bearer_auth(&d.token).send().await?;
+        anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+        let body = r.bytes().await?;
+        bytes += body.len();
+        let page: Vec<Value> = serde_json::from_slice(&body)?;
+        pages += 1;
+        rows += page.len();
+        match page.last().and_then(|m| m["id"].as_i64()) {
+            Some(id) if page.len() == 10_000 => after = id,
+            _ => break,
+        }
+    }
+    println!(
+        "paging GET /runs/{run}/measurements through every sample (watch's first poll before the series route): {:.1} s, {pages} requests, {rows} rows, {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        bytes as f64 / 1e6
+    );
+
     println!(
         "database: {:.2} GB",
         std::fs::metadata(&db)?.len() as f64 / 1e9

@@ -82,6 +82,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_series_summaries",
         include_str!("../migrations/0011_series_summaries.sql"),
     ),
+    (
+        "0012_measurements_run_id",
+        include_str!("../migrations/0012_measurements_run_id.sql"),
+    ),
 ];
 
 const TABLES: &[&str] = &[

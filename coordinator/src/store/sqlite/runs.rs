@@ -420,15 +420,20 @@ pub fn load_rules(tx: &Connection, run_id: i64) -> StoreResult<Vec<FrozenRule>> 
         .collect()
 }
 
+/// One page of a run's measurements past a cursor: a range read of
+/// `(run_id, id)`. The planner would otherwise take the seed's
+/// `(run_id, kind, ts)` index and sort every row of the run past the cursor
+/// for each page.
+const MEASUREMENTS_PAGE_SQL: &str = "SELECT id, stage_id, ts, kind, key, value, unit
+     FROM measurements INDEXED BY idx_measurements_run_id
+     WHERE run_id = ?1 AND id > ?3 AND (?2 IS NULL OR kind = ?2) ORDER BY id LIMIT ?4";
+
 pub fn measurements(
     tx: &Connection,
     run_id: i64,
     page: &crate::store::MeasurementPage,
 ) -> StoreResult<Vec<common::wire::Measurement>> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, stage_id, ts, kind, key, value, unit FROM measurements
-         WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) AND id > ?3 ORDER BY id LIMIT ?4",
-    )?;
+    let mut stmt = tx.prepare_cached(MEASUREMENTS_PAGE_SQL)?;
     let rows = stmt
         .query_map(
             (run_id, page.kind.as_deref(), page.after, page.limit),
@@ -446,4 +451,27 @@ pub fn measurements(
         )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_measurements_page_is_a_range_read_not_a_sort() {
+        let mut db = Connection::open_in_memory().unwrap();
+        crate::store::sqlite::migrate(&mut db, Timestamp::from_unix_millis(0)).unwrap();
+        let plan: Vec<String> = db
+            .prepare(&format!("EXPLAIN QUERY PLAN {MEASUREMENTS_PAGE_SQL}"))
+            .unwrap()
+            .query_map((1, None::<String>, 0, 10), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            plan,
+            ["SEARCH measurements USING INDEX idx_measurements_run_id (run_id=? AND id>?)"],
+            "no temp B-tree: a page must not sort the run"
+        );
+    }
 }
