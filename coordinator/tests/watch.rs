@@ -59,13 +59,38 @@ async fn watch_follows_a_run_to_passed_and_exits_0() {
             // Long enough for the watcher to see the stage running.
             tokio::time::sleep(Duration::from_millis(600)).await;
             agent.finish_stage(4, StageOutcome::Passed, None).await;
+        } else if ordinal == 10 {
+            // A node without a GPU skips the GPU stage and says why.
+            agent.start_stage(10).await;
+            let (_, v) = agent
+                .finish_stage(10, StageOutcome::Skipped, Some("no GPU"))
+                .await;
+            assert_eq!(v["state"], "skipped", "{v}");
         } else {
             pass_stage(&agent, ordinal).await;
         }
     }
     let (code, out) = tokio::task::block_in_place(|| finish(watcher));
     assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("skipped: skipped"),
+        "the state is not repeated as the reason:\n{out}"
+    );
+    // The report lists it once, with the agent's reason said once.
+    let (_, report) = coord.op_get(&format!("/runs/{run}/report")).await;
+    let gpu = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "GPU")
+        .unwrap();
+    assert_eq!(gpu["reasons"], json!(["skipped: no GPU"]), "{gpu}");
+    assert_eq!(
+        report["not_tested"],
+        json!([{"stage": "GPU", "item": null, "reason": "no GPU"}])
+    );
     for line in [
+        "stage GPU skipped: no GPU",
         "stage Inventory passed",
         "stage CPUStress running",
         "stage CPUStress passed",

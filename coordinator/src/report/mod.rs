@@ -195,6 +195,8 @@ fn parse_object(text: Option<&str>) -> Value {
         .unwrap_or_else(|| Value::Object(Default::default()))
 }
 
+/// The gate's reasons, then the agent's own `reason` unless a gate reason
+/// already carries it (the gate writes it as `agent: R` or `skipped: R`).
 fn reasons_of(summary: &Value) -> Vec<String> {
     let mut out: Vec<String> = summary["reasons"]
         .as_array()
@@ -205,9 +207,20 @@ fn reasons_of(summary: &Value) -> Vec<String> {
         })
         .unwrap_or_default();
     if let Some(r) = summary["reason"].as_str() {
-        out.push(r.to_string());
+        if !out.iter().any(|x| x.ends_with(r)) {
+            out.push(r.to_string());
+        }
     }
     out
+}
+
+/// What a "not tested" line says: the first reason, without the `skipped: `
+/// the gate puts before it (the list is of what was skipped).
+fn not_tested_reason(reasons: &[String]) -> String {
+    reasons.first().map_or_else(
+        || "skipped".to_string(),
+        |r| r.strip_prefix("skipped: ").unwrap_or(r).to_string(),
+    )
 }
 
 fn seconds(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<f64> {
@@ -260,20 +273,14 @@ pub fn build(inputs: &ReportInputs) -> Report {
             not_tested.push(NotTested {
                 stage: s.name.clone(),
                 item: None,
-                reason: reasons
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "skipped".to_string()),
+                reason: not_tested_reason(&reasons),
             });
         } else {
             for x in sub_steps.iter().filter(|x| x.state == StageState::Skipped) {
                 not_tested.push(NotTested {
                     stage: s.name.clone(),
                     item: Some(x.name.clone()),
-                    reason: reasons_of(&x.summary)
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| "skipped".to_string()),
+                    reason: not_tested_reason(&reasons_of(&x.summary)),
                 });
             }
         }
@@ -364,4 +371,52 @@ pub fn to_json(report: &Report) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(report).expect("a report always serializes");
     bytes.push(b'\n');
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_agents_reason_is_listed_once() {
+        let cases = [
+            // The gate folded the agent's reason into its own.
+            (
+                json!({"reason": "no GPU", "reasons": ["skipped: no GPU"]}),
+                vec!["skipped: no GPU"],
+            ),
+            (
+                json!({"reason": "3 stressors failed", "reasons": ["agent: 3 stressors failed"]}),
+                vec!["agent: 3 stressors failed"],
+            ),
+            // A reason the gate did not repeat is kept.
+            (
+                json!({"reason": "stopped by the agent", "reasons": ["run Aborted while the stage ran"]}),
+                vec!["run Aborted while the stage ran", "stopped by the agent"],
+            ),
+            // A sub-step has only the agent's reason.
+            (
+                json!({"reason": "mounted at /mnt"}),
+                vec!["mounted at /mnt"],
+            ),
+            (json!({}), vec![]),
+        ];
+        for (summary, want) in cases {
+            assert_eq!(reasons_of(&summary), want, "{summary}");
+        }
+    }
+
+    #[test]
+    fn not_tested_says_why_without_repeating_skipped() {
+        assert_eq!(
+            not_tested_reason(&["skipped: non-destructive run".into()]),
+            "non-destructive run"
+        );
+        assert_eq!(
+            not_tested_reason(&["mounted at /mnt".into()]),
+            "mounted at /mnt"
+        );
+        assert_eq!(not_tested_reason(&[]), "skipped");
+    }
 }

@@ -140,7 +140,13 @@ pub fn watch(client: &Client, run: i64, interval: Duration) -> anyhow::Result<u8
                         .and_then(|v| v["reasons"].as_array().cloned())
                         .unwrap_or_default()
                         .iter()
-                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .filter_map(|r| r.as_str())
+                        // "stage GPU skipped: no GPU", not "skipped: skipped: …".
+                        .map(|r| {
+                            r.strip_prefix(&format!("{}: ", s.state.as_str()))
+                                .unwrap_or(r)
+                                .to_string()
+                        })
                         .collect();
                     let why = if reasons.is_empty() {
                         String::new()
