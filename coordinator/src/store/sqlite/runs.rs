@@ -420,20 +420,48 @@ pub fn load_rules(tx: &Connection, run_id: i64) -> StoreResult<Vec<FrozenRule>> 
         .collect()
 }
 
-/// One page of a run's measurements past a cursor: a range read of
-/// `(run_id, id)`. The planner would otherwise take the seed's
-/// `(run_id, kind, ts)` index and sort every row of the run past the cursor
-/// for each page.
-const MEASUREMENTS_PAGE_SQL: &str = "SELECT id, stage_id, ts, kind, key, value, unit
+/// One page of a run's measurements past a cursor, in id order: a range
+/// read of `(run_id, id)`. Left to itself the planner takes the seed's
+/// `(run_id, kind, ts)` index and sorts every row of the run past the cursor
+/// for each page, which makes paging a long soak quadratic.
+const PAGE_BY_ID_SQL: &str = "SELECT id, stage_id, ts, kind, key, value, unit
      FROM measurements INDEXED BY idx_measurements_run_id
      WHERE run_id = ?1 AND id > ?3 AND (?2 IS NULL OR kind = ?2) ORDER BY id LIMIT ?4";
+
+/// The same for a kind the run has few samples of: its rows straight from
+/// the seed's `(run_id, kind, ts)` index, sorted (a range read of the run
+/// would walk every other kind's rows to find them).
+const PAGE_OF_RARE_KIND_SQL: &str = "SELECT id, stage_id, ts, kind, key, value, unit
+     FROM measurements INDEXED BY idx_measurements_run_kind_ts
+     WHERE run_id = ?1 AND kind = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
+
+/// Samples of one kind up to which a page sorts them rather than walk the run.
+const RARE_KIND_MAX: i64 = 100_000;
+
+/// Which page query serves `kind` for this run, by its sample count in the
+/// summaries.
+fn page_sql(tx: &Connection, run_id: i64, kind: Option<&str>) -> StoreResult<&'static str> {
+    let Some(kind) = kind else {
+        return Ok(PAGE_BY_ID_SQL);
+    };
+    let n: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(n), 0) FROM series_stats WHERE run_id = ?1 AND kind = ?2",
+        (run_id, kind),
+        |r| r.get(0),
+    )?;
+    Ok(if n <= RARE_KIND_MAX {
+        PAGE_OF_RARE_KIND_SQL
+    } else {
+        PAGE_BY_ID_SQL
+    })
+}
 
 pub fn measurements(
     tx: &Connection,
     run_id: i64,
     page: &crate::store::MeasurementPage,
 ) -> StoreResult<Vec<common::wire::Measurement>> {
-    let mut stmt = tx.prepare_cached(MEASUREMENTS_PAGE_SQL)?;
+    let mut stmt = tx.prepare_cached(page_sql(tx, run_id, page.kind.as_deref())?)?;
     let rows = stmt
         .query_map(
             (run_id, page.kind.as_deref(), page.after, page.limit),
@@ -457,21 +485,52 @@ pub fn measurements(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_measurements_page_is_a_range_read_not_a_sort() {
-        let mut db = Connection::open_in_memory().unwrap();
-        crate::store::sqlite::migrate(&mut db, Timestamp::from_unix_millis(0)).unwrap();
-        let plan: Vec<String> = db
-            .prepare(&format!("EXPLAIN QUERY PLAN {MEASUREMENTS_PAGE_SQL}"))
+    fn plan(db: &Connection, sql: &str) -> Vec<String> {
+        db.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map((1, None::<String>, 0, 10), |r| r.get::<_, String>(3))
+            .query_map((1, "fio", 0, 10), |r| r.get::<_, String>(3))
             .unwrap()
             .map(Result::unwrap)
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_measurements_page_is_a_range_read_or_a_sort_of_a_rare_kind_only() {
+        let mut db = Connection::open_in_memory().unwrap();
+        crate::store::sqlite::migrate(&mut db, Timestamp::from_unix_millis(0)).unwrap();
         assert_eq!(
-            plan,
+            plan(&db, PAGE_BY_ID_SQL),
             ["SEARCH measurements USING INDEX idx_measurements_run_id (run_id=? AND id>?)"],
             "no temp B-tree: a page must not sort the run"
         );
+        assert_eq!(
+            plan(&db, PAGE_OF_RARE_KIND_SQL),
+            [
+                "SEARCH measurements USING INDEX idx_measurements_run_kind_ts (run_id=? AND kind=?)",
+                "USE TEMP B-TREE FOR ORDER BY"
+            ]
+        );
+        // Which one a page takes follows the run's count of that kind.
+        let set_count = |kind: &str, n: i64| {
+            db.execute(
+                "INSERT OR REPLACE INTO series_stats (run_id, kind, key, unit, n, lo, hi, total, first_ms, last_ms, last_value)
+                 VALUES (1, ?1, 'k', '', ?2, 0, 0, 0, 0, 0, 0)",
+                (kind, n),
+            )
+            .unwrap();
+        };
+        db.execute_batch("PRAGMA foreign_keys = OFF;").unwrap();
+        set_count("fio", 40);
+        set_count("temp", RARE_KIND_MAX + 1);
+        assert_eq!(page_sql(&db, 1, None).unwrap(), PAGE_BY_ID_SQL);
+        assert_eq!(
+            page_sql(&db, 1, Some("fio")).unwrap(),
+            PAGE_OF_RARE_KIND_SQL
+        );
+        assert_eq!(
+            page_sql(&db, 1, Some("iperf")).unwrap(),
+            PAGE_OF_RARE_KIND_SQL
+        );
+        assert_eq!(page_sql(&db, 1, Some("temp")).unwrap(), PAGE_BY_ID_SQL);
     }
 }
