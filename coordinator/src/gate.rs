@@ -11,6 +11,17 @@ use common::wire::{Directive, Power, StageOutcome};
 
 use crate::store::RunFacts;
 
+/// A skipped stage's reason as stored: `skipped: CAUSE`.
+pub fn skipped_reason(cause: &str) -> String {
+    format!("skipped: {cause}")
+}
+
+/// The cause in a reason written by [`skipped_reason`]; any other reason as
+/// it is (for lines that already say the stage was skipped).
+pub fn skip_cause(reason: &str) -> &str {
+    reason.strip_prefix("skipped: ").unwrap_or(reason)
+}
+
 /// A critical threshold breached during the stage, summarized per rule and key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breach {
@@ -82,7 +93,7 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
         StageState::Failed
     } else if facts.agent == StageOutcome::Skipped {
         if let Some(r) = facts.agent_reason {
-            reasons.push(format!("skipped: {r}"));
+            reasons.push(skipped_reason(r));
         }
         StageState::Skipped
     } else {
@@ -134,6 +145,13 @@ pub fn directive_for(facts: &RunFacts, pass_power: Power) -> Directive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skip_reason_gives_back_its_cause() {
+        assert_eq!(skipped_reason("no GPU"), "skipped: no GPU");
+        assert_eq!(skip_cause(&skipped_reason("no GPU")), "no GPU");
+        assert_eq!(skip_cause("agent: cannot read"), "agent: cannot read");
+    }
 
     fn facts<'a>(
         agent: StageOutcome,

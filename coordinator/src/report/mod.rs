@@ -214,12 +214,12 @@ fn reasons_of(summary: &Value) -> Vec<String> {
     out
 }
 
-/// What a "not tested" line says: the first reason, without the `skipped: `
-/// the gate puts before it (the list is of what was skipped).
+/// What a "not tested" line says: the first reason's cause (the list is of
+/// what was skipped, so it does not say `skipped: ` again).
 fn not_tested_reason(reasons: &[String]) -> String {
     reasons.first().map_or_else(
         || "skipped".to_string(),
-        |r| r.strip_prefix("skipped: ").unwrap_or(r).to_string(),
+        |r| crate::gate::skip_cause(r).to_string(),
     )
 }
 

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use common::run_state::RunState;
 use common::stage::StageState;
 use common::wire::{RunDetail, SeriesStats};
+use coordinator::gate::skip_cause;
 
 use crate::client::Client;
 
@@ -142,11 +143,7 @@ pub fn watch(client: &Client, run: i64, interval: Duration) -> anyhow::Result<u8
                         .iter()
                         .filter_map(|r| r.as_str())
                         // "stage GPU skipped: no GPU", not "skipped: skipped: …".
-                        .map(|r| {
-                            r.strip_prefix(&format!("{}: ", s.state.as_str()))
-                                .unwrap_or(r)
-                                .to_string()
-                        })
+                        .map(|r| skip_cause(r).to_string())
                         .collect();
                     let why = if reasons.is_empty() {
                         String::new()

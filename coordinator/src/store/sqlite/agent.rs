@@ -140,8 +140,9 @@ pub fn claim(
         let mut insert = tx.prepare_cached("INSERT INTO stages (run_id, name, ordinal, state, summary_json) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         for stage in DEFAULT_STAGE_ORDER {
             let (st, why) = seed_state(profile, non_destructive, stage);
-            let summary =
-                why.map(|w| serde_json::json!({"reasons": [format!("skipped: {w}")]}).to_string());
+            let summary = why.map(|w| {
+                serde_json::json!({"reasons": [crate::gate::skipped_reason(w)]}).to_string()
+            });
             insert.execute((run_id, stage.name(), stage.ordinal(), st.as_str(), summary))?;
         }
         tx.execute(
