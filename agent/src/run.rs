@@ -1,21 +1,24 @@
 //! The run loop of `vet-agent boot`: claim the queued run for this machine,
 //! run each pending stage, report it, and do what the coordinator answers.
-//! Beside it: the heartbeat, the thermal sidecar, and a monitor that turns
-//! an `abort_stage` directive (from a batch ack or a heartbeat) into killing
-//! the running stage's process group.
+//! One [`RunSession`] owns everything that runs beside the stages (the
+//! heartbeat, the thermal sidecar, the kernel-log watch and the uplink), and
+//! the stage loop selects over the stage's work and the coordinator's
+//! answers, so an `abort_stage` from a batch ack or a heartbeat kills the
+//! running stage's process group at once.
 //!
 //! Never: decide pass/fail (the coordinator's answer is obeyed), report a
-//! stage finished before its batches are acknowledged, or power anything
-//! off unless started with `--power exec`.
+//! stage finished before its batches are acknowledged, leave a task of a run
+//! running once `boot` has returned (by any path, an error included), or
+//! power anything off unless started with `--power exec`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinSet;
 
 use common::mac::Mac;
 use common::measurement::{Finite, Sample};
@@ -28,7 +31,9 @@ use common::wire::{
 
 use crate::host::{self, Roots, Selector};
 use crate::sensors::Sidecar;
-use crate::stages::{self, Clock, StageCtx, StageReport};
+use crate::stages::{self, Clock, StageAbort, StageCtx, StageReport};
+use crate::tools::kmsg::{KernelError, Record};
+use crate::uplink::batcher::UplinkTasks;
 use crate::uplink::retry::Backoff;
 use crate::uplink::{Client, Uplink, UplinkError};
 
@@ -136,334 +141,404 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
         .with_context(|| format!("creating {}", opts.work_dir.display()))?;
     let client = Arc::new(Client::new(&opts.coordinator).map_err(|e| anyhow::anyhow!("{e}"))?);
     let claim = Arc::new(claim(&client, &opts).await?);
-    let clock = Clock::from_claim(claim.coordinator_time);
     tracing::info!(run = claim.run_id, host = %claim.host, profile = %claim.profile, resume_from = claim.resume_from, "claimed");
-    let inventory = host::inventory(&opts.roots, opts.disks.as_ref(), opts.nics.as_ref());
-    let spool = opts.work_dir.join(format!("run-{}.spool", claim.run_id));
-    let (uplink, uplink_tasks) = Uplink::start(client.clone(), &spool, claim.next_batch_seq)
-        .with_context(|| format!("opening spool {}", spool.display()))?;
-
-    let current_stage = Arc::new(AtomicI64::new(-1));
-    let stage_token: Arc<Mutex<CancellationToken>> = Arc::new(Mutex::new(CancellationToken::new()));
-    let abort_reason = Arc::new(Mutex::new(String::new()));
-    let (hb_tx, hb_rx) = watch::channel::<Option<Directive>>(None);
-
-    // Heartbeat.
-    let heartbeat = {
-        let (client, current_stage) = (client.clone(), current_stage.clone());
-        let every = Duration::from_secs(claim.heartbeat_interval_s.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let stage = u32::try_from(current_stage.load(Ordering::SeqCst)).ok();
-                match client
-                    .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage })
-                    .await
-                {
-                    Ok(d) => {
-                        hb_tx.send_replace(Some(d.directive));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                }
-            }
-        })
-    };
-    // Sidecar.
-    let sidecar = {
-        let (uplink, current_stage, root) = (
-            uplink.clone(),
-            current_stage.clone(),
-            opts.sensors_root.clone(),
-        );
-        let every = Duration::from_millis(claim.sidecar_interval_ms.max(100));
-        tokio::spawn(async move {
-            let mut sensors = Sidecar::new(&root);
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let stage = u32::try_from(current_stage.load(Ordering::SeqCst)).ok();
-                let ts = clock.now();
-                for r in sensors.read() {
-                    if let Ok(value) = Finite::new(r.value) {
-                        let unit = r.kind.unit_for_key(&r.key).unwrap_or("").to_string();
-                        uplink.push(Sample {
-                            ts,
-                            kind: r.kind,
-                            key: r.key,
-                            value,
-                            unit,
-                            stage,
-                        });
-                    }
-                }
-            }
-        })
-    };
-    // Kernel log: each hardware failure is a `kmsg` sample (the count of its
-    // key within the stage) and a `kernel_error` event with the line.
-    let kernel_watch = match opts
-        .kmsg
-        .as_ref()
-        .map(|p| crate::kmsg_watch::spawn(p.clone()))
-    {
-        None => None,
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "cannot follow the kernel log; kernel errors will not be seen");
-            None
-        }
-        Some(Ok(mut rx)) => {
-            let (uplink, current_stage, client) =
-                (uplink.clone(), current_stage.clone(), client.clone());
-            Some(tokio::spawn(async move {
-                // A failing link can log thousands of AER lines a second: every
-                // line counts, but only the first few per key and stage become
-                // events, then one saying the rest are counted only.
-                const EVENTS_PER_KEY: u32 = 5;
-                let mut counts: std::collections::HashMap<(i64, String), (f64, u32)> =
-                    Default::default();
-                while let Some((record, err)) = rx.recv().await {
-                    let stage = current_stage.load(Ordering::SeqCst);
-                    let key = err.key();
-                    let (n, lines) = counts.entry((stage, key.clone())).or_default();
-                    *n += err.count as f64;
-                    *lines += 1;
-                    let lines = *lines;
-                    if let Ok(value) = Finite::new(*n) {
-                        uplink.push(Sample {
-                            ts: clock.now(),
-                            kind: common::measurement::Kind::Kmsg,
-                            key: key.clone(),
-                            value,
-                            unit: "count".into(),
-                            stage: u32::try_from(stage).ok(),
-                        });
-                    }
-                    if lines > EVENTS_PER_KEY + 1 {
-                        continue;
-                    }
-                    let message = if lines > EVENTS_PER_KEY {
-                        format!("{key}: more lines like this in this stage are counted in the kmsg measurement, not listed")
-                    } else {
-                        format!(
-                            "{key}: {}",
-                            record.message.chars().take(1500).collect::<String>()
-                        )
-                    };
-                    let event = common::wire::AgentEvent {
-                        kind: "kernel_error".into(),
-                        level: if err.is_critical() { "error" } else { "warn" }.into(),
-                        message,
-                    };
-                    if let Err(e) = client
-                        .post::<_, common::wire::EventAck>("/events", &event)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not report a kernel error event");
-                    }
-                }
-            }))
-        }
-    };
-    // abort_stage, from whichever answer carries it first.
-    let monitor = {
-        let (mut from_batches, mut from_heartbeat) = (uplink.directives(), hb_rx.clone());
-        let (stage_token, abort_reason) = (stage_token.clone(), abort_reason.clone());
-        tokio::spawn(async move {
-            loop {
-                let d = tokio::select! {
-                    r = from_batches.changed() => { if r.is_err() { return; } from_batches.borrow_and_update().clone() }
-                    r = from_heartbeat.changed() => { if r.is_err() { return; } from_heartbeat.borrow_and_update().clone() }
-                };
-                if let Some(Directive::AbortStage { reason }) = d {
-                    *abort_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.clone();
-                    let token = stage_token
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    if !token.is_cancelled() {
-                        tracing::warn!(%reason, "abort_stage: killing the running stage");
-                        token.cancel();
-                    }
-                }
-            }
-        })
-    };
-
-    let mut last = Directive::Continue;
-    for plan in claim
-        .stages
-        .iter()
-        .filter(|s| s.ordinal >= claim.resume_from && s.state == StageState::Pending)
-    {
-        let Some(stage) = Stage::from_ordinal(plan.ordinal) else {
-            continue;
-        };
-        let token = CancellationToken::new();
-        *stage_token.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
-        abort_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        let started: DirectiveResponse = client
-            .post(
-                &format!("/stages/{}/start", plan.ordinal),
-                &StageStart {
-                    at: Some(clock.now()),
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("starting {stage}: {e}"))?;
-        if started.directive != Directive::Continue {
-            last = started.directive;
-            break;
-        }
-        current_stage.store(plan.ordinal as i64, Ordering::SeqCst);
-        tracing::info!(stage = %stage, "stage started");
-        let ctx = StageCtx {
-            stage,
-            claim: claim.clone(),
-            uplink: uplink.clone(),
-            client: client.clone(),
-            clock,
-            roots: opts.roots.clone(),
-            inventory: inventory.clone(),
-            work_dir: opts.work_dir.clone(),
-            abort: token.clone(),
-            abort_reason: abort_reason.clone(),
-        };
-        let mut report = stages::run(&ctx).await;
-        if token.is_cancelled() {
-            let why = abort_reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            report = StageReport::failed(format!("aborted by the coordinator: {why}"));
-        }
-        // Every batch of the stage is acknowledged before it is reported.
-        uplink.flush().await;
-        current_stage.store(-1, Ordering::SeqCst);
-        let finish = StageFinish {
-            outcome: report.outcome,
-            reason: report.reason.clone(),
-            at: Some(clock.now()),
-            summary: Some(report.summary.clone()),
-            sub_steps: report.sub_steps.clone(),
-        };
-        let verdict: StageVerdict = post_with_retry(
-            &client,
-            &format!("/stages/{}/finish", plan.ordinal),
-            &finish,
-        )
-        .await?;
-        tracing::info!(stage = %stage, state = %verdict.state, reasons = ?verdict.reasons, "stage finished");
-        last = verdict.directive;
-        if last != Directive::Continue {
-            break;
-        }
-    }
-
-    // Obey until the run is over for this agent.
-    let end_power = loop {
-        match last {
-            Directive::Continue | Directive::Wait { .. } => {
-                let secs = if let Directive::Wait { secs } = last {
-                    secs.clamp(1, 60)
-                } else {
-                    2
-                };
-                tokio::time::sleep(Duration::from_secs(secs)).await;
-                last = client
-                    .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
-                    .await
-                    .map(|d| d.directive)
-                    .unwrap_or(Directive::Wait { secs: 5 });
-            }
-            Directive::AbortStage { .. } => {
-                // The run was aborted under us; nothing is running now.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                last = client
-                    .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
-                    .await
-                    .map(|d| d.directive)
-                    .unwrap_or(Directive::Done { power: Power::None });
-            }
-            Directive::Hold { public_key } => {
-                let held = crate::hold::begin(&opts.hold, claim.run_id, &public_key).await;
-                let (ssh_port, ssh_error) = match &held {
-                    Ok(h) => (h.ssh_port, h.ssh_error.clone()),
-                    Err(e) => (None, Some(e.to_string())),
-                };
-                if let Some(ip) = local_ip_towards(client.base()) {
-                    let report = HoldReport {
-                        hold_ip: ip.clone(),
-                        ssh_port,
-                        ssh_error: ssh_error.clone(),
-                    };
-                    // Refused when the operator released the host meanwhile;
-                    // the next heartbeat says what to do then.
-                    if let Err(e) =
-                        post_with_retry::<_, DirectiveResponse>(&client, "/hold-ip", &report).await
-                    {
-                        tracing::warn!(error = %e, "hold report not taken");
-                    }
-                    tracing::warn!(hold_ip = %ip, ?ssh_port, ?ssh_error, "host held for debugging; waiting for release");
-                }
-                loop {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    match client
-                        .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
-                        .await
-                    {
-                        Ok(d)
-                            if matches!(
-                                d.directive,
-                                Directive::Hold { .. } | Directive::Wait { .. }
-                            ) =>
-                        {
-                            continue
-                        }
-                        Ok(d) => {
-                            last = d.directive;
-                            break;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "heartbeat during hold failed"),
-                    }
-                }
-                if let Ok(h) = held {
-                    h.end().await;
-                }
-            }
-            Directive::Release { power } | Directive::Done { power } => break power,
-        }
-    };
-    let produced = uplink.produced();
-    uplink.flush().await;
-    let complete = common::wire::RunComplete {
-        samples_produced: produced,
-    };
-    let _: common::wire::CompleteAck = post_with_retry(&client, "/complete", &complete).await?;
-    let state = client
-        .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
-        .await
-        .map(|d| d.state)
-        .unwrap_or(RunState::Running);
-    heartbeat.abort();
-    sidecar.abort();
-    if let Some(k) = kernel_watch {
-        k.abort();
-    }
-    monitor.abort();
-    uplink_tasks.abort();
-    if end_power != Power::None {
-        opts.power.act(end_power).await;
+    let mut session = RunSession::start(client, claim.clone(), &opts)?;
+    let last = session.run_stages(&opts).await?;
+    let power = session.obey(last, &opts).await;
+    let (state, produced) = session.finish().await?;
+    if power != Power::None {
+        opts.power.act(power).await;
     }
     Ok(RunEnd {
         run_id: claim.run_id,
         state,
-        power: end_power,
+        power,
         samples_produced: produced,
     })
+}
+
+/// One claimed run as this agent lives it. Owns every task it starts;
+/// dropping it (when `boot` returns, fails part-way, or its future is
+/// dropped) aborts them all, so nothing posts for a run after it.
+struct RunSession {
+    client: Arc<Client>,
+    claim: Arc<ClaimResponse>,
+    clock: Clock,
+    inventory: common::inventory::Inventory,
+    uplink: Uplink,
+    /// The heartbeat, the sidecar and the kernel-log watch.
+    tasks: JoinSet<()>,
+    /// The uplink's sealer and sender (aborted when dropped).
+    _uplink_tasks: UplinkTasks,
+    /// The ordinal of the running stage (`None` between stages), which the
+    /// heartbeat reports and the samples of the tasks carry.
+    stage: watch::Sender<Option<u32>>,
+    from_batches: watch::Receiver<Option<Directive>>,
+    from_heartbeat: watch::Receiver<Option<Directive>>,
+}
+
+impl RunSession {
+    fn start(
+        client: Arc<Client>,
+        claim: Arc<ClaimResponse>,
+        opts: &BootOptions,
+    ) -> anyhow::Result<Self> {
+        let clock = Clock::from_claim(claim.coordinator_time);
+        let inventory = host::inventory(&opts.roots, opts.disks.as_ref(), opts.nics.as_ref());
+        let spool = opts.work_dir.join(format!("run-{}.spool", claim.run_id));
+        let (uplink, uplink_tasks) = Uplink::start(client.clone(), &spool, claim.next_batch_seq)
+            .with_context(|| format!("opening spool {}", spool.display()))?;
+        let (stage, _) = watch::channel(None);
+        let (hb_tx, from_heartbeat) = watch::channel(None);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(heartbeat(
+            client.clone(),
+            Duration::from_secs(claim.heartbeat_interval_s.max(1)),
+            stage.subscribe(),
+            hb_tx,
+        ));
+        tasks.spawn(sidecar(
+            uplink.clone(),
+            clock,
+            opts.sensors_root.clone(),
+            Duration::from_millis(claim.sidecar_interval_ms.max(100)),
+            stage.subscribe(),
+        ));
+        match opts
+            .kmsg
+            .as_ref()
+            .map(|p| crate::kmsg_watch::spawn(p.clone()))
+        {
+            None => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot follow the kernel log; kernel errors will not be seen")
+            }
+            Some(Ok(rx)) => {
+                tasks.spawn(kernel_watch(
+                    rx,
+                    uplink.clone(),
+                    client.clone(),
+                    clock,
+                    stage.subscribe(),
+                ));
+            }
+        }
+        Ok(Self {
+            from_batches: uplink.directives(),
+            client,
+            claim,
+            clock,
+            inventory,
+            uplink,
+            tasks,
+            _uplink_tasks: uplink_tasks,
+            stage,
+            from_heartbeat,
+        })
+    }
+
+    /// Runs every pending stage of the plan in order; returns the first
+    /// answer that is not `continue` (or `continue` after the last stage).
+    async fn run_stages(&mut self, opts: &BootOptions) -> anyhow::Result<Directive> {
+        let claim = self.claim.clone();
+        let pending = claim
+            .stages
+            .iter()
+            .filter(|s| s.ordinal >= claim.resume_from && s.state == StageState::Pending);
+        for plan in pending {
+            let Some(stage) = Stage::from_ordinal(plan.ordinal) else {
+                continue;
+            };
+            // Answers that arrived between stages are about the last one.
+            self.from_batches.borrow_and_update();
+            self.from_heartbeat.borrow_and_update();
+            let start = StageStart {
+                at: Some(self.clock.now()),
+            };
+            let started: DirectiveResponse = post_with_retry(
+                &self.client,
+                &format!("/stages/{}/start", plan.ordinal),
+                &start,
+            )
+            .await
+            .with_context(|| format!("starting {stage}"))?;
+            if started.directive != Directive::Continue {
+                return Ok(started.directive);
+            }
+            self.stage.send_replace(Some(plan.ordinal));
+            tracing::info!(stage = %stage, "stage started");
+            let ctx = StageCtx {
+                stage,
+                claim: claim.clone(),
+                uplink: self.uplink.clone(),
+                client: self.client.clone(),
+                clock: self.clock,
+                roots: opts.roots.clone(),
+                inventory: self.inventory.clone(),
+                work_dir: opts.work_dir.clone(),
+                abort: StageAbort::default(),
+            };
+            let mut report = self.run_stage(&ctx).await;
+            if ctx.abort.is_fired() {
+                report = StageReport::failed(format!(
+                    "aborted by the coordinator: {}",
+                    ctx.abort.reason()
+                ));
+            }
+            // Every batch of the stage is acknowledged before it is reported.
+            self.uplink.flush().await;
+            self.stage.send_replace(None);
+            let finish = StageFinish {
+                outcome: report.outcome,
+                reason: report.reason.clone(),
+                at: Some(self.clock.now()),
+                summary: Some(report.summary.clone()),
+                sub_steps: report.sub_steps.clone(),
+            };
+            let verdict: StageVerdict = post_with_retry(
+                &self.client,
+                &format!("/stages/{}/finish", plan.ordinal),
+                &finish,
+            )
+            .await?;
+            tracing::info!(stage = %stage, state = %verdict.state, reasons = ?verdict.reasons, "stage finished");
+            if verdict.directive != Directive::Continue {
+                return Ok(verdict.directive);
+            }
+        }
+        Ok(Directive::Continue)
+    }
+
+    /// The stage's event loop: its work ends, or an answer (batch ack or
+    /// heartbeat) says `abort_stage`, which fires the stage's abort and lets
+    /// the work end on it.
+    async fn run_stage(&mut self, ctx: &StageCtx) -> StageReport {
+        let work = stages::run(ctx);
+        tokio::pin!(work);
+        let (mut batches_open, mut heartbeat_open) = (true, true);
+        loop {
+            let answer = tokio::select! {
+                report = &mut work => return report,
+                r = self.from_batches.changed(), if batches_open => match r {
+                    Ok(()) => self.from_batches.borrow_and_update().clone(),
+                    Err(_) => { batches_open = false; None }
+                },
+                r = self.from_heartbeat.changed(), if heartbeat_open => match r {
+                    Ok(()) => self.from_heartbeat.borrow_and_update().clone(),
+                    Err(_) => { heartbeat_open = false; None }
+                },
+            };
+            if let Some(Directive::AbortStage { reason }) = answer {
+                if ctx.abort.fire(reason.clone()) {
+                    tracing::warn!(%reason, "abort_stage: killing the running stage");
+                }
+            }
+        }
+    }
+
+    /// Asks the coordinator what to do now (`fallback` when it cannot answer).
+    async fn ask(&self, fallback: Directive) -> Directive {
+        self.client
+            .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
+            .await
+            .map(|d| d.directive)
+            .unwrap_or(fallback)
+    }
+
+    /// Obeys the coordinator until the run is over for this agent; returns
+    /// the power action it ended with.
+    async fn obey(&mut self, mut last: Directive, opts: &BootOptions) -> Power {
+        loop {
+            last = match last {
+                Directive::Continue => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    self.ask(Directive::Wait { secs: 5 }).await
+                }
+                Directive::Wait { secs } => {
+                    tokio::time::sleep(Duration::from_secs(secs.clamp(1, 60))).await;
+                    self.ask(Directive::Wait { secs: 5 }).await
+                }
+                Directive::AbortStage { .. } => {
+                    // The run was aborted under us; nothing is running now.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.ask(Directive::Done { power: Power::None }).await
+                }
+                Directive::Hold { public_key } => self.hold(&public_key, opts).await,
+                Directive::Release { power } | Directive::Done { power } => return power,
+            }
+        }
+    }
+
+    /// Holds the host for debugging until the coordinator says otherwise;
+    /// returns that answer, with the hold undone.
+    async fn hold(&self, public_key: &str, opts: &BootOptions) -> Directive {
+        let held = crate::hold::begin(&opts.hold, self.claim.run_id, public_key).await;
+        let (ssh_port, ssh_error) = match &held {
+            Ok(h) => (h.ssh_port, h.ssh_error.clone()),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        if let Some(ip) = local_ip_towards(self.client.base()) {
+            let report = HoldReport {
+                hold_ip: ip.clone(),
+                ssh_port,
+                ssh_error: ssh_error.clone(),
+            };
+            // Refused when the operator released the host meanwhile; the
+            // next heartbeat says what to do then.
+            if let Err(e) =
+                post_with_retry::<_, DirectiveResponse>(&self.client, "/hold-ip", &report).await
+            {
+                tracing::warn!(error = %e, "hold report not taken");
+            }
+            tracing::warn!(hold_ip = %ip, ?ssh_port, ?ssh_error, "host held for debugging; waiting for release");
+        }
+        let next = loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match self
+                .client
+                .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
+                .await
+            {
+                Ok(d) if matches!(d.directive, Directive::Hold { .. } | Directive::Wait { .. }) => {
+                }
+                Ok(d) => break d.directive,
+                Err(e) => tracing::warn!(error = %e, "heartbeat during hold failed"),
+            }
+        };
+        if let Ok(h) = held {
+            h.end().await;
+        }
+        next
+    }
+
+    /// Sends what is left, reports the count of samples produced, and stops
+    /// every task; returns the run's state and that count.
+    async fn finish(mut self) -> anyhow::Result<(RunState, u64)> {
+        let produced = self.uplink.produced();
+        self.uplink.flush().await;
+        let complete = common::wire::RunComplete {
+            samples_produced: produced,
+        };
+        let _: common::wire::CompleteAck =
+            post_with_retry(&self.client, "/complete", &complete).await?;
+        let state = self
+            .client
+            .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
+            .await
+            .map(|d| d.state)
+            .unwrap_or(RunState::Running);
+        self.tasks.shutdown().await;
+        Ok((state, produced))
+    }
+}
+
+/// Posts a heartbeat every `every` with the running stage; publishes each answer.
+async fn heartbeat(
+    client: Arc<Client>,
+    every: Duration,
+    stage: watch::Receiver<Option<u32>>,
+    answers: watch::Sender<Option<Directive>>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let stage = *stage.borrow();
+        match client
+            .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage })
+            .await
+        {
+            Ok(d) => {
+                answers.send_replace(Some(d.directive));
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Samples the sensors every `every` into the uplink.
+async fn sidecar(
+    uplink: Uplink,
+    clock: Clock,
+    root: PathBuf,
+    every: Duration,
+    stage: watch::Receiver<Option<u32>>,
+) {
+    let mut sensors = Sidecar::new(&root);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let stage = *stage.borrow();
+        let ts = clock.now();
+        for r in sensors.read() {
+            if let Ok(value) = Finite::new(r.value) {
+                let unit = r.kind.unit_for_key(&r.key).unwrap_or("").to_string();
+                uplink.push(Sample {
+                    ts,
+                    kind: r.kind,
+                    key: r.key,
+                    value,
+                    unit,
+                    stage,
+                });
+            }
+        }
+    }
+}
+
+/// Kernel log: each hardware failure is a `kmsg` sample (the count of its
+/// key within the stage) and a `kernel_error` event with the line. A failing
+/// link can log thousands of AER lines a second: every line counts, but only
+/// the first few per key and stage become events, then one saying the rest
+/// are counted only.
+async fn kernel_watch(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Record, KernelError)>,
+    uplink: Uplink,
+    client: Arc<Client>,
+    clock: Clock,
+    stage: watch::Receiver<Option<u32>>,
+) {
+    const EVENTS_PER_KEY: u32 = 5;
+    let mut counts: HashMap<(Option<u32>, String), (f64, u32)> = HashMap::new();
+    while let Some((record, err)) = rx.recv().await {
+        let stage = *stage.borrow();
+        let key = err.key();
+        let (n, lines) = counts.entry((stage, key.clone())).or_default();
+        *n += err.count as f64;
+        *lines += 1;
+        let lines = *lines;
+        if let Ok(value) = Finite::new(*n) {
+            uplink.push(Sample {
+                ts: clock.now(),
+                kind: common::measurement::Kind::Kmsg,
+                key: key.clone(),
+                value,
+                unit: "count".into(),
+                stage,
+            });
+        }
+        if lines > EVENTS_PER_KEY + 1 {
+            continue;
+        }
+        let message = if lines > EVENTS_PER_KEY {
+            format!("{key}: more lines like this in this stage are counted in the kmsg measurement, not listed")
+        } else {
+            format!(
+                "{key}: {}",
+                record.message.chars().take(1500).collect::<String>()
+            )
+        };
+        let event = common::wire::AgentEvent {
+            kind: "kernel_error".into(),
+            level: if err.is_critical() { "error" } else { "warn" }.into(),
+            message,
+        };
+        if let Err(e) = client
+            .post::<_, common::wire::EventAck>("/events", &event)
+            .await
+        {
+            tracing::warn!(error = %e, "could not report a kernel error event");
+        }
+    }
 }
 
 /// Posts a run-token request, retrying while the coordinator is away. Every

@@ -193,3 +193,79 @@ async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructi
     let end = agent.await.unwrap().unwrap();
     assert_eq!(end.runs, [(run, common::run_state::RunState::Passed)]);
 }
+
+/// A run in place whose `boot` fails part-way (its Inventory report is
+/// refused) leaves nothing posting for it: its heartbeats stop with it, so
+/// the silent-agent sweep aborts the run while the host keeps heartbeating.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_in_place_that_fails_part_way_leaves_no_task_posting_for_it() {
+    use vet_agent::host_mode::{self, HostModeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = support::Loop::new(dir.path(), 64);
+    // The quick profile heartbeats every 5 s; 12 s of silence is a dead agent.
+    let coord = Coord::start_with(dir.path(), 0, |c| {
+        c.heartbeat_timeout = Duration::from_secs(12);
+    })
+    .await;
+    let (proxy, refused, _proxy) =
+        support::refusing_proxy(&coord.base, |p| p.ends_with("/stages/0/finish")).await;
+    let mac = "52:54:00:e2:e1:23";
+    coord
+        .post("/hosts", json!({"name": "prod-3", "mac": mac}))
+        .await;
+    let token = coord.post("/hosts/prod-3/token", json!({})).await;
+    let run = coord
+        .post("/runs", json!({"host": "prod-3", "non_destructive": true}))
+        .await["id"]
+        .as_i64()
+        .unwrap();
+
+    let mut runs = support::options(&coord, dir.path(), mac, &disk.0);
+    runs.kmsg = None;
+    let opts = HostModeOptions {
+        coordinator: proxy,
+        token: token["token"].as_str().unwrap().into(),
+        roots: vet_agent::host::Roots::default(),
+        macs: Some(vec![mac.parse().unwrap()]),
+        boot_id: Some("prod-3-boot".into()),
+        runs,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(host_mode::run(opts, async {
+        let _ = stopped.await;
+    }));
+
+    let d = support::wait_run(
+        &coord,
+        run,
+        Duration::from_secs(90),
+        "the silent-agent sweep aborts the failed run",
+        |d| d["state"] == "Aborted",
+    )
+    .await;
+    assert_eq!(
+        refused.lock().unwrap().as_slice(),
+        [format!("/api/v1/runs/{run}/stages/0/finish")],
+        "the run failed where the proxy refused it, once (a 400 is not retried)"
+    );
+    assert_eq!(d["failed_stage"], "Inventory", "{d}");
+    assert!(
+        d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "agent_silent"),
+        "{}",
+        d["events"]
+    );
+    // The host itself lives on: its heartbeats still arrive.
+    let before = last_seen(&coord, "prod-3").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while last_seen(&coord, "prod-3").await <= before {
+        assert!(Instant::now() < deadline, "host heartbeats stopped too");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.send(()).unwrap();
+    let end = agent.await.unwrap().unwrap();
+    assert!(end.runs.is_empty(), "{:?}", end.runs);
+}

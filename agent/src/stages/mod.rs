@@ -3,8 +3,9 @@
 //! and reports what it saw. The coordinator decides pass/fail; an executor
 //! reports `failed` only when a tool could not do its job.
 //!
-//! Never: write to a disk (the destructive stages arrive with the safety
-//! interlock), or run a tool without a timeout.
+//! Never: write to a disk outside the destructive stages (DiskSurface,
+//! WipeProbe, fio's write pass), and there only after the interlock allowed
+//! that disk moments before; or run a tool without a timeout.
 
 mod burn;
 mod cpu_stress;
@@ -20,7 +21,7 @@ mod smart;
 mod wipe_probe;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -66,9 +67,44 @@ pub struct StageCtx {
     /// The machine as selected at boot (`--disks`, `--nics`).
     pub inventory: Inventory,
     pub work_dir: PathBuf,
-    /// Cancelled on `abort_stage`; the reason is stored first.
-    pub abort: CancellationToken,
-    pub abort_reason: Arc<Mutex<String>>,
+    /// Fired on `abort_stage`, with the coordinator's reason.
+    pub abort: StageAbort,
+}
+
+/// The coordinator's order to stop one stage now: fired at most once, and
+/// its reason is set before anyone waiting on it wakes.
+#[derive(Clone, Default)]
+pub struct StageAbort {
+    token: CancellationToken,
+    reason: Arc<std::sync::OnceLock<String>>,
+}
+
+impl StageAbort {
+    /// Fires the abort; returns false when it had fired already.
+    pub fn fire(&self, reason: String) -> bool {
+        let first = self.reason.set(reason).is_ok();
+        self.token.cancel();
+        first
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Why the stage was aborted ('' before it was).
+    pub fn reason(&self) -> String {
+        self.reason.get().cloned().unwrap_or_default()
+    }
+
+    /// Resolves when the abort fires.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// The token the tools' process groups are killed by.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
 }
 
 impl StageCtx {
@@ -113,11 +149,8 @@ impl StageCtx {
     /// Runs a tool for this stage. A missing tool or a timeout is also
     /// reported as an event, so `run show` says so and not only the log.
     pub async fn run_tool(&self, cmd: &ToolCommand) -> Result<ToolOutput, ToolError> {
-        let reason = self.abort_reason.clone();
-        let out = exec::run(cmd, &self.abort, move || {
-            reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
-        })
-        .await;
+        let abort = self.abort.clone();
+        let out = exec::run(cmd, self.abort.token(), move || abort.reason()).await;
         let kind = match &out {
             Err(ToolError::NotInstalled { .. }) => Some("tool_missing"),
             Err(ToolError::TimedOut { .. }) => Some("tool_timeout"),

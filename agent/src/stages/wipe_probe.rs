@@ -192,7 +192,7 @@ async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
     let size = disk_bytes(ctx, d);
     let regions = regions(size, ctx.claim.durations.destructive_scope, SAMPLE_REGION);
     let seed = (ctx.claim.run_id as u64).wrapping_mul(0x100_0000_01B3) ^ size;
-    let cancel = ctx.abort.clone();
+    let cancel = ctx.abort.token().clone();
     let plan = regions.clone();
     let res = tokio::task::spawn_blocking(move || probe(&dev, &plan, seed, &cancel)).await;
     let regions_json = regions_json(&regions);

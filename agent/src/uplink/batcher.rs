@@ -55,6 +55,8 @@ pub struct Uplink {
     inner: Arc<Inner>,
 }
 
+/// The uplink's two tasks; dropping this aborts both (what is not yet
+/// acknowledged stays in the spool for the next process).
 pub struct UplinkTasks {
     sealer: JoinHandle<()>,
     sender: JoinHandle<()>,
@@ -64,6 +66,12 @@ impl UplinkTasks {
     pub fn abort(&self) {
         self.sealer.abort();
         self.sender.abort();
+    }
+}
+
+impl Drop for UplinkTasks {
+    fn drop(&mut self) {
+        self.abort();
     }
 }
 

@@ -361,3 +361,67 @@ pub async fn wait_run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An HTTP proxy in front of the real coordinator at `target`: requests
+/// whose path `refuse` picks get a 400 with the API's error body, as the
+/// coordinator answers a request it will not take; everything else is
+/// forwarded unchanged. It makes a run in flight meet a refusal it cannot
+/// otherwise be made to meet. Returns the proxy's base URL and the paths
+/// it refused; the proxy stops when the returned guard is dropped.
+pub async fn refusing_proxy(
+    target: &str,
+    refuse: fn(&str) -> bool,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>, Abort) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (target, seen) = (target.to_string(), refused.clone());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (target, seen, http) = (target.clone(), seen.clone(), http.clone());
+        async move {
+            let path = uri.path().to_string();
+            if refuse(&path) {
+                seen.lock().unwrap().push(path);
+                let body = r#"{"error":{"code":"refused_by_test","message":"refused by the test's proxy"}}"#;
+                return (StatusCode::BAD_REQUEST, body.to_string());
+            }
+            let url = format!(
+                "{target}{}",
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            );
+            let mut req = http.request(method, url).body(body);
+            for name in ["authorization", "content-type"] {
+                if let Some(v) = headers.get(name) {
+                    req = req.header(name, v.as_bytes());
+                }
+            }
+            match req.send().await {
+                Ok(r) => (
+                    StatusCode::from_u16(r.status().as_u16()).unwrap(),
+                    r.text().await.unwrap_or_default(),
+                ),
+                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(forward);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, refused, Abort(task))
+}
+
+/// Aborts a task when dropped.
+pub struct Abort(pub tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
