@@ -9,7 +9,18 @@ use common::run_state::{RunEvent, RunState};
 use common::stage::StageState;
 use common::wire::{Directive, Power, StageOutcome};
 
-use crate::store::RunFacts;
+/// The facts a directive is computed from (see `gate::directive_for`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFacts {
+    pub run_id: i64,
+    pub state: RunState,
+    /// Ordinal and name of the stage that is running, if any.
+    pub running_stage: Option<(u32, String)>,
+    /// A critical temp/power breach in the running stage.
+    pub live_breach: Option<String>,
+    pub hold_public_key: Option<String>,
+    pub release_power: Option<Power>,
+}
 
 /// A skipped stage's reason as stored: `skipped: CAUSE`.
 pub fn skipped_reason(cause: &str) -> String {

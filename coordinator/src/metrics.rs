@@ -44,14 +44,7 @@ impl Counters {
 }
 
 /// What the store knows at scrape time.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub runs_by_state: Vec<(String, i64)>,
-    /// Every host and when it was last heard from (agent or host mode).
-    pub hosts: Vec<(String, Option<Timestamp>)>,
-    /// Running runs: id, host, last heartbeat.
-    pub agents: Vec<(i64, String, Option<Timestamp>)>,
-}
+pub use crate::store::MetricsSnapshot as Snapshot;
 
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")

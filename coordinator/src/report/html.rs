@@ -21,29 +21,21 @@ pub const POINTS_PER_LINE: usize = 600;
 /// Lines per plot before a kind is split over several plots.
 const LINES_PER_PLOT: usize = 8;
 
-/// One measured series to plot (raw points, oldest first).
-#[derive(Debug, Clone)]
-pub struct PlotSeries {
-    pub kind: String,
-    pub key: String,
-    pub unit: String,
-    pub points: Vec<(Timestamp, f64)>,
+pub use crate::store::PlotSeries;
+
+/// The title of a plotted kind's section (`SENSOR_PLOT_KINDS` over the
+/// whole run, `THROUGHPUT_PLOT_KINDS` over the passes that measured them).
+fn plot_title(kind: &str) -> &'static str {
+    match kind {
+        "temp" => "Temperatures",
+        "power" => "Power",
+        "fan" => "Fans",
+        "psu_volt" => "PSU voltages",
+        "fio" => "Disk throughput over time (fio)",
+        "iperf" => "Network throughput over time (iperf3)",
+        _ => "Measurements",
+    }
 }
-
-/// Throughput kinds whose `…interval…` series are plotted over the time
-/// they were measured, one plot per metric (read, write, …), in page order.
-pub const THROUGHPUT: [(&str, &str); 2] = [
-    ("fio", "Disk throughput over time (fio)"),
-    ("iperf", "Network throughput over time (iperf3)"),
-];
-
-/// Sensor kinds plotted over the whole run, in page order, with their titles.
-pub const PLOTTED: [(&str, &str); 4] = [
-    ("temp", "Temperatures"),
-    ("power", "Power"),
-    ("fan", "Fans"),
-    ("psu_volt", "PSU voltages"),
-];
 
 const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -225,7 +217,8 @@ pub fn render_page(report: &Report, plots: &[PlotSeries], head: &str, header: &s
         .max()
         .unwrap_or(origin)
         .max(origin + 1000);
-    for (kind, title) in PLOTTED {
+    for kind in crate::store::SENSOR_PLOT_KINDS {
+        let title = plot_title(kind);
         let series: Vec<&PlotSeries> = plots.iter().filter(|p| p.kind == kind).collect();
         if series.is_empty() {
             continue;
@@ -240,7 +233,8 @@ pub fn render_page(report: &Report, plots: &[PlotSeries], head: &str, header: &s
             plot(&mut h, report, kind, i, chunk, window);
         }
     }
-    for (kind, title) in THROUGHPUT {
+    for kind in crate::store::THROUGHPUT_PLOT_KINDS {
+        let title = plot_title(kind);
         // One plot per metric, over the span its passes ran.
         let mut groups: std::collections::BTreeMap<&str, Vec<&PlotSeries>> = Default::default();
         for p in plots

@@ -23,12 +23,10 @@ use common::time::Timestamp;
 use common::wire::{Event, SpecDiffRow, ThresholdRow};
 
 use crate::store::ReportInputs;
+pub use crate::store::{Breach, PassResult, BREACHES_SHOWN};
 
 /// Bumped when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// At most this many breach samples are listed (all are counted).
-pub const BREACHES_SHOWN: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -123,19 +121,6 @@ pub struct Breaches {
     pub shown: Vec<Breach>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Breach {
-    pub stage: String,
-    pub kind: String,
-    pub key: String,
-    pub ts: Timestamp,
-    pub observed: f64,
-    pub op: String,
-    pub threshold: f64,
-    pub unit: String,
-    pub severity: String,
-}
-
 #[derive(Debug, Serialize)]
 pub struct KernelErrors {
     /// `kmsg` series: how many lines of each class and device.
@@ -152,17 +137,6 @@ pub struct ValueRow {
     pub stage: Option<String>,
     pub device: String,
     pub metric: String,
-    pub value: f64,
-    pub unit: String,
-}
-
-/// A fio or iperf pass result as the store reads it: the latest value of
-/// one key within one stage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PassResult {
-    pub stage: Option<String>,
-    pub kind: String,
-    pub key: String,
     pub value: f64,
     pub unit: String,
 }

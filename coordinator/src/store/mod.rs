@@ -8,7 +8,14 @@
 //! a transaction. Callers compute those before or after and pass results in.
 //! Methods block; async callers use `spawn_blocking`.
 
+mod rows;
 pub mod sqlite;
+
+pub use crate::gate::RunFacts;
+pub use rows::{
+    Breach, MetricsSnapshot, PassResult, PlotSeries, BREACHES_SHOWN, SENSOR_PLOT_KINDS,
+    THROUGHPUT_PLOT_KINDS,
+};
 
 use common::inventory::FirmwareComponent;
 use common::mac::Mac;
@@ -34,17 +41,23 @@ pub enum StoreError {
     BatchGap { got: u64, expected: u64 },
     #[error("{0}")]
     Invalid(String),
+    /// The database failed (I/O, a constraint, a lock held too long); the
+    /// backend's own error is the source.
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(#[source] BackendError),
     #[error("database holds a value this version does not understand: {0}")]
     Corrupt(String),
     #[error("migration {name}: {source}")]
     Migration {
         name: String,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
 }
+
+/// A backend's own error, kept as the source of a [`StoreError`] without
+/// naming the backend's type in the trait.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -90,19 +103,6 @@ pub enum ClaimKind {
     SameBoot,
     /// A new boot resumed a running run.
     Resumed,
-}
-
-/// The facts a directive is computed from (see `gate::directive_for`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunFacts {
-    pub run_id: i64,
-    pub state: RunState,
-    /// Ordinal and name of the stage that is running, if any.
-    pub running_stage: Option<(u32, String)>,
-    /// A critical temp/power breach in the running stage.
-    pub live_breach: Option<String>,
-    pub hold_public_key: Option<String>,
-    pub release_power: Option<Power>,
 }
 
 /// The stage result after the gate, and the run it left behind.
@@ -161,17 +161,17 @@ pub struct ReportInputs {
     pub detail: RunDetail,
     pub host: Host,
     pub firmware: Vec<FirmwareComponent>,
-    /// The first [`crate::report::BREACHES_SHOWN`] failed evaluations.
-    pub breaches: Vec<crate::report::Breach>,
+    /// The first [`BREACHES_SHOWN`] failed evaluations.
+    pub breaches: Vec<Breach>,
     pub breach_total: i64,
     /// Statistics of every measured series, by kind and key.
-    pub stats: Vec<crate::report::SeriesStats>,
+    pub stats: Vec<common::wire::SeriesStats>,
     /// fio and iperf pass results (interval series left out), each with the
     /// stage that measured it, in stage order: DiskPerf's and Burn's fio
     /// passes are different workloads and must not stand for each other.
-    pub pass_results: Vec<crate::report::PassResult>,
+    pub pass_results: Vec<PassResult>,
     /// Raw points of the plotted sensor series (empty unless asked for).
-    pub plots: Vec<crate::report::html::PlotSeries>,
+    pub plots: Vec<PlotSeries>,
 }
 
 /// Everything the coordinator persists. Each method is one transaction.
@@ -267,7 +267,7 @@ pub trait Store: Send + Sync + 'static {
     fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>>;
 
     /// Runs by state, hosts' and running agents' last contact (`/metrics`).
-    fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot>;
+    fn metrics_snapshot(&self) -> StoreResult<MetricsSnapshot>;
 
     // Webhooks.
     /// Makes the deliveries for holds and ends recorded since the last call.

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use super::ts_opt;
 use crate::store::StoreResult;
 
-pub fn snapshot(tx: &Connection) -> StoreResult<crate::metrics::Snapshot> {
+pub fn snapshot(tx: &Connection) -> StoreResult<crate::store::MetricsSnapshot> {
     let runs_by_state = tx
         .prepare("SELECT state, count(*) FROM runs GROUP BY state ORDER BY state")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -23,7 +23,7 @@ pub fn snapshot(tx: &Connection) -> StoreResult<crate::metrics::Snapshot> {
             Ok((r.get(0)?, r.get(1)?, ts_opt(r, "last_heartbeat_at")?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(crate::metrics::Snapshot {
+    Ok(crate::store::MetricsSnapshot {
         runs_by_state,
         hosts,
         agents,

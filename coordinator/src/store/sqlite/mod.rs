@@ -152,7 +152,7 @@ pub fn migrate(conn: &mut Connection, now: Timestamp) -> StoreResult<Vec<String>
         tx.execute_batch(sql)
             .map_err(|source| StoreError::Migration {
                 name: name.to_string(),
-                source,
+                source: source.into(),
             })?;
         tx.execute(
             "INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)",
@@ -162,6 +162,13 @@ pub fn migrate(conn: &mut Connection, now: Timestamp) -> StoreResult<Vec<String>
     }
     tx.commit()?;
     Ok(applied)
+}
+
+/// Every rusqlite failure is a backend failure of the store.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
 }
 
 impl SqliteStore {
@@ -468,7 +475,7 @@ impl Store for SqliteStore {
         self.read(|tx| agent::firmware(tx, run_id))
     }
 
-    fn metrics_snapshot(&self) -> StoreResult<crate::metrics::Snapshot> {
+    fn metrics_snapshot(&self) -> StoreResult<crate::store::MetricsSnapshot> {
         self.read(|tx| metrics::snapshot(tx))
     }
 

@@ -9,8 +9,7 @@ use common::run_state::RunState;
 use common::time::Timestamp;
 
 use super::{agent, hosts, runs, summaries, ts_col};
-use crate::report::{Breach, PassResult, BREACHES_SHOWN};
-use crate::store::{NewArtifact, ReportInputs, StoreResult};
+use crate::store::{Breach, NewArtifact, PassResult, ReportInputs, StoreResult, BREACHES_SHOWN};
 
 pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportInputs> {
     let detail = runs::detail(tx, run_id)?;

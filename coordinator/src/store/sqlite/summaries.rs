@@ -14,9 +14,9 @@ use rusqlite::Connection;
 use common::measurement::Kind;
 use common::time::Timestamp;
 
-use crate::report::html::{PlotSeries, PLOTTED, THROUGHPUT};
-use crate::report::SeriesStats;
 use crate::store::StoreResult;
+use crate::store::{PlotSeries, SENSOR_PLOT_KINDS as PLOTTED, THROUGHPUT_PLOT_KINDS as THROUGHPUT};
+use common::wire::SeriesStats;
 
 /// Width of one rollup bucket.
 pub const BUCKET_MS: i64 = 10_000;
@@ -24,7 +24,7 @@ pub const BUCKET_MS: i64 = 10_000;
 pub const RAW_POINTS_MAX: i64 = 200_000;
 
 fn plotted(kind: Kind) -> bool {
-    PLOTTED.iter().any(|(k, _)| *k == kind.as_str())
+    PLOTTED.contains(&kind.as_str())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,7 +201,7 @@ fn throughput_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries
          WHERE run_id = ?1 AND kind = ?2 AND key LIKE '%interval%' AND value IS NOT NULL
          ORDER BY key, ts, id",
     )?;
-    for (kind, _) in THROUGHPUT {
+    for kind in THROUGHPUT {
         let Ok(k) = kind.parse::<Kind>() else {
             continue;
         };
@@ -220,7 +220,7 @@ fn throughput_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries
 }
 
 fn sensor_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
-    let kinds: Vec<&str> = PLOTTED.iter().map(|(k, _)| *k).collect();
+    let kinds: Vec<&str> = PLOTTED.to_vec();
     let plotted: i64 = tx.query_row(
         "SELECT COALESCE(SUM(n), 0) FROM series_stats WHERE run_id = ?1 AND kind IN (?2, ?3, ?4, ?5)",
         (run_id, kinds[0], kinds[1], kinds[2], kinds[3]),
@@ -251,7 +251,7 @@ fn raw_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
         "SELECT key, COALESCE(unit, '') AS unit, ts, value FROM measurements
          WHERE run_id = ?1 AND kind = ?2 AND value IS NOT NULL ORDER BY key, ts, id",
     )?;
-    for (kind, _) in PLOTTED {
+    for kind in PLOTTED {
         let mut rows = stmt.query((run_id, kind))?;
         while let Some(r) = rows.next()? {
             let unit: String = r.get("unit")?;
@@ -269,7 +269,7 @@ fn rollup_series(tx: &Connection, run_id: i64) -> StoreResult<Vec<PlotSeries>> {
          JOIN series_stats s ON s.run_id = r.run_id AND s.kind = r.kind AND s.key = r.key
          WHERE r.run_id = ?1 AND r.kind = ?2 ORDER BY r.key, r.bucket_ms",
     )?;
-    for (kind, _) in PLOTTED {
+    for kind in PLOTTED {
         let mut rows = stmt.query((run_id, kind))?;
         while let Some(r) = rows.next()? {
             let key: String = r.get(0)?;
