@@ -18,7 +18,6 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod dashboard;
 pub mod gate;
 pub mod iperf;
 pub mod janitor;

@@ -5,6 +5,7 @@
 //! the tests call the same [`serve`].
 
 mod agent;
+pub mod dashboard;
 pub mod error;
 mod openapi;
 mod operator;
@@ -34,7 +35,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub counters: Arc<crate::metrics::Counters>,
-    pub sessions: Arc<crate::dashboard::Sessions>,
+    pub sessions: Arc<dashboard::Sessions>,
     operator_hash: Arc<str>,
 }
 
@@ -423,7 +424,7 @@ pub fn router(state: AppState) -> Router {
             .returns_raw("text/plain; version=0.0.4"),
         );
     api.finish(&p("/openapi.json"), env!("CARGO_PKG_VERSION"))
-        .merge(crate::dashboard::routes())
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {

@@ -5,7 +5,7 @@
 //! Body schemas come from the wire types themselves (`schemars`, through
 //! `common`'s `schema` feature); operation ids are the handlers' own names.
 //! Never: register an API route outside [`Api`] (only the dashboard's HTML
-//! pages, `crate::dashboard`, live beside it).
+//! pages, `api::dashboard`, live beside it).
 
 use std::sync::Arc;
 
