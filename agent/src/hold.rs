@@ -1,18 +1,20 @@
 //! Holding a failed host for debugging: install the run's public key in the
 //! authorized-keys file, make sure an SSH server listens on the hold port
 //! (starting OpenSSH's sshd, or dropbear for root's own file, with our own
-//! config when nothing listens there), and undo both on release.
+//! config when nothing listens there, through `exec`'s daemon), and undo
+//! both on release.
 //!
 //! Never: touch another line of the authorized-keys file, stop an SSH server
 //! it did not start, or enable password logins.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::{self, Daemon, ToolCommand};
 
 #[derive(Debug, Clone)]
 pub struct HoldOptions {
@@ -48,7 +50,7 @@ pub enum HoldError {
 pub struct Held {
     authorized_keys: PathBuf,
     marker: String,
-    server: Option<Child>,
+    server: Option<Daemon>,
     pub ssh_port: Option<u16>,
     /// Why there is no SSH server, when there is none.
     pub ssh_error: Option<String>,
@@ -137,24 +139,21 @@ fn find(program: &str, fallbacks: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-async fn run_quiet(program: &Path, args: &[&str]) -> Result<(), String> {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .map_err(|_| format!("{} timed out", program.display()))?
-    .map_err(|e| format!("{}: {e}", program.display()))?;
+/// Runs ssh-keygen to make our sshd's host key.
+async fn make_host_key(keygen: &Path, host_key: &Path) -> Result<(), String> {
+    let cmd = ToolCommand::new("ssh-keygen", "openssh-client", Duration::from_secs(30))
+        .at(keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(host_key);
+    let out = exec::run(&cmd, &CancellationToken::new(), String::new)
+        .await
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "{} failed: {}",
-            program.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            "ssh-keygen failed ({}): {}",
+            out.status, out.stderr_tail
         ))
     }
 }
@@ -162,15 +161,16 @@ async fn run_quiet(program: &Path, args: &[&str]) -> Result<(), String> {
 /// Starts OpenSSH's sshd with a config of our own (key-only root login,
 /// our authorized-keys file); dropbear when only it is installed and the
 /// key went into root's own file.
-async fn start_server(opts: &HoldOptions) -> Result<Child, String> {
+async fn start_server(opts: &HoldOptions) -> Result<Daemon, String> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
-    let mut cmd = if let Some(sshd) = find("sshd", &["/usr/sbin/sshd"]) {
+    // The daemon has no deadline; this one is only in messages.
+    let forever = Duration::MAX;
+    let cmd = if let Some(sshd) = find("sshd", &["/usr/sbin/sshd"]) {
         let host_key = opts.dir.join("ssh_host_ed25519_key");
         if !host_key.exists() {
             let keygen = find("ssh-keygen", &["/usr/bin/ssh-keygen"])
                 .ok_or("sshd is installed but ssh-keygen is not (package openssh-client)")?;
-            let hk = host_key.to_string_lossy().into_owned();
-            run_quiet(&keygen, &["-q", "-t", "ed25519", "-N", "", "-f", &hk]).await?;
+            make_host_key(&keygen, &host_key).await?;
         }
         // sshd insists on its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").map_err(|e| format!("/run/sshd: {e}"))?;
@@ -187,9 +187,10 @@ async fn start_server(opts: &HoldOptions) -> Result<Child, String> {
             pid = opts.dir.join("sshd.pid").display(),
         );
         std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
-        let mut c = Command::new(sshd);
-        c.arg("-D").arg("-e").arg("-f").arg(&config);
-        c
+        ToolCommand::new("sshd", "openssh-server", forever)
+            .at(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
     } else if let Some(dropbear) = find("dropbear", &["/usr/sbin/dropbear"]) {
         if opts.authorized_keys != Path::new("/root/.ssh/authorized_keys") {
             return Err(format!(
@@ -197,41 +198,32 @@ async fn start_server(opts: &HoldOptions) -> Result<Child, String> {
                 opts.authorized_keys.display()
             ));
         }
-        let mut c = Command::new(dropbear);
-        c.args(["-F", "-E", "-R", "-s", "-p", &opts.ssh_port.to_string()]);
-        c
+        ToolCommand::new("dropbear", "dropbear", forever)
+            .at(dropbear)
+            .args(["-F", "-E", "-R", "-s", "-p", &opts.ssh_port.to_string()])
     } else {
         return Err("no SSH server installed (packages openssh-server or dropbear)".into());
     };
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting the SSH server: {e}"))?;
+    let mut daemon =
+        exec::spawn_daemon(&cmd).map_err(|e| format!("starting the SSH server: {e}"))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], opts.ssh_port));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err).await;
-            }
-            return Err(format!("the SSH server exited ({status}): {}", err.trim()));
+        if let Some((status, output)) = daemon.exited() {
+            return Err(format!("the SSH server exited ({status}): {output}"));
         }
-        if TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], opts.ssh_port)),
+        let attempt = tokio::time::timeout(
             Duration::from_millis(200),
-        )
-        .is_ok()
-        {
-            return Ok(child);
+            tokio::net::TcpStream::connect(addr),
+        );
+        if let Ok(Ok(_)) = attempt.await {
+            return Ok(daemon);
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the SSH server did not listen on port {} within 15 s",
-                opts.ssh_port
+                "the SSH server did not listen on port {} within 15 s: {}",
+                opts.ssh_port,
+                daemon.output_tail()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -275,19 +267,8 @@ impl Held {
         if let Err(e) = remove_key(&self.authorized_keys, &self.marker) {
             tracing::error!(error = %e, "could not remove the hold key from {}", self.authorized_keys.display());
         }
-        if let Some(mut child) = self.server.take() {
-            if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
+        if let Some(server) = self.server.take() {
+            server.stop(Duration::from_secs(5)).await;
         }
     }
 }

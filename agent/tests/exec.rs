@@ -226,3 +226,68 @@ async fn real_memtester_passes_and_a_timeout_stops_it() {
         "memtester was killed"
     );
 }
+
+/// Waits until `path` exists, failing after `within`.
+async fn wait_for_file(path: &std::path::Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_daemon_that_writes_a_lot_keeps_running_and_stop_ends_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pidfile, done) = (dir.path().join("pids"), dir.path().join("done"));
+    // Far more than a pipe holds, on both outputs, long after start-up.
+    let script = format!(
+        "sleep 300 & echo $! > {p}; head -c 2000000 /dev/zero | tr '\\0' e >&2; \
+         head -c 2000000 /dev/zero | tr '\\0' o; echo finished >&2; touch {d}; wait",
+        p = pidfile.display(),
+        d = done.display()
+    );
+    let daemon = vet_agent::exec::spawn_daemon(&sh(&script, Duration::MAX)).unwrap();
+    wait_for_file(&done, Duration::from_secs(30)).await;
+    assert!(
+        daemon.output_tail().ends_with("finished"),
+        "{}",
+        daemon.output_tail().len()
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    daemon.stop(Duration::from_secs(5)).await;
+    wait_dead(&[pid]).await;
+}
+
+#[tokio::test]
+async fn a_daemon_that_exits_says_how_and_what_it_wrote() {
+    let mut daemon =
+        vet_agent::exec::spawn_daemon(&sh("echo 'no host keys' >&2; exit 3", Duration::MAX))
+            .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, output) = loop {
+        if let Some(exited) = daemon.exited() {
+            break exited;
+        }
+        assert!(Instant::now() < deadline, "the daemon never exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(3));
+    // The drain may lag the exit by a moment; the tail arrives with EOF.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut output = output;
+    while output.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        output = daemon.output_tail();
+    }
+    assert_eq!(output, "no host keys");
+}
