@@ -13,7 +13,7 @@ use common::stage::{Stage, StageState};
 use common::time::Timestamp;
 use common::wire::{BatchAck, Directive, MeasurementBatch};
 
-use super::agent::facts;
+use super::runs::facts;
 use super::runs::state_of;
 use super::{parse_col, FrozenRule};
 use crate::store::{RunFacts, StoreError, StoreResult};

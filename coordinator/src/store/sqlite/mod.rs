@@ -8,19 +8,26 @@
 //!
 //! Never: hold a connection across anything but SQL.
 
-mod agent;
+mod artifacts;
 mod batches;
+mod claim;
+mod holds;
 mod hosts;
 mod metrics;
 mod report;
 mod runs;
+mod schema;
+mod stages;
 mod summaries;
+mod sweep;
 mod webhooks;
+
+use schema::{configure, TABLES};
+pub use schema::{migrate, MIGRATIONS};
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
@@ -38,76 +45,6 @@ use super::{
     RunFacts, StageResult, Store, StoreError, StoreResult,
 };
 
-/// Migrations in the order they are applied. Append only: a shipped entry is
-/// never edited or removed.
-pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_init", include_str!("../migrations/0001_init.sql")),
-    (
-        "0002_add_hosts_last_seen_at",
-        include_str!("../migrations/0002_add_hosts_last_seen_at.sql"),
-    ),
-    (
-        "0003_add_runs_non_destructive",
-        include_str!("../migrations/0003_add_runs_non_destructive.sql"),
-    ),
-    (
-        "0004_add_sub_steps",
-        include_str!("../migrations/0004_add_sub_steps.sql"),
-    ),
-    (
-        "0005_profiles_thresholds_firmware",
-        include_str!("../migrations/0005_profiles_thresholds_firmware.sql"),
-    ),
-    (
-        "0006_vetting_protocol",
-        include_str!("../migrations/0006_vetting_protocol.sql"),
-    ),
-    (
-        "0007_host_agent_tokens",
-        include_str!("../migrations/0007_host_agent_tokens.sql"),
-    ),
-    (
-        "0008_hold_ssh_port",
-        include_str!("../migrations/0008_hold_ssh_port.sql"),
-    ),
-    (
-        "0009_report_state",
-        include_str!("../migrations/0009_report_state.sql"),
-    ),
-    (
-        "0010_webhooks",
-        include_str!("../migrations/0010_webhooks.sql"),
-    ),
-    (
-        "0011_series_summaries",
-        include_str!("../migrations/0011_series_summaries.sql"),
-    ),
-    (
-        "0012_measurements_run_id",
-        include_str!("../migrations/0012_measurements_run_id.sql"),
-    ),
-];
-
-const TABLES: &[&str] = &[
-    "hosts",
-    "runs",
-    "stages",
-    "sub_steps",
-    "measurements",
-    "artifacts",
-    "spec_diffs",
-    "thresholds",
-    "threshold_evaluations",
-    "firmware_snapshots",
-    "events",
-    "settings",
-    "batches",
-    "webhook_deliveries",
-    "series_stats",
-    "series_rollups",
-    "threshold_counts",
-];
-
 /// Runs whose frozen thresholds are kept in memory at most.
 const THRESHOLD_CACHE_RUNS: usize = 4096;
 
@@ -123,45 +60,6 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
     thresholds: Mutex<HashMap<i64, Arc<Vec<FrozenRule>>>>,
-}
-
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(())
-}
-
-/// Applies every migration not yet recorded in `schema_migrations`, all in
-/// one exclusive transaction.
-pub fn migrate(conn: &mut Connection, now: Timestamp) -> StoreResult<Vec<String>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP NOT NULL)",
-    )?;
-    let mut applied = Vec::new();
-    for (name, sql) in MIGRATIONS {
-        let done: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE name = ?1)",
-            [name],
-            |r| r.get(0),
-        )?;
-        if done {
-            continue;
-        }
-        tx.execute_batch(sql)
-            .map_err(|source| StoreError::Migration {
-                name: name.to_string(),
-                source: source.into(),
-            })?;
-        tx.execute(
-            "INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)",
-            (name, now.to_string()),
-        )?;
-        applied.push(name.to_string());
-    }
-    tx.commit()?;
-    Ok(applied)
 }
 
 /// Every rusqlite failure is a backend failure of the store.
@@ -415,7 +313,7 @@ impl Store for SqliteStore {
         token_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Option<Claimed>> {
-        let claimed = self.write(|tx| agent::claim(tx, macs, boot_id, token_hash, now))?;
+        let claimed = self.write(|tx| claim::claim(tx, macs, boot_id, token_hash, now))?;
         Ok(claimed)
     }
 
@@ -426,7 +324,7 @@ impl Store for SqliteStore {
         at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<RunFacts> {
-        self.write(|tx| agent::start_stage(tx, run_id, ordinal, at, now))
+        self.write(|tx| stages::start_stage(tx, run_id, ordinal, at, now))
     }
 
     fn finish_stage(
@@ -437,7 +335,7 @@ impl Store for SqliteStore {
         diffs: Option<ComputedDiffs>,
         now: Timestamp,
     ) -> StoreResult<StageResult> {
-        self.write(|tx| agent::finish_stage(tx, run_id, ordinal, report, diffs, now))
+        self.write(|tx| stages::finish_stage(tx, run_id, ordinal, report, diffs, now))
     }
 
     fn append_batch(
@@ -455,11 +353,11 @@ impl Store for SqliteStore {
     }
 
     fn heartbeat(&self, run_id: i64, now: Timestamp) -> StoreResult<RunFacts> {
-        self.write(|tx| agent::heartbeat(tx, run_id, now))
+        self.write(|tx| claim::heartbeat(tx, run_id, now))
     }
 
     fn facts(&self, run_id: i64) -> StoreResult<RunFacts> {
-        self.read(|tx| agent::facts(tx, run_id))
+        self.read(|tx| runs::facts(tx, run_id))
     }
 
     fn record_firmware(
@@ -468,11 +366,11 @@ impl Store for SqliteStore {
         components: &[FirmwareComponent],
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.write(|tx| agent::record_firmware(tx, run_id, components, now))
+        self.write(|tx| artifacts::record_firmware(tx, run_id, components, now))
     }
 
     fn firmware(&self, run_id: i64) -> StoreResult<Vec<FirmwareComponent>> {
-        self.read(|tx| agent::firmware(tx, run_id))
+        self.read(|tx| artifacts::firmware(tx, run_id))
     }
 
     fn metrics_snapshot(&self) -> StoreResult<crate::store::MetricsSnapshot> {
@@ -528,11 +426,11 @@ impl Store for SqliteStore {
     }
 
     fn record_artifact(&self, artifact: &NewArtifact, now: Timestamp) -> StoreResult<ArtifactInfo> {
-        self.write(|tx| agent::record_artifact(tx, artifact, now))
+        self.write(|tx| artifacts::record_artifact(tx, artifact, now))
     }
 
     fn latest_artifact(&self, run_id: i64, kind: &str) -> StoreResult<Option<ArtifactInfo>> {
-        self.read(|tx| agent::latest_artifact(tx, run_id, kind))
+        self.read(|tx| artifacts::latest_artifact(tx, run_id, kind))
     }
 
     fn set_hold_key(
@@ -542,15 +440,15 @@ impl Store for SqliteStore {
         key_artifact: &NewArtifact,
         now: Timestamp,
     ) -> StoreResult<RunFacts> {
-        self.write(|tx| agent::set_hold_key(tx, run_id, public_key, key_artifact, now))
+        self.write(|tx| holds::set_hold_key(tx, run_id, public_key, key_artifact, now))
     }
 
     fn prune_candidates(&self, cutoff: Timestamp) -> StoreResult<Vec<String>> {
-        self.read(|tx| agent::prune_candidates(tx, cutoff))
+        self.read(|tx| artifacts::prune_candidates(tx, cutoff))
     }
 
     fn mark_pruned(&self, path: &str, cutoff: Timestamp, now: Timestamp) -> StoreResult<bool> {
-        self.write(|tx| agent::mark_pruned(tx, path, cutoff, now))
+        self.write(|tx| artifacts::mark_pruned(tx, path, cutoff, now))
     }
 
     fn agent_event(
@@ -592,7 +490,7 @@ impl Store for SqliteStore {
         report: &HoldReport,
         now: Timestamp,
     ) -> StoreResult<RunFacts> {
-        self.write(|tx| agent::report_hold_ip(tx, run_id, report, now))
+        self.write(|tx| holds::report_hold_ip(tx, run_id, report, now))
     }
 
     fn complete(
@@ -601,15 +499,15 @@ impl Store for SqliteStore {
         samples_produced: u64,
         now: Timestamp,
     ) -> StoreResult<(u64, RunFacts)> {
-        self.write(|tx| agent::complete(tx, run_id, samples_produced, now))
+        self.write(|tx| claim::complete(tx, run_id, samples_produced, now))
     }
 
     fn expire_silent_agents(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {
-        self.write(|tx| agent::expire_silent(tx, cutoff, now))
+        self.write(|tx| sweep::expire_silent(tx, cutoff, now))
     }
 
     fn expire_holds(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {
-        self.write(|tx| agent::expire_holds(tx, cutoff, now))
+        self.write(|tx| sweep::expire_holds(tx, cutoff, now))
     }
 
     fn row_counts(&self) -> StoreResult<RowCounts> {

@@ -8,13 +8,13 @@ use common::measurement::Kind;
 use common::run_state::RunState;
 use common::time::Timestamp;
 
-use super::{agent, hosts, runs, summaries, ts_col};
+use super::{artifacts, hosts, runs, summaries, ts_col};
 use crate::store::{Breach, NewArtifact, PassResult, ReportInputs, StoreResult, BREACHES_SHOWN};
 
 pub fn inputs(tx: &Connection, run_id: i64, plots: bool) -> StoreResult<ReportInputs> {
     let detail = runs::detail(tx, run_id)?;
     let host = hosts::by_name(tx, &detail.run.host)?;
-    let firmware = agent::firmware(tx, run_id)?;
+    let firmware = artifacts::firmware(tx, run_id)?;
     let breach_total: i64 = tx.query_row(
         "SELECT count(*) FROM threshold_evaluations WHERE run_id = ?1 AND passed = 0",
         [run_id],
@@ -113,7 +113,7 @@ pub fn record(
     now: Timestamp,
 ) -> StoreResult<()> {
     for a in artifacts {
-        agent::record_artifact(tx, a, now)?;
+        artifacts::record_artifact(tx, a, now)?;
     }
     if let Some(json) = artifacts.first() {
         tx.execute(

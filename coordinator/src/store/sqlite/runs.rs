@@ -10,7 +10,7 @@ use common::time::Timestamp;
 use common::wire::{Event, Power, Run, RunDetail, SpecDiffRow, StageView, SubStep, ThresholdRow};
 
 use super::{insert_event, parse_col, ts_col, ts_opt, FrozenRule};
-use crate::store::{NewRun, StoreError, StoreResult};
+use crate::store::{NewRun, RunFacts, StoreError, StoreResult};
 
 const COLUMNS: &str = "r.id, r.host_id, h.name AS host, r.state, r.result, r.failed_stage, r.next_boot_target,
     r.started_at, r.completed_at, r.report_path, r.hold_ip, r.override_flags_json, r.non_destructive, r.profile";
@@ -122,6 +122,56 @@ pub fn state_of(tx: &Connection, run_id: i64) -> StoreResult<(RunState, i64)> {
         .parse()
         .map_err(|e: common::run_state::UnknownRunState| StoreError::Corrupt(e.to_string()))?;
     Ok((state, host_id))
+}
+
+/// What the gate needs to know about a run to answer its agent.
+pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
+    let (state, hold_public_key, release_power): (String, Option<String>, Option<String>) = tx
+        .query_row(
+            "SELECT state, hold_public_key, release_power FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))?;
+    let state: RunState = state
+        .parse()
+        .map_err(|e: common::run_state::UnknownRunState| StoreError::Corrupt(e.to_string()))?;
+    let running_stage: Option<(u32, String)> = tx
+        .prepare_cached("SELECT ordinal, name FROM stages WHERE run_id = ?1 AND state = 'running' ORDER BY ordinal LIMIT 1")?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let live_breach = match &running_stage {
+        Some((_, name)) => tx
+            .prepare_cached(
+                "SELECT e.kind, e.key, e.observed, t.op, t.threshold FROM threshold_evaluations e
+                 JOIN thresholds t ON t.id = e.threshold_id
+                 WHERE e.run_id = ?1 AND e.passed = 0 AND e.stage_name = ?2 AND t.severity = 'critical'
+                   AND e.kind IN ('temp', 'power')
+                 ORDER BY e.id LIMIT 1",
+            )?
+            .query_row((run_id, name), |r| {
+                let (kind, key, observed, op, threshold): (String, String, f64, String, f64) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+                Ok(format!("critical {kind} breach: {key} = {observed} (must be {op} {threshold})"))
+            })
+            .optional()?,
+        None => None,
+    };
+    let release_power = match release_power.as_deref() {
+        Some("poweroff") => Some(Power::Poweroff),
+        Some("reboot") => Some(Power::Reboot),
+        Some(_) => Some(Power::None),
+        None => None,
+    };
+    Ok(RunFacts {
+        run_id,
+        state,
+        running_stage,
+        live_breach,
+        hold_public_key,
+        release_power,
+    })
 }
 
 /// Applies `event` to the run: checks the state machine, updates state,

@@ -1,0 +1,217 @@
+//! Claim and the run's life as the agent sees it: the facts a directive
+//! is computed from, the claim that turns a queued run into a running one,
+//! heartbeats and the agent's completion.
+//!
+//! Never: decide a directive (that is the gate's, from [`RunFacts`]).
+
+use rusqlite::{Connection, OptionalExtension};
+
+use common::mac::Mac;
+use common::profile::Profile;
+use common::run_state::RunEvent;
+use common::stage::{Stage, StageState, DEFAULT_STAGE_ORDER};
+use common::time::Timestamp;
+use common::wire::{Overrides, StagePlan};
+
+use super::runs::{self, apply_transition, facts, state_of};
+use super::{insert_event, parse_col};
+use crate::store::{ClaimKind, Claimed, RunFacts, StoreError, StoreResult};
+
+/// The initial state of each stage for a run of `profile`.
+fn seed_state(
+    profile: Profile,
+    non_destructive: bool,
+    stage: Stage,
+) -> (StageState, Option<&'static str>) {
+    if !profile.definition().runs(stage) {
+        (StageState::Skipped, Some("not in profile"))
+    } else if non_destructive && stage.is_destructive() {
+        (StageState::Skipped, Some("non-destructive run"))
+    } else {
+        (StageState::Pending, None)
+    }
+}
+
+fn stage_plan(tx: &Connection, run_id: i64) -> StoreResult<Vec<StagePlan>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT ordinal, name, state FROM stages WHERE run_id = ?1 ORDER BY ordinal",
+    )?;
+    let rows = stmt
+        .query_map([run_id], |r| {
+            Ok(StagePlan {
+                ordinal: r.get(0)?,
+                name: r.get(1)?,
+                state: parse_col(r, "state")?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn claim(
+    tx: &Connection,
+    macs: &[Mac],
+    boot_id: &str,
+    token_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<Claimed>> {
+    let mut find = tx.prepare_cached(
+        "SELECT r.id, r.state, r.boot_id, r.host_id FROM runs r JOIN hosts h ON h.id = r.host_id
+         WHERE h.mac = ?1 AND r.state IN ('Queued', 'Running')
+         ORDER BY r.state = 'Running' DESC, r.id ASC LIMIT 1",
+    )?;
+    let mut found: Option<(i64, String, Option<String>, i64)> = None;
+    for mac in macs {
+        if let Some(row) = find
+            .query_row([mac.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?
+        {
+            if found
+                .as_ref()
+                .is_none_or(|f| f.1 != "Running" && row.1 == "Running")
+            {
+                found = Some(row);
+            }
+        }
+    }
+    let Some((run_id, state, prev_boot, host_id)) = found else {
+        return Ok(None);
+    };
+    let kind = if state == "Queued" {
+        apply_transition(tx, run_id, RunEvent::Claim, now)?;
+        let (profile, non_destructive): (String, bool) = tx.query_row(
+            "SELECT profile, non_destructive FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let profile: Profile = profile.parse().map_err(StoreError::Corrupt)?;
+        let mut insert = tx.prepare_cached("INSERT INTO stages (run_id, name, ordinal, state, summary_json) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for stage in DEFAULT_STAGE_ORDER {
+            let (st, why) = seed_state(profile, non_destructive, stage);
+            let summary = why.map(|w| {
+                serde_json::json!({"reasons": [crate::gate::skipped_reason(w)]}).to_string()
+            });
+            insert.execute((run_id, stage.name(), stage.ordinal(), st.as_str(), summary))?;
+        }
+        tx.execute(
+            "UPDATE runs SET claimed_at = ?1 WHERE id = ?2",
+            (now.to_string(), run_id),
+        )?;
+        ClaimKind::First
+    } else if prev_boot.as_deref() == Some(boot_id) {
+        ClaimKind::SameBoot
+    } else {
+        apply_transition(tx, run_id, RunEvent::Resume, now)?;
+        tx.execute("UPDATE stages SET state = 'pending', started_at = NULL WHERE run_id = ?1 AND state = 'running'", [run_id])?;
+        ClaimKind::Resumed
+    };
+    tx.execute(
+        "UPDATE runs SET agent_token_hash = ?1, boot_id = ?2, last_heartbeat_at = ?3 WHERE id = ?4",
+        (token_hash, boot_id, now.to_string(), run_id),
+    )?;
+    let stages = stage_plan(tx, run_id)?;
+    let resume_from = stages
+        .iter()
+        .find(|s| !s.state.lets_pipeline_continue())
+        .map(|s| s.ordinal)
+        .unwrap_or(DEFAULT_STAGE_ORDER.len() as u32);
+    let (event_kind, message) = match kind {
+        ClaimKind::First => ("claim", format!("claimed by boot {boot_id}")),
+        ClaimKind::SameBoot => (
+            "claim",
+            format!("claimed again by boot {boot_id}; token re-issued"),
+        ),
+        ClaimKind::Resumed => (
+            "resume",
+            format!(
+                "new boot {boot_id} (was {}); resuming at stage {}",
+                prev_boot.unwrap_or_default(),
+                Stage::from_ordinal(resume_from)
+                    .map(|s| s.name())
+                    .unwrap_or("end")
+            ),
+        ),
+    };
+    let level = if kind == ClaimKind::Resumed {
+        "warn"
+    } else {
+        "info"
+    };
+    insert_event(
+        tx,
+        Some(run_id),
+        Some(host_id),
+        level,
+        event_kind,
+        &message,
+        None,
+        now,
+    )?;
+    let next_seq: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let overrides: Option<String> = tx.query_row(
+        "SELECT override_flags_json FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let overrides: Overrides = overrides
+        .and_then(|o| serde_json::from_str(&o).ok())
+        .unwrap_or_default();
+    Ok(Some(Claimed {
+        run: runs::by_id(tx, run_id)?,
+        kind,
+        stages,
+        resume_from,
+        thresholds: runs::load_rules(tx, run_id)?
+            .into_iter()
+            .map(|f| f.rule)
+            .collect(),
+        next_batch_seq: next_seq as u64,
+        overrides,
+    }))
+}
+
+pub fn heartbeat(tx: &Connection, run_id: i64, now: Timestamp) -> StoreResult<RunFacts> {
+    tx.execute(
+        "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2 AND state IN ('Running', 'FailedHolding')",
+        (now.to_string(), run_id),
+    )?;
+    facts(tx, run_id)
+}
+
+pub fn complete(
+    tx: &Connection,
+    run_id: i64,
+    produced: u64,
+    now: Timestamp,
+) -> StoreResult<(u64, RunFacts)> {
+    let (_, host_id) = state_of(tx, run_id)?;
+    let stored: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(sample_count), 0) FROM batches WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let stored = stored as u64;
+    tx.execute(
+        "UPDATE runs SET samples_reported = ?1 WHERE id = ?2",
+        (produced as i64, run_id),
+    )?;
+    if stored != produced {
+        insert_event(
+            tx,
+            Some(run_id),
+            Some(host_id),
+            "error",
+            "sample_count_mismatch",
+            &format!("agent produced {produced} samples; coordinator stored {stored}"),
+            Some(&serde_json::json!({"produced": produced, "stored": stored})),
+            now,
+        )?;
+    }
+    Ok((stored, facts(tx, run_id)?))
+}

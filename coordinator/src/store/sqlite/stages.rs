@@ -1,0 +1,365 @@
+//! Stage start and finish: the rows, the facts the gate judges a finished
+//! stage by (its critical breaches and spec diffs), and applying what the
+//! gate decided in the same transaction.
+//!
+//! Never: judge a stage here; `gate::decide_stage` does.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use common::run_state::{RunEvent, RunState};
+use common::stage::{Stage, StageState};
+use common::time::Timestamp;
+use common::wire::StageFinish;
+
+use super::runs::{apply_transition, facts, state_of};
+use super::{insert_event, parse_col};
+use crate::gate::{self, Breach, StageFacts};
+use crate::store::{ComputedDiffs, RunFacts, StageResult, StoreError, StoreResult};
+
+pub(super) fn stage_row(
+    tx: &Connection,
+    run_id: i64,
+    ordinal: u32,
+) -> StoreResult<(i64, String, StageState)> {
+    tx.prepare_cached("SELECT id, name, state FROM stages WHERE run_id = ?1 AND ordinal = ?2")?
+        .query_row((run_id, ordinal), |r| {
+            Ok((r.get(0)?, r.get(1)?, parse_col(r, "state")?))
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("run {run_id} has no stage {ordinal}")))
+}
+
+pub fn start_stage(
+    tx: &Connection,
+    run_id: i64,
+    ordinal: u32,
+    at: Timestamp,
+    now: Timestamp,
+) -> StoreResult<RunFacts> {
+    let (state, _) = state_of(tx, run_id)?;
+    if state != RunState::Running {
+        return Err(StoreError::Conflict(format!(
+            "run {run_id} is {state}; no stage can start"
+        )));
+    }
+    let (_, name, st) = stage_row(tx, run_id, ordinal)?;
+    match st {
+        StageState::Running => return facts(tx, run_id),
+        StageState::Pending => {}
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "stage {name} is {other}; it cannot start again"
+            )))
+        }
+    }
+    let blocking: Option<(String, String)> = tx
+        .query_row(
+            "SELECT name, state FROM stages WHERE run_id = ?1 AND ordinal < ?2 AND state NOT IN ('passed', 'skipped') ORDER BY ordinal LIMIT 1",
+            (run_id, ordinal),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((before, before_state)) = blocking {
+        return Err(StoreError::Conflict(format!(
+            "stage {name} cannot start: stage {before} is {before_state}"
+        )));
+    }
+    tx.execute(
+        "UPDATE stages SET state = 'running', started_at = ?1 WHERE run_id = ?2 AND ordinal = ?3",
+        (at.to_string(), run_id, ordinal),
+    )?;
+    tx.execute(
+        "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2",
+        (now.to_string(), run_id),
+    )?;
+    facts(tx, run_id)
+}
+
+fn critical_breaches(tx: &Connection, run_id: i64, stage_name: &str) -> StoreResult<Vec<Breach>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT t.kind, e.key, t.op, t.threshold, t.nominal, MIN(e.observed), MAX(e.observed), COUNT(*)
+         FROM threshold_evaluations e JOIN thresholds t ON t.id = e.threshold_id
+         WHERE e.run_id = ?1 AND e.passed = 0 AND e.stage_name = ?2 AND t.severity = 'critical'
+         GROUP BY t.id, e.key ORDER BY MIN(e.id)",
+    )?;
+    let rows = stmt
+        .query_map((run_id, stage_name), |r| {
+            let op: String = r.get(2)?;
+            let (nominal, min, max): (f64, f64, f64) = (r.get(4)?, r.get(5)?, r.get(6)?);
+            let worst = match op.as_str() {
+                "gt" | "gte" => min,
+                "within_pct" if (nominal - min).abs() > (max - nominal).abs() => min,
+                _ => max,
+            };
+            Ok(Breach {
+                kind: r.get(0)?,
+                key: r.get(1)?,
+                op,
+                threshold: r.get(3)?,
+                worst,
+                count: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn run_ignores(tx: &Connection, run_id: i64) -> StoreResult<Vec<String>> {
+    let flags: Option<String> = tx.query_row(
+        "SELECT override_flags_json FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    Ok(flags
+        .and_then(|f| serde_json::from_str::<serde_json::Value>(&f).ok())
+        .and_then(|v| v.get("ignore_diffs").cloned())
+        .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+        .unwrap_or_default())
+}
+
+fn insert_diffs(tx: &Connection, run_id: i64, diffs: &ComputedDiffs) -> StoreResult<()> {
+    let ignores = run_ignores(tx, run_id)?;
+    let mut exists = tx.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM spec_diffs WHERE run_id = ?1 AND field = ?2 AND expected IS ?3 AND actual IS ?4)",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO spec_diffs (run_id, field, expected, actual, severity, ignored) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for d in &diffs.0 {
+        let dup: bool =
+            exists.query_row((run_id, &d.field, &d.expected, &d.actual), |r| r.get(0))?;
+        if !dup {
+            let ignored = d.ignored || ignores.contains(&d.field);
+            insert.execute((
+                run_id,
+                &d.field,
+                &d.expected,
+                &d.actual,
+                d.severity.as_str(),
+                ignored,
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn critical_diffs(tx: &Connection, run_id: i64, stage: Stage) -> StoreResult<Vec<String>> {
+    let filter = match stage {
+        Stage::SpecValidate => "field NOT LIKE 'firmware.%'",
+        Stage::Firmware => "field LIKE 'firmware.%'",
+        _ => return Ok(Vec::new()),
+    };
+    let mut stmt = tx.prepare(&format!(
+        "SELECT field, expected, actual FROM spec_diffs WHERE run_id = ?1 AND severity = 'critical' AND ignored = 0 AND {filter} ORDER BY id"
+    ))?;
+    let rows = stmt
+        .query_map([run_id], |r| {
+            let (f, e, a): (String, Option<String>, Option<String>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok(format!(
+                "{f}: expected {}, found {}",
+                e.unwrap_or_else(|| "-".into()),
+                a.unwrap_or_else(|| "nothing".into())
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+fn stored_reasons(summary: Option<String>) -> Vec<String> {
+    summary
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v.get("reasons").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+pub fn finish_stage(
+    tx: &Connection,
+    run_id: i64,
+    ordinal: u32,
+    report: &StageFinish,
+    diffs: Option<ComputedDiffs>,
+    now: Timestamp,
+) -> StoreResult<StageResult> {
+    let (run_state, _) = state_of(tx, run_id)?;
+    let (stage_id, name, st) = stage_row(tx, run_id, ordinal)?;
+    let stage = Stage::from_ordinal(ordinal)
+        .ok_or_else(|| StoreError::NotFound(format!("no stage {ordinal}")))?;
+    if st != StageState::Running {
+        if matches!(
+            st,
+            StageState::Passed | StageState::Failed | StageState::Skipped
+        ) {
+            // A resent report: answer with what was decided.
+            let summary: Option<String> = tx.query_row(
+                "SELECT summary_json FROM stages WHERE id = ?1",
+                [stage_id],
+                |r| r.get(0),
+            )?;
+            return Ok(StageResult {
+                ordinal,
+                name,
+                state: st,
+                reasons: stored_reasons(summary),
+                facts: facts(tx, run_id)?,
+            });
+        }
+        return Err(StoreError::Conflict(format!(
+            "stage {name} is {st}, not running; start it first"
+        )));
+    }
+    let completed = report.at.unwrap_or(now).to_string();
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO sub_steps (run_id, stage_name, ordinal, name, state, started_at, completed_at, summary_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (run_id, stage_name, ordinal) DO UPDATE SET name = excluded.name, state = excluded.state,
+           started_at = excluded.started_at, completed_at = excluded.completed_at, summary_json = excluded.summary_json",
+    )?;
+    for s in &report.sub_steps {
+        let summary = s
+            .summary
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}))
+            .to_string();
+        upsert.execute((
+            run_id,
+            &name,
+            s.ordinal,
+            &s.name,
+            s.state.as_str(),
+            s.started_at.map(|t| t.to_string()),
+            s.completed_at.map(|t| t.to_string()),
+            summary,
+        ))?;
+    }
+    if run_state != RunState::Running {
+        // The run ended under the agent (operator abort): record, do not gate.
+        let reasons = vec![format!("run {run_state} while the stage ran")];
+        let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": reasons});
+        tx.execute(
+            "UPDATE stages SET state = 'failed', completed_at = ?1, summary_json = ?2 WHERE id = ?3",
+            (&completed, summary.to_string(), stage_id),
+        )?;
+        return Ok(StageResult {
+            ordinal,
+            name,
+            state: StageState::Failed,
+            reasons,
+            facts: facts(tx, run_id)?,
+        });
+    }
+    if let Some(d) = &diffs {
+        insert_diffs(tx, run_id, d)?;
+    }
+    let breaches = critical_breaches(tx, run_id, &name)?;
+    let diffs = critical_diffs(tx, run_id, stage)?;
+    let later_pending: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM stages WHERE run_id = ?1 AND ordinal > ?2 AND state IN ('pending', 'running'))",
+        (run_id, ordinal),
+        |r| r.get(0),
+    )?;
+    // Sub-steps the agent's interlock refused: each is an event, and they
+    // make the stage incomplete (or failed, with --require-all-disks).
+    let untested: Vec<String> = report
+        .sub_steps
+        .iter()
+        .filter_map(|s| s.interlock_refusal().map(str::to_string))
+        .collect();
+    for b in &breaches {
+        insert_event(
+            tx,
+            Some(run_id),
+            None,
+            "error",
+            "breach",
+            &format!(
+                "{name}: {} {} = {} breached {} {} ({} sample{})",
+                b.kind,
+                b.key,
+                b.worst,
+                b.op,
+                b.threshold,
+                b.count,
+                if b.count == 1 { "" } else { "s" }
+            ),
+            None,
+            now,
+        )?;
+    }
+    for why in &untested {
+        insert_event(
+            tx,
+            Some(run_id),
+            None,
+            "warn",
+            "interlock_refused",
+            &format!("{name}: {why}"),
+            None,
+            now,
+        )?;
+    }
+    let require_all_disks: bool = tx.query_row(
+        "SELECT require_all_disks FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let decision = gate::decide_stage(&StageFacts {
+        agent: report.outcome,
+        agent_reason: report.reason.as_deref(),
+        critical_breaches: &breaches,
+        critical_diffs: &diffs,
+        is_last: !later_pending,
+        untested: &untested,
+        require_all_disks,
+    });
+    if decision.run_event == Some(RunEvent::AllStagesPassed) {
+        let refused: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = 'interlock_refused'",
+            [run_id],
+            |r| r.get(0),
+        )?;
+        if refused > 0 {
+            insert_event(
+                tx,
+                Some(run_id),
+                None,
+                "warn",
+                "pass_incomplete",
+                &format!("passed, not fully tested: {refused} disk pass(es) refused by the interlock (see interlock_refused events)"),
+                None,
+                now,
+            )?;
+        }
+    }
+    let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons});
+    tx.execute(
+        "UPDATE stages SET state = ?1, completed_at = ?2, summary_json = ?3 WHERE id = ?4",
+        (
+            decision.state.as_str(),
+            &completed,
+            summary.to_string(),
+            stage_id,
+        ),
+    )?;
+    tx.execute(
+        "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2",
+        (now.to_string(), run_id),
+    )?;
+    if let Some(event) = decision.run_event {
+        if event == RunEvent::StageFailed {
+            tx.execute(
+                "UPDATE runs SET failed_stage = ?1 WHERE id = ?2",
+                (&name, run_id),
+            )?;
+        }
+        apply_transition(tx, run_id, event, now)?;
+    }
+    Ok(StageResult {
+        ordinal,
+        name,
+        state: decision.state,
+        reasons: decision.reasons,
+        facts: facts(tx, run_id)?,
+    })
+}
