@@ -1,0 +1,299 @@
+//! `vet-bench ingest`: how fast measurements get into the store.
+//!
+//! (a) bare SQLite: the rows the coordinator writes per sample (measurement
+//!     and threshold evaluations, plus the batch ledger row) inserted in
+//!     batches of 500 with the same schema and indices: the physical limit.
+//! (b) the real `vet-coordinator` binary over HTTP on loopback, unpaced,
+//!     N concurrent simulated agents, batches of 500, thresholds present.
+//! (c) a fleet: 1000 simulated agents, each one batch of 200 samples per second.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{stream, StreamExt};
+use serde_json::{json, Value};
+
+use common::profile::Profile;
+use common::stage::Stage;
+use common::time::Timestamp;
+use common::wire::{RunCreate, StageFinish, StageOutcome};
+use coordinator::store::sqlite::SqliteStore;
+use coordinator::store::{NewHost, Store};
+
+use crate::daemon::{client, post, start_daemon, Daemon};
+
+pub(crate) const SPEC: &str = "thresholds:\n  - {stage: CPUStress, kind: temp, key: \"coretemp/*\", op: lt, threshold: 90, unit: C, severity: critical}\n";
+
+pub(crate) fn sample_json(i: usize, base_ms: i64) -> Value {
+    let ts = Timestamp::from_unix_millis(base_ms + i as i64);
+    json!({"ts": ts.to_string(), "kind": "temp", "key": format!("coretemp/Core {}", i % 32), "value": 40.0 + (i % 40) as f64, "unit": "C", "stage": 4})
+}
+
+/// A store with one host and one claimed run whose CPUStress stage runs.
+pub(crate) fn prepared_store(path: &Path) -> anyhow::Result<(SqliteStore, i64)> {
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    let store = SqliteStore::open(path, now)?;
+    store.create_host(
+        &NewHost {
+            name: "bench".into(),
+            mac: "52:54:00:be:00:01".parse()?,
+            wol: None,
+            expected_spec_yaml: SPEC.into(),
+            notes: String::new(),
+        },
+        now,
+    )?;
+    let run = coordinator::lifecycle::create_run(
+        &store,
+        &RunCreate {
+            host: "bench".into(),
+            profile: Profile::Quick,
+            non_destructive: true,
+            overrides: Default::default(),
+            require_all_disks: false,
+        },
+        now,
+    )?;
+    store.claim(&["52:54:00:be:00:01".parse()?], "b", "", now)?;
+    for o in 0..4 {
+        store.start_stage(run.id, o, now, now)?;
+        let finish = StageFinish {
+            outcome: StageOutcome::Passed,
+            reason: None,
+            at: None,
+            summary: None,
+            sub_steps: vec![],
+        };
+        store.finish_stage(run.id, o, &finish, None, now)?;
+    }
+    store.start_stage(run.id, Stage::CpuStress.ordinal(), now, now)?;
+    Ok((store, run.id))
+}
+
+pub(crate) fn bare_sqlite(samples: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("vetting.db");
+    let (store, run_id) = prepared_store(&path)?;
+    drop(store);
+    let mut db = rusqlite::Connection::open(&path)?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.pragma_update(None, "foreign_keys", "ON")?;
+    let stage_id: i64 = db.query_row(
+        "SELECT id FROM stages WHERE run_id = ?1 AND ordinal = 4",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    // The rules a temp sample of CPUStress matches (same as the coordinator's).
+    let rule_ids: Vec<i64> = db
+        .prepare("SELECT id FROM thresholds WHERE run_id = ?1 AND kind = 'temp' AND stage_name IN ('*', 'CPUStress')")?
+        .query_map([run_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let base = chrono::Utc::now().timestamp_millis();
+    let start = Instant::now();
+    let mut seq = 0i64;
+    for chunk in (0..samples).collect::<Vec<_>>().chunks(500) {
+        seq += 1;
+        let tx = db.transaction()?;
+        {
+            let mut m = tx.prepare_cached("INSERT INTO measurements (run_id, stage_id, ts, kind, key, value, unit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            let mut e = tx.prepare_cached(
+                "INSERT INTO threshold_evaluations (run_id, threshold_id, stage_name, kind, key, ts, observed, passed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for &i in chunk {
+                let ts = Timestamp::from_unix_millis(base + i as i64).to_string();
+                let key = format!("coretemp/Core {}", i % 32);
+                let value = 40.0 + (i % 40) as f64;
+                m.execute((run_id, stage_id, &ts, "temp", &key, value, "C"))?;
+                for id in &rule_ids {
+                    e.execute((run_id, id, "CPUStress", "temp", &key, &ts, value, true))?;
+                }
+            }
+            tx.execute("INSERT INTO batches (run_id, seq, sample_count, received_at) VALUES (?1, ?2, ?3, ?4)", (run_id, seq, chunk.len() as i64, base.to_string()))?;
+        }
+        tx.commit()?;
+    }
+    Ok(samples as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Registers `n` hosts, starts and claims their runs, and brings each to a
+/// running CPUStress stage. Returns (run id, run token) per agent.
+pub(crate) async fn agents(
+    http: &reqwest::Client,
+    d: &Daemon,
+    n: usize,
+) -> anyhow::Result<Vec<(i64, String)>> {
+    let out = stream::iter(0..n)
+        .map(|i| async move {
+            let mac = format!(
+                "52:54:{:02x}:{:02x}:{:02x}:01",
+                i >> 16 & 0xff,
+                i >> 8 & 0xff,
+                i & 0xff
+            );
+            let name = format!("bench-{i}");
+            let api = format!("{}/api/v1", d.base);
+            post(
+                http,
+                format!("{api}/hosts"),
+                &d.token,
+                json!({"name": name, "mac": mac, "expected_spec_yaml": SPEC}),
+            )
+            .await?;
+            post(
+                http,
+                format!("{api}/runs"),
+                &d.token,
+                json!({"host": name, "non_destructive": true}),
+            )
+            .await?;
+            let claim = post(
+                http,
+                format!("{api}/claim"),
+                "",
+                json!({"macs": [mac], "boot_id": "b"}),
+            )
+            .await?;
+            let run = claim["run_id"].as_i64().context("run_id")?;
+            let token = claim["token"].as_str().context("token")?.to_string();
+            for o in 0..4 {
+                let stage = format!("{api}/runs/{run}/stages/{o}");
+                post(http, format!("{stage}/start"), &token, json!({})).await?;
+                if o == 0 {
+                    // SpecValidate needs an inventory; this one has nothing to diff.
+                    let url = format!("{api}/runs/{run}/artifacts?kind=inventory&stage=0");
+                    let r = http.post(url).bearer_auth(&token).body("{}").send().await?;
+                    anyhow::ensure!(r.status().is_success(), "inventory upload: {}", r.status());
+                }
+                let v = post(
+                    http,
+                    format!("{stage}/finish"),
+                    &token,
+                    json!({"outcome": "passed"}),
+                )
+                .await?;
+                anyhow::ensure!(v["state"] == "passed", "stage {o} of run {run}: {v}");
+            }
+            post(
+                http,
+                format!("{api}/runs/{run}/stages/4/start"),
+                &token,
+                json!({}),
+            )
+            .await?;
+            anyhow::Ok((run, token))
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    out.into_iter().collect()
+}
+
+pub(crate) struct Rate {
+    pub(crate) rate: f64,
+    pub(crate) offered: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+pub(crate) fn percentiles(mut lat: Vec<Duration>) -> (f64, f64, f64) {
+    lat.sort();
+    let at = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.99), at(1.0))
+}
+
+pub(crate) async fn http_unpaced(n: usize, samples: usize) -> anyhow::Result<Rate> {
+    let http = client(n)?;
+    let d = start_daemon(&http).await?;
+    let runs = agents(&http, &d, n).await?;
+    let per_agent = samples / n / 500;
+    let base = chrono::Utc::now().timestamp_millis();
+    let start = Instant::now();
+    let tasks: Vec<_> = runs
+        .into_iter()
+        .map(|(run, token)| {
+            let http = http.clone();
+            let url = format!("{}/api/v1/runs/{run}/batches", d.base);
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_agent);
+                for seq in 1..=per_agent {
+                    let body = json!({"seq": seq, "samples": (0..500).map(|i| sample_json(seq * 500 + i, base)).collect::<Vec<_>>()});
+                    let t = Instant::now();
+                    post(&http, url.clone(), &token, body).await?;
+                    lat.push(t.elapsed());
+                }
+                anyhow::Ok(lat)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent = (per_agent * 500 * n) as f64;
+    let (p50, p99, max) = percentiles(lat);
+    Ok(Rate {
+        rate: sent / elapsed,
+        offered: f64::NAN,
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+    })
+}
+
+pub(crate) async fn fleet(n: usize, secs: u64) -> anyhow::Result<Rate> {
+    let http = client(n)?;
+    let d = Arc::new(start_daemon(&http).await?);
+    let runs = agents(&http, &d, n).await?;
+    let base = chrono::Utc::now().timestamp_millis();
+    let start = tokio::time::Instant::now() + Duration::from_millis(500);
+    let tasks: Vec<_> = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (run, token))| {
+            let http = http.clone();
+            let url = format!("{}/api/v1/runs/{run}/batches", d.base);
+            tokio::spawn(async move {
+                // Spread the agents over the second, as real ones are.
+                let phase = Duration::from_micros((i as u64 * 1_000_000 / n as u64) % 1_000_000);
+                let mut tick = tokio::time::interval_at(start + phase, Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut lat = Vec::new();
+                let mut acked = 0usize;
+                for seq in 1..=secs as usize {
+                    tick.tick().await;
+                    let body = json!({"seq": seq, "samples": (0..200).map(|j| sample_json(seq * 200 + j, base)).collect::<Vec<_>>()});
+                    let t = Instant::now();
+                    post(&http, url.clone(), &token, body).await?;
+                    lat.push(t.elapsed());
+                    acked += 200;
+                }
+                anyhow::Ok((lat, acked))
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut acked = 0usize;
+    for t in tasks {
+        let (l, a) = t.await??;
+        lat.extend(l);
+        acked += a;
+    }
+    let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
+    let (p50, p99, max) = percentiles(lat);
+    Ok(Rate {
+        rate: acked as f64 / elapsed,
+        offered: (n * 200) as f64,
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+    })
+}
