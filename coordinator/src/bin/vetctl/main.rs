@@ -244,208 +244,232 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.coordinator, cli.token.clone())?;
     let json = cli.json;
     match cli.command {
-        Command::Host(cmd) => match cmd {
-            HostCmd::Add {
-                name,
-                mac,
-                wol_broadcast,
-                spec,
-                notes,
-            } => {
-                let spec = spec.as_ref().map(read_spec).transpose()?;
-                let host: common::wire::Host = client.post(
-                    "/hosts",
-                    &HostCreate {
-                        name,
-                        mac,
-                        wol_broadcast,
-                        expected_spec_yaml: spec,
-                        notes,
-                    },
-                )?;
-                output::host(&host, json)
-            }
-            HostCmd::Edit { name, spec } => {
-                let host: common::wire::Host = client.patch(
-                    &format!("/hosts/{name}"),
-                    &HostUpdate {
-                        expected_spec_yaml: read_spec(&spec)?,
-                    },
-                )?;
-                output::host(&host, json)
-            }
-            HostCmd::List => output::hosts(&client.get::<Vec<common::wire::Host>>("/hosts")?, json),
-            HostCmd::Show { name } => output::host(&client.get(&format!("/hosts/{name}"))?, json),
-            HostCmd::Token { name, out } => {
-                let t: common::wire::HostToken =
-                    client.post(&format!("/hosts/{name}/token"), &serde_json::json!({}))?;
-                match out {
-                    None if json => output::print_json(&t),
-                    None => {
-                        println!("{}", t.token);
-                        Ok(())
-                    }
-                    Some(path) => {
-                        secret::write_private(
-                            &path,
-                            &format!("{}\n", t.token),
-                            secret::Existing::Refuse,
-                        )?;
-                        eprintln!(
-                            "host-mode token for {} written to {} (0600); run: vet-agent host --coordinator URL --token-file {}",
-                            t.host,
-                            path.display(),
-                            path.display()
-                        );
-                        Ok(())
-                    }
+        Command::Host(cmd) => host(&client, cmd, json),
+        Command::Run(cmd) => run_cmd(&client, cmd, json),
+        Command::Webhook(cmd) => webhook(&client, cmd, json),
+    }
+}
+
+/// `vetctl host …`.
+fn host(client: &Client, cmd: HostCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        HostCmd::Add {
+            name,
+            mac,
+            wol_broadcast,
+            spec,
+            notes,
+        } => {
+            let spec = spec.as_ref().map(read_spec).transpose()?;
+            let host: common::wire::Host = client.post(
+                "/hosts",
+                &HostCreate {
+                    name,
+                    mac,
+                    wol_broadcast,
+                    expected_spec_yaml: spec,
+                    notes,
+                },
+            )?;
+            output::host(&host, json)
+        }
+        HostCmd::Edit { name, spec } => {
+            let host: common::wire::Host = client.patch(
+                &format!("/hosts/{name}"),
+                &HostUpdate {
+                    expected_spec_yaml: read_spec(&spec)?,
+                },
+            )?;
+            output::host(&host, json)
+        }
+        HostCmd::List => output::hosts(&client.get::<Vec<common::wire::Host>>("/hosts")?, json),
+        HostCmd::Show { name } => output::host(&client.get(&format!("/hosts/{name}"))?, json),
+        HostCmd::Token { name, out } => {
+            let t: common::wire::HostToken =
+                client.post(&format!("/hosts/{name}/token"), &serde_json::json!({}))?;
+            match out {
+                None if json => output::print_json(&t),
+                None => {
+                    println!("{}", t.token);
+                    Ok(())
                 }
-            }
-        },
-        Command::Run(cmd) => match cmd {
-            RunCmd::Start(a) => {
-                let overrides = parse_overrides(&a.overrides)?;
-                let run: common::wire::Run = client.post(
-                    "/runs",
-                    &RunCreate {
-                        host: a.host,
-                        profile: a.profile,
-                        non_destructive: a.non_destructive,
-                        overrides,
-                        require_all_disks: a.require_all_disks,
-                    },
-                )?;
-                output::run(&run, json)
-            }
-            RunCmd::List => output::runs(&client.get::<Vec<common::wire::Run>>("/runs")?, json),
-            RunCmd::Show { run } => output::run_detail(&client.get(&format!("/runs/{run}"))?, json),
-            RunCmd::Cancel { run } => output::run(
-                &client.post(&format!("/runs/{run}/cancel"), &serde_json::json!({}))?,
-                json,
-            ),
-            RunCmd::Abort { run } => output::run(
-                &client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?,
-                json,
-            ),
-            RunCmd::Watch { run, interval } => {
-                if !(0.1..=60.0).contains(&interval) {
-                    anyhow::bail!("--interval must be 0.1 to 60 seconds, got {interval}");
-                }
-                let code =
-                    watch::watch(&client, run, std::time::Duration::from_secs_f64(interval))?;
-                use std::io::Write;
-                std::io::stdout().flush()?;
-                std::process::exit(code.into());
-            }
-            RunCmd::Report {
-                run,
-                json_target,
-                json_file,
-                html,
-            } => {
-                if let Some(f) = &json_target {
-                    if !json {
-                        anyhow::bail!(
-                            "unexpected argument {}: to write report.json there, say --json {0}",
-                            f.display()
-                        );
-                    }
-                }
-                // `--json F` writes the file; `--json` alone prints it.
-                let print_json = json && json_target.is_none();
-                let json_file = json_target.or(json_file);
-                // report.json only when something shows or saves it.
-                let wants_json = print_json || json_file.is_some() || html.is_none();
-                let bytes = if wants_json {
-                    client.get_bytes(&format!("/runs/{run}/report"))?
-                } else {
-                    Vec::new()
-                };
-                if let Some(path) = &html {
-                    let page = client.get_bytes(&format!("/runs/{run}/report.html"))?;
-                    write_new(path, &page)?;
-                    println!("run {run}: report.html written to {}", path.display());
-                }
-                if let Some(path) = &json_file {
-                    write_new(path, &bytes)?;
-                    println!("run {run}: report.json written to {}", path.display());
-                }
-                if print_json {
-                    use std::io::Write;
-                    std::io::stdout().write_all(&bytes)?;
-                } else if html.is_none() && json_file.is_none() {
-                    output::report_summary(&bytes)?;
-                }
-                Ok(())
-            }
-            RunCmd::Ssh {
-                run,
-                exec,
-                host,
-                port,
-                key_dir,
-                remote,
-            } => {
-                let key: common::wire::HoldKey = client.get(&format!("/runs/{run}/hold-key"))?;
-                ssh::run(run, key, exec, host, port, key_dir, remote)
-            }
-            RunCmd::Release {
-                run,
-                poweroff,
-                reboot,
-            } => {
-                let power = if poweroff {
-                    Power::Poweroff
-                } else if reboot {
-                    Power::Reboot
-                } else {
-                    Power::None
-                };
-                output::run(
-                    &client.post(&format!("/runs/{run}/release"), &ReleaseRequest { power })?,
-                    json,
-                )
-            }
-            RunCmd::IgnoreDiff { run, field } => {
-                let ack: common::wire::IgnoreDiffAck = client.post(
-                    &format!("/runs/{run}/ignore-diff"),
-                    &IgnoreDiffRequest { field },
-                )?;
-                output::ignored(&ack, json)
-            }
-        },
-        Command::Webhook(cmd) => match cmd {
-            WebhookCmd::List { state, all } => {
-                let path = match (all, state.as_deref()) {
-                    (true, _) => "/webhooks".to_string(),
-                    (false, s) => format!("/webhooks?state={}", s.unwrap_or("dead")),
-                };
-                output::webhooks(&client.get::<Vec<WebhookDelivery>>(&path)?, json)
-            }
-            WebhookCmd::Retry { ids, all_dead } => {
-                let ids = if all_dead {
-                    client
-                        .get::<Vec<WebhookDelivery>>("/webhooks?state=dead")?
-                        .into_iter()
-                        .map(|d| d.id)
-                        .collect()
-                } else {
-                    ids
-                };
-                let mut retried = Vec::new();
-                for id in ids {
-                    retried.push(
-                        client
-                            .post::<_, WebhookDelivery>(
-                                &format!("/webhooks/{id}/retry"),
-                                &serde_json::json!({}),
-                            )
-                            .with_context(|| format!("retrying delivery {id}"))?,
+                Some(path) => {
+                    secret::write_private(
+                        &path,
+                        &format!("{}\n", t.token),
+                        secret::Existing::Refuse,
+                    )?;
+                    eprintln!(
+                        "host-mode token for {} written to {} (0600); run: vet-agent host --coordinator URL --token-file {}",
+                        t.host,
+                        path.display(),
+                        path.display()
                     );
+                    Ok(())
                 }
-                output::webhooks(&retried, json)
             }
-        },
+        }
+    }
+}
+
+/// `vetctl run …`.
+fn run_cmd(client: &Client, cmd: RunCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        RunCmd::Start(a) => {
+            let overrides = parse_overrides(&a.overrides)?;
+            let run: common::wire::Run = client.post(
+                "/runs",
+                &RunCreate {
+                    host: a.host,
+                    profile: a.profile,
+                    non_destructive: a.non_destructive,
+                    overrides,
+                    require_all_disks: a.require_all_disks,
+                },
+            )?;
+            output::run(&run, json)
+        }
+        RunCmd::List => output::runs(&client.get::<Vec<common::wire::Run>>("/runs")?, json),
+        RunCmd::Show { run } => output::run_detail(&client.get(&format!("/runs/{run}"))?, json),
+        RunCmd::Cancel { run } => output::run(
+            &client.post(&format!("/runs/{run}/cancel"), &serde_json::json!({}))?,
+            json,
+        ),
+        RunCmd::Abort { run } => output::run(
+            &client.post(&format!("/runs/{run}/abort"), &serde_json::json!({}))?,
+            json,
+        ),
+        RunCmd::Watch { run, interval } => {
+            if !(0.1..=60.0).contains(&interval) {
+                anyhow::bail!("--interval must be 0.1 to 60 seconds, got {interval}");
+            }
+            let code = watch::watch(client, run, std::time::Duration::from_secs_f64(interval))?;
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            std::process::exit(code.into());
+        }
+        RunCmd::Report {
+            run,
+            json_target,
+            json_file,
+            html,
+        } => report(client, run, json, json_target, json_file, html),
+        RunCmd::Ssh {
+            run,
+            exec,
+            host,
+            port,
+            key_dir,
+            remote,
+        } => {
+            let key: common::wire::HoldKey = client.get(&format!("/runs/{run}/hold-key"))?;
+            ssh::run(run, key, exec, host, port, key_dir, remote)
+        }
+        RunCmd::Release {
+            run,
+            poweroff,
+            reboot,
+        } => {
+            let power = if poweroff {
+                Power::Poweroff
+            } else if reboot {
+                Power::Reboot
+            } else {
+                Power::None
+            };
+            output::run(
+                &client.post(&format!("/runs/{run}/release"), &ReleaseRequest { power })?,
+                json,
+            )
+        }
+        RunCmd::IgnoreDiff { run, field } => {
+            let ack: common::wire::IgnoreDiffAck = client.post(
+                &format!("/runs/{run}/ignore-diff"),
+                &IgnoreDiffRequest { field },
+            )?;
+            output::ignored(&ack, json)
+        }
+    }
+}
+
+/// `vetctl run report RUN [--json [F]] [--json-file F] [--html F]`.
+fn report(
+    client: &Client,
+    run: i64,
+    json: bool,
+    json_target: Option<std::path::PathBuf>,
+    json_file: Option<std::path::PathBuf>,
+    html: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(f) = &json_target {
+        if !json {
+            anyhow::bail!(
+                "unexpected argument {}: to write report.json there, say --json {0}",
+                f.display()
+            );
+        }
+    }
+    // `--json F` writes the file; `--json` alone prints it.
+    let print_json = json && json_target.is_none();
+    let json_file = json_target.or(json_file);
+    // report.json only when something shows or saves it.
+    let wants_json = print_json || json_file.is_some() || html.is_none();
+    let bytes = if wants_json {
+        client.get_bytes(&format!("/runs/{run}/report"))?
+    } else {
+        Vec::new()
+    };
+    if let Some(path) = &html {
+        let page = client.get_bytes(&format!("/runs/{run}/report.html"))?;
+        write_new(path, &page)?;
+        println!("run {run}: report.html written to {}", path.display());
+    }
+    if let Some(path) = &json_file {
+        write_new(path, &bytes)?;
+        println!("run {run}: report.json written to {}", path.display());
+    }
+    if print_json {
+        use std::io::Write;
+        std::io::stdout().write_all(&bytes)?;
+    } else if html.is_none() && json_file.is_none() {
+        output::report_summary(&bytes)?;
+    }
+    Ok(())
+}
+
+/// `vetctl webhook …`.
+fn webhook(client: &Client, cmd: WebhookCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        WebhookCmd::List { state, all } => {
+            let path = match (all, state.as_deref()) {
+                (true, _) => "/webhooks".to_string(),
+                (false, s) => format!("/webhooks?state={}", s.unwrap_or("dead")),
+            };
+            output::webhooks(&client.get::<Vec<WebhookDelivery>>(&path)?, json)
+        }
+        WebhookCmd::Retry { ids, all_dead } => {
+            let ids = if all_dead {
+                client
+                    .get::<Vec<WebhookDelivery>>("/webhooks?state=dead")?
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect()
+            } else {
+                ids
+            };
+            let mut retried = Vec::new();
+            for id in ids {
+                retried.push(
+                    client
+                        .post::<_, WebhookDelivery>(
+                            &format!("/webhooks/{id}/retry"),
+                            &serde_json::json!({}),
+                        )
+                        .with_context(|| format!("retrying delivery {id}"))?,
+                );
+            }
+            output::webhooks(&retried, json)
+        }
     }
 }
 
