@@ -48,6 +48,56 @@ pub fn parse(bytes: &[u8], disk: Option<&str>) -> Result<ToolResult, ParseError>
         .and_then(Value::as_u64)
         .unwrap_or(0);
     let mut out = ToolResult::default();
+    exit_and_messages(smartctl, exit, &mut out);
+    let name = disk.map(str::to_string).or_else(|| {
+        doc.pointer("/device/name")
+            .and_then(Value::as_str)
+            .map(device_name)
+    });
+    let has_health = [
+        "smart_status",
+        "ata_smart_attributes",
+        "nvme_smart_health_information_log",
+        "scsi_grown_defect_list",
+        "scsi_error_counter_log",
+    ]
+    .iter()
+    .any(|k| doc.get(*k).is_some());
+    let Some(name) = name.filter(|_| has_health) else {
+        if out.errors.is_empty() {
+            out.errors.push(if doc.get("device").is_some() {
+                "no SMART health data in the output (device does not support SMART?)".into()
+            } else {
+                "no device data in the output".into()
+            });
+        }
+        return Ok(out);
+    };
+    let failing_now = health(&doc, &name, &mut out);
+    if !failing_now.is_empty() {
+        out.notes.push(format!(
+            "attributes failing now: {}",
+            failing_now.join(", ")
+        ));
+    }
+    // The newest self-test, when the log has one.
+    match newest_self_test(&doc).and_then(judge_self_test_entry) {
+        Some(SelfTestOutcome::Passed) => out.notes.push("newest self-test passed".into()),
+        Some(SelfTestOutcome::Failed(why)) => {
+            out.notes.push(format!("newest self-test FAILED: {why}"))
+        }
+        Some(SelfTestOutcome::Aborted(why)) => {
+            out.notes.push(format!("newest self-test aborted: {why}"))
+        }
+        Some(SelfTestOutcome::Running) => out.notes.push("a self-test is running".into()),
+        None => {}
+    }
+    Ok(out)
+}
+
+/// smartctl's own messages and its exit status bits: errors where smartctl
+/// could not measure (bits 0 and 1), notes otherwise.
+fn exit_and_messages(smartctl: &Value, exit: u64, out: &mut ToolResult) {
     for m in smartctl
         .get("messages")
         .and_then(Value::as_array)
@@ -75,30 +125,11 @@ pub fn parse(bytes: &[u8], disk: Option<&str>) -> Result<ToolResult, ParseError>
             out.notes.push(line);
         }
     }
-    let name = disk.map(str::to_string).or_else(|| {
-        doc.pointer("/device/name")
-            .and_then(Value::as_str)
-            .map(device_name)
-    });
-    let has_health = [
-        "smart_status",
-        "ata_smart_attributes",
-        "nvme_smart_health_information_log",
-        "scsi_grown_defect_list",
-        "scsi_error_counter_log",
-    ]
-    .iter()
-    .any(|k| doc.get(*k).is_some());
-    let Some(name) = name.filter(|_| has_health) else {
-        if out.errors.is_empty() {
-            out.errors.push(if doc.get("device").is_some() {
-                "no SMART health data in the output (device does not support SMART?)".into()
-            } else {
-                "no device data in the output".into()
-            });
-        }
-        return Ok(out);
-    };
+}
+
+/// Every health value of the output as a `smart_attr` measurement of
+/// `name`; returns the ATA attributes failing now.
+fn health(doc: &Value, name: &str, out: &mut ToolResult) -> Vec<String> {
     let mut push = |field: String, value: Option<f64>| {
         if let Some(m) =
             value.and_then(|v| Measured::new(Kind::SmartAttr, format!("{name}/{field}"), v))
@@ -173,25 +204,7 @@ pub fn parse(bytes: &[u8], disk: Option<&str>) -> Result<ToolResult, ParseError>
             push(format!("scsi_{dir}_uncorrected_errors"), Some(v));
         }
     }
-    if !failing_now.is_empty() {
-        out.notes.push(format!(
-            "attributes failing now: {}",
-            failing_now.join(", ")
-        ));
-    }
-    // The newest self-test, when the log has one.
-    match newest_self_test(&doc).and_then(judge_self_test_entry) {
-        Some(SelfTestOutcome::Passed) => out.notes.push("newest self-test passed".into()),
-        Some(SelfTestOutcome::Failed(why)) => {
-            out.notes.push(format!("newest self-test FAILED: {why}"))
-        }
-        Some(SelfTestOutcome::Aborted(why)) => {
-            out.notes.push(format!("newest self-test aborted: {why}"))
-        }
-        Some(SelfTestOutcome::Running) => out.notes.push("a self-test is running".into()),
-        None => {}
-    }
-    Ok(out)
+    failing_now
 }
 
 /// Which self-test a SMART stage runs.
