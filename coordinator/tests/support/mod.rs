@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod report;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
