@@ -11,6 +11,7 @@
 //! running once `boot` has returned (by any path, an error included), or
 //! power anything off unless started with `--power exec`.
 
+use common::event::{EventKind, EventLevel};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -528,8 +529,12 @@ async fn kernel_watch(
             )
         };
         let event = common::wire::AgentEvent {
-            kind: "kernel_error".into(),
-            level: if err.is_critical() { "error" } else { "warn" }.into(),
+            kind: EventKind::KernelError,
+            level: if err.is_critical() {
+                EventLevel::Error
+            } else {
+                EventLevel::Warn
+            },
             message,
         };
         if let Err(e) = client

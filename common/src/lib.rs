@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`wire`]: every `/api/v1` body; the only types that cross HTTP.
+//! - [`event`]: the kinds and levels of events.
 //! - [`stage`], [`run_state`]: DefaultStageOrder, stage states, the run state machine.
 //! - [`profile`]: the ProfileRegistry (quick, deep, soak) and default thresholds.
 //! - [`threshold`]: ops, severities, glob key selectors, override merge.
@@ -13,6 +14,7 @@
 //! Architecture invariant: this crate does no I/O and never reads the clock;
 //! callers pass `now`. Everything here is a pure function of its inputs.
 
+pub mod event;
 pub mod inventory;
 pub mod mac;
 pub mod measurement;

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::{EventKind, EventLevel};
 use crate::inventory::FirmwareComponent;
 use crate::mac::Mac;
 use crate::measurement::Sample;
@@ -306,9 +307,9 @@ pub struct HoldReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentEvent {
-    pub kind: String,
-    /// `info`, `warn` or `error`.
-    pub level: String,
+    /// One of [`EventKind::FROM_AGENT`].
+    pub kind: EventKind,
+    pub level: EventLevel,
     pub message: String,
 }
 
@@ -460,8 +461,8 @@ pub struct Event {
     pub run_id: Option<i64>,
     pub host_id: Option<i64>,
     pub ts: Timestamp,
-    pub level: String,
-    pub kind: String,
+    pub level: EventLevel,
+    pub kind: EventKind,
     pub message: String,
     pub data_json: Option<String>,
 }

@@ -5,7 +5,8 @@
 //! (thresholds were copied into the run at creation), never touches SQL or
 //! HTTP and never reads the clock. Pass/fail is decided here and nowhere else.
 
-use common::run_state::{RunEvent, RunState};
+use common::event::EventLevel;
+use common::run_state::{RunEvent, RunResult, RunState};
 use common::stage::StageState;
 use common::wire::{Directive, Power, StageOutcome};
 
@@ -122,6 +123,25 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
         state,
         reasons,
         run_event,
+    }
+}
+
+/// The result a run has once it is in `to` by `event`: pass, fail, or none
+/// yet (an operator's abort or cancel leaves it without one).
+pub fn run_result(to: RunState, event: RunEvent) -> Option<RunResult> {
+    match (to, event) {
+        (RunState::Passed, _) => Some(RunResult::Pass),
+        (RunState::Failed, _) | (RunState::Aborted, RunEvent::AgentSilent) => Some(RunResult::Fail),
+        _ => None,
+    }
+}
+
+/// How loud a transition's event is.
+pub fn transition_level(to: RunState, event: RunEvent) -> EventLevel {
+    match to {
+        RunState::FailedHolding | RunState::Failed => EventLevel::Warn,
+        RunState::Aborted if event == RunEvent::AgentSilent => EventLevel::Error,
+        _ => EventLevel::Info,
     }
 }
 

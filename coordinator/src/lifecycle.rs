@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use common::event::{EventKind, EventLevel};
 use common::profile::Profile;
 use common::spec::{self, DiffSeverity, HostSpec, SpecDiff};
 use common::stage::Stage;
@@ -17,7 +18,7 @@ use common::time::Timestamp;
 use common::wire::{Host, Run, RunCreate};
 
 use crate::config::Config;
-use crate::store::{ComputedDiffs, NewArtifact, NewRun, RunFacts, Store, StoreError};
+use crate::store::{ComputedDiffs, NewArtifact, NewEvent, NewRun, RunFacts, Store, StoreError};
 use crate::wol;
 
 /// How recently a host-mode agent must have been seen for the host to count
@@ -93,7 +94,7 @@ pub fn create_run(
 
 fn wake(store: &dyn Store, host: &Host, run_id: i64, now: Timestamp) -> Result<(), LifecycleError> {
     let (level, kind, message) = if host.wol_broadcast_ip.is_empty() {
-        ("info", "wol_sent", format!("no Wake-on-LAN address configured for {}; no packet sent (power the host on by other means)", host.name))
+        (EventLevel::Info, EventKind::WolSent, format!("no Wake-on-LAN address configured for {}; no packet sent (power the host on by other means)", host.name))
     } else {
         match (
             host.mac.parse(),
@@ -103,20 +104,20 @@ fn wake(store: &dyn Store, host: &Host, run_id: i64, now: Timestamp) -> Result<(
                 let target = SocketAddr::new(ip, host.wol_port);
                 match wol::send(mac, target) {
                     Ok(()) => (
-                        "info",
-                        "wol_sent",
+                        EventLevel::Info,
+                        EventKind::WolSent,
                         format!("Wake-on-LAN magic packet for {} sent to {target}", host.mac),
                     ),
                     Err(e) => (
-                        "warn",
-                        "wol_failed",
+                        EventLevel::Warn,
+                        EventKind::WolFailed,
                         format!("Wake-on-LAN to {target} failed: {e}"),
                     ),
                 }
             }
             _ => (
-                "warn",
-                "wol_failed",
+                EventLevel::Warn,
+                EventKind::WolFailed,
                 format!(
                     "Wake-on-LAN address {:?} or MAC {:?} unusable",
                     host.wol_broadcast_ip, host.mac
@@ -124,7 +125,15 @@ fn wake(store: &dyn Store, host: &Host, run_id: i64, now: Timestamp) -> Result<(
             ),
         }
     };
-    store.record_event(Some(run_id), Some(host.id), level, kind, &message, now)?;
+    let event = NewEvent {
+        run_id: Some(run_id),
+        host_id: Some(host.id),
+        level,
+        kind,
+        message,
+        data: None,
+    };
+    store.record_event(&event, now)?;
     Ok(())
 }
 

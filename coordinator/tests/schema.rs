@@ -410,11 +410,14 @@ fn pragmas_and_migration_ledger() {
     .unwrap();
     let err = store
         .record_event(
-            None,
-            Some(999),
-            "info",
-            "x",
-            "dangling host",
+            &coordinator::store::NewEvent {
+                run_id: None,
+                host_id: Some(999),
+                level: common::event::EventLevel::Info,
+                kind: common::event::EventKind::HostEdited,
+                message: "dangling host".into(),
+                data: None,
+            },
             Timestamp::from_unix_millis(3),
         )
         .unwrap_err();

@@ -20,6 +20,7 @@ mod network;
 mod smart;
 mod wipe_probe;
 
+use common::event::{EventKind, EventLevel};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,15 +153,15 @@ impl StageCtx {
         let abort = self.abort.clone();
         let out = exec::run(cmd, self.abort.token(), move || abort.reason()).await;
         let kind = match &out {
-            Err(ToolError::NotInstalled { .. }) => Some("tool_missing"),
-            Err(ToolError::TimedOut { .. }) => Some("tool_timeout"),
+            Err(ToolError::NotInstalled { .. }) => Some(EventKind::ToolMissing),
+            Err(ToolError::TimedOut { .. }) => Some(EventKind::ToolTimeout),
             _ => None,
         };
         if let (Some(kind), Err(e)) = (kind, &out) {
             let event = common::wire::AgentEvent {
-                kind: kind.into(),
+                kind,
                 // The stage's own verdict says whether it failed.
-                level: "warn".into(),
+                level: EventLevel::Warn,
                 message: format!("{}: {}", self.stage.name(), tool_failure(e)),
             };
             if let Err(e) = self

@@ -10,6 +10,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use common::event::EventKind;
 use common::profile::Profile;
 use common::stage::Stage;
 use common::wire::{
@@ -197,8 +198,6 @@ pub async fn heartbeat(
 }
 
 /// Event kinds an agent may report.
-const AGENT_EVENT_KINDS: [&str; 3] = ["kernel_error", "tool_missing", "tool_timeout"];
-
 /// Something the agent saw (a kernel error line) for `run show`.
 pub async fn event(
     State(app): State<AppState>,
@@ -207,17 +206,12 @@ pub async fn event(
     AppJson(ev): AppJson<AgentEvent>,
 ) -> Result<Json<EventAck>, ApiError> {
     let run_id = authed_run(&app, &id, &headers).await?;
-    if !AGENT_EVENT_KINDS.contains(&ev.kind.as_str()) {
+    if !ev.kind.is_from_agent() {
+        let kinds: Vec<&str> = EventKind::FROM_AGENT.iter().map(|k| k.as_str()).collect();
         return Err(ApiError::BadRequest(format!(
             "event kind {:?} is not one an agent reports ({})",
-            ev.kind,
-            AGENT_EVENT_KINDS.join(" ")
-        )));
-    }
-    if !["info", "warn", "error"].contains(&ev.level.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "event level {:?} is not info, warn or error",
-            ev.level
+            ev.kind.as_str(),
+            kinds.join(" ")
         )));
     }
     if ev.message.is_empty() || ev.message.len() > 2000 {
@@ -225,7 +219,7 @@ pub async fn event(
             "event message must be 1 to 2000 bytes".into(),
         ));
     }
-    app.db(move |s| Ok(s.agent_event(run_id, &ev.level, &ev.kind, &ev.message, now())?))
+    app.db(move |s| Ok(s.agent_event(run_id, ev.level, ev.kind, &ev.message, now())?))
         .await?;
     Ok(Json(EventAck { recorded: true }))
 }

@@ -16,6 +16,7 @@ pub mod writer;
 use serde::Serialize;
 use serde_json::Value;
 
+use common::event::EventKind;
 use common::inventory::FirmwareComponent;
 use common::run_state::RunState;
 use common::stage::StageState;
@@ -155,7 +156,7 @@ pub struct NotTested {
 /// The verdict a run's state and events give.
 pub fn verdict(state: RunState, events: &[Event]) -> Verdict {
     match state {
-        RunState::Passed if events.iter().any(|e| e.kind == "pass_incomplete") => {
+        RunState::Passed if events.iter().any(|e| e.kind == EventKind::PassIncomplete) => {
             Verdict::PassIncomplete
         }
         RunState::Passed => Verdict::Pass,
@@ -327,7 +328,7 @@ pub fn build(inputs: &ReportInputs) -> Report {
             lines: d
                 .events
                 .iter()
-                .filter(|e| e.kind == "kernel_error")
+                .filter(|e| e.kind == EventKind::KernelError)
                 .cloned()
                 .collect(),
         },

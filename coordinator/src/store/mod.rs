@@ -17,6 +17,7 @@ pub use rows::{
     THROUGHPUT_PLOT_KINDS,
 };
 
+use common::event::{EventKind, EventLevel};
 use common::inventory::FirmwareComponent;
 use common::mac::Mac;
 use common::profile::Profile;
@@ -60,6 +61,17 @@ pub enum StoreError {
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An `events` row to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub run_id: Option<i64>,
+    pub host_id: Option<i64>,
+    pub level: EventLevel,
+    pub kind: EventKind,
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+}
 
 /// A host to register.
 #[derive(Debug, Clone)]
@@ -205,15 +217,7 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<Run>;
     fn ignore_diff(&self, run_id: i64, field: &str, now: Timestamp) -> StoreResult<usize>;
-    fn record_event(
-        &self,
-        run_id: Option<i64>,
-        host_id: Option<i64>,
-        level: &str,
-        kind: &str,
-        message: &str,
-        now: Timestamp,
-    ) -> StoreResult<()>;
+    fn record_event(&self, event: &NewEvent, now: Timestamp) -> StoreResult<()>;
     fn events(&self, run_id: i64) -> StoreResult<Vec<Event>>;
     /// One page of a run's stored measurements, oldest first.
     fn measurements(
@@ -334,8 +338,8 @@ pub trait Store: Send + Sync + 'static {
     fn agent_event(
         &self,
         run_id: i64,
-        level: &str,
-        kind: &str,
+        level: EventLevel,
+        kind: EventKind,
         message: &str,
         now: Timestamp,
     ) -> StoreResult<()>;

@@ -120,8 +120,8 @@ pub(super) fn all(h: &mut String, report: &Report) {
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             e.ts,
-            esc(&e.level),
-            esc(&e.kind),
+            e.level,
+            e.kind,
             esc(&e.message)
         );
     }

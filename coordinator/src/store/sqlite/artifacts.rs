@@ -5,6 +5,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::inventory::FirmwareComponent;
 use common::time::Timestamp;
 use common::wire::ArtifactInfo;
@@ -107,12 +109,14 @@ pub fn mark_pruned(
             .unwrap_or_default();
         insert_event(
             tx,
-            Some(run_id),
-            host_id.parse().ok(),
-            "info",
-            "prune",
-            &format!("artifact {kind} ({file}) pruned: past retention; its row stays"),
-            None,
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: host_id.parse().ok(),
+                level: EventLevel::Info,
+                kind: EventKind::Prune,
+                message: format!("artifact {kind} ({file}) pruned: past retention; its row stays"),
+                data: None,
+            },
             now,
         )?;
     }

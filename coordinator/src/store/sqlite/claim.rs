@@ -6,6 +6,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::mac::Mac;
 use common::profile::Profile;
 use common::run_state::RunEvent;
@@ -118,13 +120,13 @@ pub fn claim(
         .map(|s| s.ordinal)
         .unwrap_or(DEFAULT_STAGE_ORDER.len() as u32);
     let (event_kind, message) = match kind {
-        ClaimKind::First => ("claim", format!("claimed by boot {boot_id}")),
+        ClaimKind::First => (EventKind::Claim, format!("claimed by boot {boot_id}")),
         ClaimKind::SameBoot => (
-            "claim",
+            EventKind::Claim,
             format!("claimed again by boot {boot_id}; token re-issued"),
         ),
         ClaimKind::Resumed => (
-            "resume",
+            EventKind::Resume,
             format!(
                 "new boot {boot_id} (was {}); resuming at stage {}",
                 prev_boot.unwrap_or_default(),
@@ -135,18 +137,20 @@ pub fn claim(
         ),
     };
     let level = if kind == ClaimKind::Resumed {
-        "warn"
+        EventLevel::Warn
     } else {
-        "info"
+        EventLevel::Info
     };
     insert_event(
         tx,
-        Some(run_id),
-        Some(host_id),
-        level,
-        event_kind,
-        &message,
-        None,
+        &NewEvent {
+            run_id: Some(run_id),
+            host_id: Some(host_id),
+            level,
+            kind: event_kind,
+            message: message.to_string(),
+            data: None,
+        },
         now,
     )?;
     let next_seq: i64 = tx.query_row(
@@ -204,12 +208,14 @@ pub fn complete(
     if stored != produced {
         insert_event(
             tx,
-            Some(run_id),
-            Some(host_id),
-            "error",
-            "sample_count_mismatch",
-            &format!("agent produced {produced} samples; coordinator stored {stored}"),
-            Some(&serde_json::json!({"produced": produced, "stored": stored})),
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: Some(host_id),
+                level: EventLevel::Error,
+                kind: EventKind::SampleCountMismatch,
+                message: format!("agent produced {produced} samples; coordinator stored {stored}"),
+                data: Some(serde_json::json!({"produced": produced, "stored": stored})),
+            },
             now,
         )?;
     }

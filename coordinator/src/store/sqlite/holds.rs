@@ -3,6 +3,8 @@
 
 use rusqlite::Connection;
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::run_state::RunState;
 use common::time::Timestamp;
 use common::wire::HoldReport;
@@ -38,12 +40,14 @@ pub fn set_hold_key(
         )?;
         insert_event(
             tx,
-            Some(run_id),
-            Some(host_id),
-            "warn",
-            "hold_started",
-            "host held for debugging; hold key issued",
-            None,
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: Some(host_id),
+                level: EventLevel::Warn,
+                kind: EventKind::HoldStarted,
+                message: "host held for debugging; hold key issued".into(),
+                data: None,
+            },
             now,
         )?;
     }
@@ -69,20 +73,25 @@ pub fn report_hold_ip(
     )?;
     let (level, message) = match (report.ssh_port, &report.ssh_error) {
         (Some(port), _) => (
-            "info",
+            EventLevel::Info,
             format!("held host reachable at {ip}, SSH port {port}"),
         ),
-        (None, Some(e)) => ("warn", format!("held host at {ip} has no SSH access: {e}")),
-        (None, None) => ("info", format!("held host reachable at {ip}")),
+        (None, Some(e)) => (
+            EventLevel::Warn,
+            format!("held host at {ip} has no SSH access: {e}"),
+        ),
+        (None, None) => (EventLevel::Info, format!("held host reachable at {ip}")),
     };
     insert_event(
         tx,
-        Some(run_id),
-        Some(host_id),
-        level,
-        "hold_started",
-        &message,
-        None,
+        &NewEvent {
+            run_id: Some(run_id),
+            host_id: Some(host_id),
+            level,
+            kind: EventKind::HoldStarted,
+            message: message.to_string(),
+            data: None,
+        },
         now,
     )?;
     facts(tx, run_id)

@@ -2,6 +2,8 @@
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::time::Timestamp;
 use common::wire::{Host, QueuedRun};
 
@@ -50,12 +52,14 @@ pub fn create(tx: &Connection, host: &NewHost, now: Timestamp) -> StoreResult<Ho
     let id = tx.last_insert_rowid();
     insert_event(
         tx,
-        None,
-        Some(id),
-        "info",
-        "host_added",
-        &format!("host {} registered ({})", host.name, host.mac),
-        None,
+        &NewEvent {
+            run_id: None,
+            host_id: Some(id),
+            level: EventLevel::Info,
+            kind: EventKind::HostAdded,
+            message: format!("host {} registered ({})", host.name, host.mac),
+            data: None,
+        },
         now,
     )?;
     by_id(tx, id)
@@ -77,12 +81,14 @@ pub fn update_spec(
     let host = by_name(tx, name)?;
     insert_event(
         tx,
-        None,
-        Some(host.id),
-        "info",
-        "host_edited",
-        &format!("host {name} spec replaced"),
-        None,
+        &NewEvent {
+            run_id: None,
+            host_id: Some(host.id),
+            level: EventLevel::Info,
+            kind: EventKind::HostEdited,
+            message: format!("host {name} spec replaced"),
+            data: None,
+        },
         now,
     )?;
     Ok(host)
@@ -129,12 +135,14 @@ pub fn set_token(
     )?;
     insert_event(
         tx,
-        None,
-        Some(host.id),
-        "info",
-        "host_token",
-        &format!("host-mode token issued for {name}; any earlier one no longer works"),
-        None,
+        &NewEvent {
+            run_id: None,
+            host_id: Some(host.id),
+            level: EventLevel::Info,
+            kind: EventKind::HostToken,
+            message: format!("host-mode token issued for {name}; any earlier one no longer works"),
+            data: None,
+        },
         now,
     )?;
     by_id(tx, host.id)
@@ -173,18 +181,20 @@ pub fn heartbeat(
         )?;
         if !told {
             insert_event(
-                tx,
-                Some(q.run_id),
-                Some(id),
-                "warn",
-                "host_mode_refused",
-                &format!(
+            tx,
+            &NewEvent {
+                run_id: Some(q.run_id),
+                host_id: Some(id),
+                level: EventLevel::Warn,
+                kind: EventKind::HostModeRefused,
+                message: format!(
                     "{} runs a host-mode agent, which runs only non-destructive runs in place: cancel run {} and start it with --non-destructive",
                     host.name, q.run_id
                 ),
-                None,
-                now,
-            )?;
+                data: None,
+            },
+            now,
+        )?;
         }
     }
     Ok(Some((host, queued)))

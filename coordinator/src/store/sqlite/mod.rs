@@ -31,6 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::inventory::FirmwareComponent;
 use common::mac::Mac;
 use common::run_state::{RunEvent, RunState};
@@ -185,22 +187,20 @@ where
     })
 }
 
-/// Inserts one `events` row; the arguments are the table's columns.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn insert_event(
-    tx: &Connection,
-    run_id: Option<i64>,
-    host_id: Option<i64>,
-    level: &str,
-    kind: &str,
-    message: &str,
-    data: Option<&serde_json::Value>,
-    now: Timestamp,
-) -> StoreResult<()> {
+/// Inserts one `events` row.
+pub(crate) fn insert_event(tx: &Connection, event: &NewEvent, now: Timestamp) -> StoreResult<()> {
     tx.prepare_cached(
         "INSERT INTO events (run_id, host_id, ts, level, kind, message, data_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute((run_id, host_id, now.to_string(), level, kind, message, data.map(|d| d.to_string())))?;
+    .execute((
+        event.run_id,
+        event.host_id,
+        now.to_string(),
+        event.level.as_str(),
+        event.kind.as_str(),
+        &event.message,
+        event.data.as_ref().map(|d| d.to_string()),
+    ))?;
     Ok(())
 }
 
@@ -263,16 +263,8 @@ impl Store for SqliteStore {
         self.write(|tx| runs::ignore_diff(tx, run_id, field, now))
     }
 
-    fn record_event(
-        &self,
-        run_id: Option<i64>,
-        host_id: Option<i64>,
-        level: &str,
-        kind: &str,
-        message: &str,
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        self.write(|tx| insert_event(tx, run_id, host_id, level, kind, message, None, now))
+    fn record_event(&self, event: &NewEvent, now: Timestamp) -> StoreResult<()> {
+        self.write(|tx| insert_event(tx, event, now))
     }
 
     fn events(&self, run_id: i64) -> StoreResult<Vec<Event>> {
@@ -454,23 +446,22 @@ impl Store for SqliteStore {
     fn agent_event(
         &self,
         run_id: i64,
-        level: &str,
-        kind: &str,
+        level: EventLevel,
+        kind: EventKind,
         message: &str,
         now: Timestamp,
     ) -> StoreResult<()> {
         self.write(|tx| {
             let (_, host_id) = runs::state_of(tx, run_id)?;
-            insert_event(
-                tx,
-                Some(run_id),
-                Some(host_id),
+            let event = NewEvent {
+                run_id: Some(run_id),
+                host_id: Some(host_id),
                 level,
                 kind,
-                message,
-                None,
-                now,
-            )
+                message: message.to_string(),
+                data: None,
+            };
+            insert_event(tx, &event, now)
         })
     }
 

@@ -2,14 +2,17 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::measurement::Kind;
-use common::run_state::{RunEvent, RunResult, RunState};
+use common::run_state::{RunEvent, RunState};
 use common::stage::StageState;
 use common::threshold::{KeySelector, Rule};
 use common::time::Timestamp;
 use common::wire::{Event, Power, Run, RunDetail, SpecDiffRow, StageView, SubStep, ThresholdRow};
 
 use super::{insert_event, parse_col, ts_col, ts_opt, FrozenRule};
+use crate::gate;
 use crate::store::{NewRun, RunFacts, StoreError, StoreResult};
 
 const COLUMNS: &str = "r.id, r.host_id, h.name AS host, r.state, r.result, r.failed_stage, r.next_boot_target,
@@ -68,21 +71,23 @@ pub fn create(tx: &Connection, run: &NewRun, now: Timestamp) -> StoreResult<Run>
     }
     insert_event(
         tx,
-        Some(run_id),
-        Some(run.host_id),
-        "info",
-        "transition",
-        &format!(
-            "run created: Queued ({} profile{}, {} thresholds)",
-            run.profile,
-            if run.non_destructive {
-                ", non-destructive"
-            } else {
-                ""
-            },
-            run.thresholds.len()
-        ),
-        None,
+        &NewEvent {
+            run_id: Some(run_id),
+            host_id: Some(run.host_id),
+            level: EventLevel::Info,
+            kind: EventKind::Transition,
+            message: format!(
+                "run created: Queued ({} profile{}, {} thresholds)",
+                run.profile,
+                if run.non_destructive {
+                    ", non-destructive"
+                } else {
+                    ""
+                },
+                run.thresholds.len()
+            ),
+            data: None,
+        },
         now,
     )?;
     by_id(tx, run_id)
@@ -186,11 +191,7 @@ pub fn apply_transition(
     let to = from
         .transition(event)
         .map_err(|e| StoreError::Conflict(format!("run {run_id}: {e}")))?;
-    let result = match (to, event) {
-        (RunState::Passed, _) => Some(RunResult::Pass),
-        (RunState::Failed, _) | (RunState::Aborted, RunEvent::AgentSilent) => Some(RunResult::Fail),
-        _ => None,
-    };
+    let result = gate::run_result(to, event);
     let completed = to.is_terminal().then(|| now.to_string());
     // The hold clock starts when the run fails, whether or not its agent
     // ever comes back for the key (a node that died stays held otherwise).
@@ -204,11 +205,6 @@ pub fn apply_transition(
         "UPDATE runs SET state = ?1, result = COALESCE(?2, result), completed_at = COALESCE(?3, completed_at) WHERE id = ?4",
         (to.as_str(), result.map(|r| r.as_str()), completed, run_id),
     )?;
-    let level = match to {
-        RunState::FailedHolding | RunState::Failed => "warn",
-        RunState::Aborted if event == RunEvent::AgentSilent => "error",
-        _ => "info",
-    };
     let message = if from == to {
         format!("{from} ({})", event.as_str())
     } else {
@@ -216,14 +212,16 @@ pub fn apply_transition(
     };
     insert_event(
         tx,
-        Some(run_id),
-        Some(host_id),
-        level,
-        "transition",
-        &message,
-        Some(
-            &serde_json::json!({"from": from.as_str(), "to": to.as_str(), "event": event.as_str()}),
-        ),
+        &NewEvent {
+            run_id: Some(run_id),
+            host_id: Some(host_id),
+            level: gate::transition_level(to, event),
+            kind: EventKind::Transition,
+            message,
+            data: Some(
+                serde_json::json!({"from": from.as_str(), "to": to.as_str(), "event": event.as_str()}),
+            ),
+        },
         now,
     )?;
     Ok(to)
@@ -250,12 +248,14 @@ pub fn operator_transition(
             )?;
             insert_event(
                 tx,
-                Some(run_id),
-                Some(host_id),
-                "info",
-                "release",
-                &format!("hold released by operator (power: {})", power.as_str()),
-                None,
+                &NewEvent {
+                    run_id: Some(run_id),
+                    host_id: Some(host_id),
+                    level: EventLevel::Info,
+                    kind: EventKind::Release,
+                    message: format!("hold released by operator (power: {})", power.as_str()),
+                    data: None,
+                },
                 now,
             )?;
         }
@@ -308,12 +308,14 @@ pub fn ignore_diff(
     )?;
     insert_event(
         tx,
-        Some(run_id),
-        Some(host_id),
-        "info",
-        "ignore_diff",
-        &format!("operator ignores spec diff {field} ({n} existing row(s) marked)"),
-        None,
+        &NewEvent {
+            run_id: Some(run_id),
+            host_id: Some(host_id),
+            level: EventLevel::Info,
+            kind: EventKind::IgnoreDiff,
+            message: format!("operator ignores spec diff {field} ({n} existing row(s) marked)"),
+            data: None,
+        },
         now,
     )?;
     Ok(n)
@@ -325,8 +327,8 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         run_id: r.get("run_id")?,
         host_id: r.get("host_id")?,
         ts: ts_col(r, "ts")?,
-        level: r.get("level")?,
-        kind: r.get("kind")?,
+        level: parse_col(r, "level")?,
+        kind: parse_col(r, "kind")?,
         message: r.get("message")?,
         data_json: r.get("data_json")?,
     })

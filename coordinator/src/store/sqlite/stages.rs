@@ -6,6 +6,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::run_state::{RunEvent, RunState};
 use common::stage::{Stage, StageState};
 use common::time::Timestamp;
@@ -269,33 +271,37 @@ pub fn finish_stage(
     for b in &breaches {
         insert_event(
             tx,
-            Some(run_id),
-            None,
-            "error",
-            "breach",
-            &format!(
-                "{name}: {} {} = {} breached {} {} ({} sample{})",
-                b.kind,
-                b.key,
-                b.worst,
-                b.op,
-                b.threshold,
-                b.count,
-                if b.count == 1 { "" } else { "s" }
-            ),
-            None,
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: None,
+                level: EventLevel::Error,
+                kind: EventKind::Breach,
+                message: format!(
+                    "{name}: {} {} = {} breached {} {} ({} sample{})",
+                    b.kind,
+                    b.key,
+                    b.worst,
+                    b.op,
+                    b.threshold,
+                    b.count,
+                    if b.count == 1 { "" } else { "s" }
+                ),
+                data: None,
+            },
             now,
         )?;
     }
     for why in &untested {
         insert_event(
             tx,
-            Some(run_id),
-            None,
-            "warn",
-            "interlock_refused",
-            &format!("{name}: {why}"),
-            None,
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: None,
+                level: EventLevel::Warn,
+                kind: EventKind::InterlockRefused,
+                message: format!("{name}: {why}"),
+                data: None,
+            },
             now,
         )?;
     }
@@ -321,15 +327,17 @@ pub fn finish_stage(
         )?;
         if refused > 0 {
             insert_event(
-                tx,
-                Some(run_id),
-                None,
-                "warn",
-                "pass_incomplete",
-                &format!("passed, not fully tested: {refused} disk pass(es) refused by the interlock (see interlock_refused events)"),
-                None,
-                now,
-            )?;
+            tx,
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: None,
+                level: EventLevel::Warn,
+                kind: EventKind::PassIncomplete,
+                message: format!("passed, not fully tested: {refused} disk pass(es) refused by the interlock (see interlock_refused events)"),
+                data: None,
+            },
+            now,
+        )?;
         }
     }
     let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons});

@@ -2,6 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::store::NewEvent;
+use common::event::{EventKind, EventLevel};
 use common::run_state::RunEvent;
 use common::time::Timestamp;
 use common::wire::Power;
@@ -45,12 +47,14 @@ pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Stor
             .unwrap_or_default();
         insert_event(
             tx,
-            Some(run_id),
-            Some(host_id),
-            "error",
-            "agent_silent",
-            &format!("{reason}{at}; a hang is a hardware fault"),
-            None,
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: Some(host_id),
+                level: EventLevel::Error,
+                kind: EventKind::AgentSilent,
+                message: format!("{reason}{at}; a hang is a hardware fault"),
+                data: None,
+            },
             now,
         )?;
         aborted.push(run_id);
@@ -72,12 +76,14 @@ pub fn expire_holds(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Store
         )?;
         insert_event(
             tx,
-            Some(run_id),
-            Some(host_id),
-            "warn",
-            "hold_timeout",
-            &format!("held since {since} and never released: powering the host off"),
-            None,
+            &NewEvent {
+                run_id: Some(run_id),
+                host_id: Some(host_id),
+                level: EventLevel::Warn,
+                kind: EventKind::HoldTimeout,
+                message: format!("held since {since} and never released: powering the host off"),
+                data: None,
+            },
             now,
         )?;
         ended.push(run_id);
