@@ -5,7 +5,8 @@
 //! (thresholds were copied into the run at creation), never touches SQL or
 //! HTTP and never reads the clock. Pass/fail is decided here and nowhere else.
 
-use common::event::EventLevel;
+use common::event::{EventKind, EventLevel};
+use common::measurement::Kind;
 use common::run_state::{RunEvent, RunResult, RunState};
 use common::stage::StageState;
 use common::wire::{Directive, Power, StageOutcome};
@@ -45,9 +46,62 @@ pub struct Breach {
     pub count: i64,
 }
 
+impl Breach {
+    /// The breach as a stage reason and an event say it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} = {} breached {} {} ({} sample{})",
+            self.kind,
+            self.key,
+            self.worst,
+            self.op,
+            self.threshold,
+            self.count,
+            if self.count == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// The worst of a rule's breaching samples (`min` and `max` of them): the
+/// lowest for a lower bound, the farthest from `nominal` for a band, the
+/// highest otherwise.
+pub fn worst(op: &str, nominal: f64, min: f64, max: f64) -> f64 {
+    match op {
+        "gt" | "gte" => min,
+        "within_pct" if (nominal - min).abs() > (max - nominal).abs() => min,
+        _ => max,
+    }
+}
+
+/// The kinds whose critical breach aborts the running stage at once
+/// (`abort_stage`), before the stage ends: heat and power can damage the
+/// node or the rack, so the load stops now.
+pub const LIVE_ABORT_KINDS: [Kind; 2] = [Kind::Temp, Kind::Power];
+
+/// The reason an `abort_stage` directive gives for a live breach.
+pub fn live_breach_reason(
+    kind: &str,
+    key: &str,
+    observed: f64,
+    op: &str,
+    threshold: f64,
+) -> String {
+    format!("critical {kind} breach: {key} = {observed} (must be {op} {threshold})")
+}
+
+/// An event a decision writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateEvent {
+    pub level: EventLevel,
+    pub kind: EventKind,
+    pub message: String,
+}
+
 /// Everything the gate looks at for one finished stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageFacts<'a> {
+    /// The stage's name, for the events.
+    pub stage: &'a str,
     pub agent: StageOutcome,
     pub agent_reason: Option<&'a str>,
     pub critical_breaches: &'a [Breach],
@@ -59,6 +113,8 @@ pub struct StageFacts<'a> {
     pub untested: &'a [String],
     /// The run wants every disk tested (`--require-all-disks`).
     pub require_all_disks: bool,
+    /// Interlock refusals recorded by the run's earlier stages.
+    pub refused_before: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +123,8 @@ pub struct StageDecision {
     pub reasons: Vec<String>,
     /// What happens to the run, if anything.
     pub run_event: Option<RunEvent>,
+    /// Events written with the decision.
+    pub events: Vec<GateEvent>,
 }
 
 /// Decides the stage's final state: failed if the agent reported failure, any
@@ -81,16 +139,7 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
         ));
     }
     for b in facts.critical_breaches {
-        reasons.push(format!(
-            "{} {} = {} breached {} {} ({} sample{})",
-            b.kind,
-            b.key,
-            b.worst,
-            b.op,
-            b.threshold,
-            b.count,
-            if b.count == 1 { "" } else { "s" }
-        ));
+        reasons.push(b.describe());
     }
     for d in facts.critical_diffs {
         reasons.push(format!("spec: {d}"));
@@ -119,11 +168,92 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
         _ if facts.is_last => Some(RunEvent::AllStagesPassed),
         _ => None,
     };
+    let events = stage_events(facts, run_event);
     StageDecision {
         state,
         reasons,
         run_event,
+        events,
     }
+}
+
+/// The events a finished stage writes: each critical breach, each refused
+/// sub-step, and a pass that was not complete.
+fn stage_events(facts: &StageFacts<'_>, run_event: Option<RunEvent>) -> Vec<GateEvent> {
+    let name = facts.stage;
+    let mut events: Vec<GateEvent> = facts
+        .critical_breaches
+        .iter()
+        .map(|b| GateEvent {
+            level: EventLevel::Error,
+            kind: EventKind::Breach,
+            message: format!("{name}: {}", b.describe()),
+        })
+        .collect();
+    events.extend(facts.untested.iter().map(|why| GateEvent {
+        level: EventLevel::Warn,
+        kind: EventKind::InterlockRefused,
+        message: format!("{name}: {why}"),
+    }));
+    let refused = facts.refused_before + facts.untested.len() as i64;
+    if run_event == Some(RunEvent::AllStagesPassed) && refused > 0 {
+        events.push(GateEvent {
+            level: EventLevel::Warn,
+            kind: EventKind::PassIncomplete,
+            message: format!("passed, not fully tested: {refused} disk pass(es) refused by the interlock (see interlock_refused events)"),
+        });
+    }
+    events
+}
+
+/// A stage reported after its run ended under it (an operator's abort):
+/// recorded as failed, not gated, and nothing happens to the run.
+pub fn stage_after_run_ended(run_state: RunState) -> StageDecision {
+    StageDecision {
+        state: StageState::Failed,
+        reasons: vec![format!("run {run_state} while the stage ran")],
+        run_event: None,
+        events: Vec::new(),
+    }
+}
+
+/// What the sweep does to a run whose agent went silent: the running (or
+/// next) stage fails with `stage_reason`, and the event says `message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SilentAgent {
+    /// What the running (or next) stage becomes.
+    pub stage_state: StageState,
+    pub stage_reason: String,
+    pub event: GateEvent,
+}
+
+/// A run whose agent last heartbeated at `last` (never, since the claim:
+/// `None`) during `stage` is aborted as a hardware failure: a node that
+/// hangs under test is faulty.
+pub fn silent_agent(last: Option<&str>, stage: Option<&str>) -> SilentAgent {
+    let reason = format!("agent silent since {}", last.unwrap_or("claim"));
+    let at = stage.map(|n| format!(" during {n}")).unwrap_or_default();
+    SilentAgent {
+        event: GateEvent {
+            level: EventLevel::Error,
+            kind: EventKind::AgentSilent,
+            message: format!("{reason}{at}; a hang is a hardware fault"),
+        },
+        stage_state: StageState::Failed,
+        stage_reason: reason,
+    }
+}
+
+/// A hold nobody released before its time: the host is powered off.
+pub fn hold_expired(held_since: &str) -> (Power, GateEvent) {
+    (
+        Power::Poweroff,
+        GateEvent {
+            level: EventLevel::Warn,
+            kind: EventKind::HoldTimeout,
+            message: format!("held since {held_since} and never released: powering the host off"),
+        },
+    )
 }
 
 /// The result a run has once it is in `to` by `event`: pass, fail, or none
@@ -191,6 +321,7 @@ mod tests {
         is_last: bool,
     ) -> StageFacts<'a> {
         StageFacts {
+            stage: "CPUStress",
             agent,
             agent_reason: None,
             critical_breaches: breaches,
@@ -198,6 +329,7 @@ mod tests {
             is_last,
             untested: &[],
             require_all_disks: false,
+            refused_before: 0,
         }
     }
 
@@ -277,6 +409,81 @@ mod tests {
                 "spec: cpu.logical_cores: 48 → 24"
             ]
         );
+    }
+
+    #[test]
+    fn a_stage_writes_its_breaches_refusals_and_an_incomplete_pass() {
+        let breach = [Breach {
+            kind: "temp".into(),
+            key: "coretemp/Core 0".into(),
+            op: "lt".into(),
+            threshold: 90.0,
+            worst: 97.0,
+            count: 1,
+        }];
+        let d = decide_stage(&facts(StageOutcome::Passed, &breach, &[], false));
+        assert_eq!(
+            d.events,
+            vec![GateEvent {
+                level: EventLevel::Error,
+                kind: EventKind::Breach,
+                message: "CPUStress: temp coretemp/Core 0 = 97 breached lt 90 (1 sample)".into(),
+            }]
+        );
+        // The last stage passes with one refusal now and two before: the
+        // pass is incomplete and says all three.
+        let untested = ["interlock refused loop3: mounted".to_string()];
+        let mut f = facts(StageOutcome::Passed, &[], &[], true);
+        f.untested = &untested;
+        f.refused_before = 2;
+        let d = decide_stage(&f);
+        let kinds: Vec<EventKind> = d.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [EventKind::InterlockRefused, EventKind::PassIncomplete]
+        );
+        assert!(
+            d.events[1].message.contains("3 disk pass(es)"),
+            "{:?}",
+            d.events
+        );
+        // Not the last stage: no verdict yet, so no incomplete pass.
+        f.is_last = false;
+        assert_eq!(decide_stage(&f).events.len(), 1);
+    }
+
+    #[test]
+    fn expiry_and_results_are_decided_here() {
+        let s = silent_agent(Some("2026-01-01T00:00:00.000Z"), Some("Burn"));
+        assert_eq!(
+            s.stage_reason,
+            "agent silent since 2026-01-01T00:00:00.000Z"
+        );
+        assert_eq!(s.event.kind, EventKind::AgentSilent);
+        assert!(s
+            .event
+            .message
+            .ends_with("during Burn; a hang is a hardware fault"));
+        assert_eq!(
+            silent_agent(None, None).stage_reason,
+            "agent silent since claim"
+        );
+        let (power, e) = hold_expired("t0");
+        assert_eq!((power, e.kind), (Power::Poweroff, EventKind::HoldTimeout));
+        assert_eq!(
+            run_result(RunState::Aborted, RunEvent::AgentSilent),
+            Some(RunResult::Fail)
+        );
+        assert_eq!(run_result(RunState::Aborted, RunEvent::OperatorAbort), None);
+        assert_eq!(
+            run_result(RunState::Passed, RunEvent::AllStagesPassed),
+            Some(RunResult::Pass)
+        );
+        assert_eq!(worst("gt", 0.0, 3.0, 9.0), 3.0);
+        assert_eq!(worst("lt", 0.0, 3.0, 9.0), 9.0);
+        assert_eq!(worst("within_pct", 10.0, 1.0, 12.0), 1.0);
+        let ended = stage_after_run_ended(RunState::Aborted);
+        assert_eq!((ended.state, ended.run_event), (StageState::Failed, None));
     }
 
     #[test]

@@ -146,19 +146,22 @@ pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
         .prepare_cached("SELECT ordinal, name FROM stages WHERE run_id = ?1 AND state = 'running' ORDER BY ordinal LIMIT 1")?
         .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    // The gate names the kinds that abort a stage live.
+    let live_kinds = serde_json::to_string(&gate::LIVE_ABORT_KINDS.map(|k| k.as_str()))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let live_breach = match &running_stage {
         Some((_, name)) => tx
             .prepare_cached(
                 "SELECT e.kind, e.key, e.observed, t.op, t.threshold FROM threshold_evaluations e
                  JOIN thresholds t ON t.id = e.threshold_id
                  WHERE e.run_id = ?1 AND e.passed = 0 AND e.stage_name = ?2 AND t.severity = 'critical'
-                   AND e.kind IN ('temp', 'power')
+                   AND e.kind IN (SELECT value FROM json_each(?3))
                  ORDER BY e.id LIMIT 1",
             )?
-            .query_row((run_id, name), |r| {
+            .query_row((run_id, name, &live_kinds), |r| {
                 let (kind, key, observed, op, threshold): (String, String, f64, String, f64) =
                     (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-                Ok(format!("critical {kind} breach: {key} = {observed} (must be {op} {threshold})"))
+                Ok(gate::live_breach_reason(&kind, &key, observed, &op, threshold))
             })
             .optional()?,
         None => None,

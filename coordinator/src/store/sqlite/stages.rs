@@ -7,7 +7,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::store::NewEvent;
-use common::event::{EventKind, EventLevel};
+use common::event::EventKind;
 use common::run_state::{RunEvent, RunState};
 use common::stage::{Stage, StageState};
 use common::time::Timestamp;
@@ -15,7 +15,7 @@ use common::wire::StageFinish;
 
 use super::runs::{apply_transition, facts, state_of};
 use super::{insert_event, parse_col};
-use crate::gate::{self, Breach, StageFacts};
+use crate::gate::{self, Breach, StageDecision, StageFacts};
 use crate::store::{ComputedDiffs, RunFacts, StageResult, StoreError, StoreResult};
 
 pub(super) fn stage_row(
@@ -88,11 +88,7 @@ fn critical_breaches(tx: &Connection, run_id: i64, stage_name: &str) -> StoreRes
         .query_map((run_id, stage_name), |r| {
             let op: String = r.get(2)?;
             let (nominal, min, max): (f64, f64, f64) = (r.get(4)?, r.get(5)?, r.get(6)?);
-            let worst = match op.as_str() {
-                "gt" | "gte" => min,
-                "within_pct" if (nominal - min).abs() > (max - nominal).abs() => min,
-                _ => max,
-            };
+            let worst = gate::worst(&op, nominal, min, max);
             Ok(Breach {
                 kind: r.get(0)?,
                 key: r.get(1)?,
@@ -189,29 +185,77 @@ pub fn finish_stage(
     let stage = Stage::from_ordinal(ordinal)
         .ok_or_else(|| StoreError::NotFound(format!("no stage {ordinal}")))?;
     if st != StageState::Running {
-        if matches!(
-            st,
-            StageState::Passed | StageState::Failed | StageState::Skipped
-        ) {
-            // A resent report: answer with what was decided.
-            let summary: Option<String> = tx.query_row(
-                "SELECT summary_json FROM stages WHERE id = ?1",
-                [stage_id],
-                |r| r.get(0),
-            )?;
-            return Ok(StageResult {
-                ordinal,
-                name,
-                state: st,
-                reasons: stored_reasons(summary),
-                facts: facts(tx, run_id)?,
-            });
+        return resent_or_conflict(tx, run_id, ordinal, stage_id, name, st);
+    }
+    upsert_sub_steps(tx, run_id, &name, report)?;
+    let decision = if run_state == RunState::Running {
+        if let Some(d) = &diffs {
+            insert_diffs(tx, run_id, d)?;
         }
+        let facts = StageFactRows::load(tx, run_id, ordinal, stage, &name, report)?;
+        tx.execute(
+            "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2",
+            (now.to_string(), run_id),
+        )?;
+        gate::decide_stage(&facts.as_facts(&name, report))
+    } else {
+        gate::stage_after_run_ended(run_state)
+    };
+    let finished = Finished {
+        run_id,
+        stage_id,
+        name: &name,
+        report,
+        completed: report.at.unwrap_or(now),
+    };
+    apply_decision(tx, &finished, &decision, now)?;
+    Ok(StageResult {
+        ordinal,
+        name,
+        state: decision.state,
+        reasons: decision.reasons,
+        facts: facts(tx, run_id)?,
+    })
+}
+
+/// A report for a stage that is not running: a resend of one already
+/// decided gets that decision again; anything else is a conflict.
+fn resent_or_conflict(
+    tx: &Connection,
+    run_id: i64,
+    ordinal: u32,
+    stage_id: i64,
+    name: String,
+    st: StageState,
+) -> StoreResult<StageResult> {
+    if !matches!(
+        st,
+        StageState::Passed | StageState::Failed | StageState::Skipped
+    ) {
         return Err(StoreError::Conflict(format!(
             "stage {name} is {st}, not running; start it first"
         )));
     }
-    let completed = report.at.unwrap_or(now).to_string();
+    let summary: Option<String> = tx.query_row(
+        "SELECT summary_json FROM stages WHERE id = ?1",
+        [stage_id],
+        |r| r.get(0),
+    )?;
+    Ok(StageResult {
+        ordinal,
+        name,
+        state: st,
+        reasons: stored_reasons(summary),
+        facts: facts(tx, run_id)?,
+    })
+}
+
+fn upsert_sub_steps(
+    tx: &Connection,
+    run_id: i64,
+    name: &str,
+    report: &StageFinish,
+) -> StoreResult<()> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO sub_steps (run_id, stage_name, ordinal, name, state, started_at, completed_at, summary_json)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -226,7 +270,7 @@ pub fn finish_stage(
             .to_string();
         upsert.execute((
             run_id,
-            &name,
+            name,
             s.ordinal,
             &s.name,
             s.state.as_str(),
@@ -235,139 +279,126 @@ pub fn finish_stage(
             summary,
         ))?;
     }
-    if run_state != RunState::Running {
-        // The run ended under the agent (operator abort): record, do not gate.
-        let reasons = vec![format!("run {run_state} while the stage ran")];
-        let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": reasons});
-        tx.execute(
-            "UPDATE stages SET state = 'failed', completed_at = ?1, summary_json = ?2 WHERE id = ?3",
-            (&completed, summary.to_string(), stage_id),
+    Ok(())
+}
+
+/// What the store knows about a finished stage, read for the gate.
+struct StageFactRows {
+    breaches: Vec<Breach>,
+    diffs: Vec<String>,
+    later_pending: bool,
+    untested: Vec<String>,
+    require_all_disks: bool,
+    refused_before: i64,
+}
+
+impl StageFactRows {
+    fn load(
+        tx: &Connection,
+        run_id: i64,
+        ordinal: u32,
+        stage: Stage,
+        name: &str,
+        report: &StageFinish,
+    ) -> StoreResult<Self> {
+        let later_pending: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM stages WHERE run_id = ?1 AND ordinal > ?2 AND state IN ('pending', 'running'))",
+            (run_id, ordinal),
+            |r| r.get(0),
         )?;
-        return Ok(StageResult {
-            ordinal,
-            name,
-            state: StageState::Failed,
-            reasons,
-            facts: facts(tx, run_id)?,
-        });
-    }
-    if let Some(d) = &diffs {
-        insert_diffs(tx, run_id, d)?;
-    }
-    let breaches = critical_breaches(tx, run_id, &name)?;
-    let diffs = critical_diffs(tx, run_id, stage)?;
-    let later_pending: bool = tx.query_row(
-        "SELECT EXISTS(SELECT 1 FROM stages WHERE run_id = ?1 AND ordinal > ?2 AND state IN ('pending', 'running'))",
-        (run_id, ordinal),
-        |r| r.get(0),
-    )?;
-    // Sub-steps the agent's interlock refused: each is an event, and they
-    // make the stage incomplete (or failed, with --require-all-disks).
-    let untested: Vec<String> = report
-        .sub_steps
-        .iter()
-        .filter_map(|s| s.interlock_refusal().map(str::to_string))
-        .collect();
-    for b in &breaches {
-        insert_event(
-            tx,
-            &NewEvent {
-                run_id: Some(run_id),
-                host_id: None,
-                level: EventLevel::Error,
-                kind: EventKind::Breach,
-                message: format!(
-                    "{name}: {} {} = {} breached {} {} ({} sample{})",
-                    b.kind,
-                    b.key,
-                    b.worst,
-                    b.op,
-                    b.threshold,
-                    b.count,
-                    if b.count == 1 { "" } else { "s" }
-                ),
-                data: None,
-            },
-            now,
-        )?;
-    }
-    for why in &untested {
-        insert_event(
-            tx,
-            &NewEvent {
-                run_id: Some(run_id),
-                host_id: None,
-                level: EventLevel::Warn,
-                kind: EventKind::InterlockRefused,
-                message: format!("{name}: {why}"),
-                data: None,
-            },
-            now,
-        )?;
-    }
-    let require_all_disks: bool = tx.query_row(
-        "SELECT require_all_disks FROM runs WHERE id = ?1",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    let decision = gate::decide_stage(&StageFacts {
-        agent: report.outcome,
-        agent_reason: report.reason.as_deref(),
-        critical_breaches: &breaches,
-        critical_diffs: &diffs,
-        is_last: !later_pending,
-        untested: &untested,
-        require_all_disks,
-    });
-    if decision.run_event == Some(RunEvent::AllStagesPassed) {
-        let refused: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = 'interlock_refused'",
+        let require_all_disks: bool = tx.query_row(
+            "SELECT require_all_disks FROM runs WHERE id = ?1",
             [run_id],
             |r| r.get(0),
         )?;
-        if refused > 0 {
-            insert_event(
-            tx,
-            &NewEvent {
-                run_id: Some(run_id),
-                host_id: None,
-                level: EventLevel::Warn,
-                kind: EventKind::PassIncomplete,
-                message: format!("passed, not fully tested: {refused} disk pass(es) refused by the interlock (see interlock_refused events)"),
-                data: None,
-            },
-            now,
+        let refused_before: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = ?2",
+            (run_id, EventKind::InterlockRefused.as_str()),
+            |r| r.get(0),
         )?;
+        Ok(StageFactRows {
+            breaches: critical_breaches(tx, run_id, name)?,
+            diffs: critical_diffs(tx, run_id, stage)?,
+            later_pending,
+            untested: report
+                .sub_steps
+                .iter()
+                .filter_map(|s| s.interlock_refusal().map(str::to_string))
+                .collect(),
+            require_all_disks,
+            refused_before,
+        })
+    }
+
+    fn as_facts<'a>(&'a self, name: &'a str, report: &'a StageFinish) -> StageFacts<'a> {
+        StageFacts {
+            stage: name,
+            agent: report.outcome,
+            agent_reason: report.reason.as_deref(),
+            critical_breaches: &self.breaches,
+            critical_diffs: &self.diffs,
+            is_last: !self.later_pending,
+            untested: &self.untested,
+            require_all_disks: self.require_all_disks,
+            refused_before: self.refused_before,
         }
+    }
+}
+
+/// The stage a decision is applied to.
+struct Finished<'a> {
+    run_id: i64,
+    stage_id: i64,
+    name: &'a str,
+    report: &'a StageFinish,
+    /// When the agent says the stage ended.
+    completed: Timestamp,
+}
+
+/// Writes what the gate decided: its events, the stage's state and
+/// reasons, and the run's transition.
+fn apply_decision(
+    tx: &Connection,
+    stage: &Finished<'_>,
+    decision: &StageDecision,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let Finished {
+        run_id,
+        stage_id,
+        name,
+        report,
+        completed,
+    } = *stage;
+    for e in &decision.events {
+        let event = NewEvent {
+            run_id: Some(run_id),
+            host_id: None,
+            level: e.level,
+            kind: e.kind,
+            message: e.message.clone(),
+            data: None,
+        };
+        insert_event(tx, &event, now)?;
     }
     let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons});
     tx.execute(
         "UPDATE stages SET state = ?1, completed_at = ?2, summary_json = ?3 WHERE id = ?4",
         (
             decision.state.as_str(),
-            &completed,
+            completed.to_string(),
             summary.to_string(),
             stage_id,
         ),
-    )?;
-    tx.execute(
-        "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2",
-        (now.to_string(), run_id),
     )?;
     if let Some(event) = decision.run_event {
         if event == RunEvent::StageFailed {
             tx.execute(
                 "UPDATE runs SET failed_stage = ?1 WHERE id = ?2",
-                (&name, run_id),
+                (name, run_id),
             )?;
         }
         apply_transition(tx, run_id, event, now)?;
     }
-    Ok(StageResult {
-        ordinal,
-        name,
-        state: decision.state,
-        reasons: decision.reasons,
-        facts: facts(tx, run_id)?,
-    })
+    Ok(())
 }

@@ -1,16 +1,17 @@
 //! Expiry: runs whose agent went silent and holds past their time.
+//!
+//! Never: decide what expiry means here; `gate::silent_agent` and
+//! `gate::hold_expired` do, and this applies it.
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::store::NewEvent;
-use common::event::{EventKind, EventLevel};
 use common::run_state::RunEvent;
 use common::time::Timestamp;
-use common::wire::Power;
 
 use super::insert_event;
 use super::runs::apply_transition;
-use crate::store::StoreResult;
+use crate::gate::{self, GateEvent};
+use crate::store::{NewEvent, StoreResult};
 
 pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {
     let silent: Vec<(i64, i64, Option<String>)> = tx
@@ -26,15 +27,17 @@ pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Stor
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let reason = format!(
-            "agent silent since {}",
-            last.unwrap_or_else(|| "claim".into())
-        );
+        let verdict = gate::silent_agent(last.as_deref(), stage.as_ref().map(|(_, n)| n.as_str()));
         if let Some((stage_id, name)) = &stage {
-            let summary = serde_json::json!({"reasons": [reason.clone()]});
+            let summary = serde_json::json!({"reasons": [verdict.stage_reason]});
             tx.execute(
-                "UPDATE stages SET state = 'failed', completed_at = ?1, summary_json = ?2 WHERE id = ?3",
-                (now.to_string(), summary.to_string(), stage_id),
+                "UPDATE stages SET state = ?1, completed_at = ?2, summary_json = ?3 WHERE id = ?4",
+                (
+                    verdict.stage_state.as_str(),
+                    now.to_string(),
+                    summary.to_string(),
+                    stage_id,
+                ),
             )?;
             tx.execute(
                 "UPDATE runs SET failed_stage = ?1 WHERE id = ?2",
@@ -42,21 +45,7 @@ pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Stor
             )?;
         }
         apply_transition(tx, run_id, RunEvent::AgentSilent, now)?;
-        let at = stage
-            .map(|(_, n)| format!(" during {n}"))
-            .unwrap_or_default();
-        insert_event(
-            tx,
-            &NewEvent {
-                run_id: Some(run_id),
-                host_id: Some(host_id),
-                level: EventLevel::Error,
-                kind: EventKind::AgentSilent,
-                message: format!("{reason}{at}; a hang is a hardware fault"),
-                data: None,
-            },
-            now,
-        )?;
+        insert_gate_event(tx, run_id, host_id, verdict.event, now)?;
         aborted.push(run_id);
     }
     Ok(aborted)
@@ -69,24 +58,32 @@ pub fn expire_holds(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Store
         .collect::<Result<Vec<_>, _>>()?;
     let mut ended = Vec::new();
     for (run_id, host_id, since) in held {
+        let (power, event) = gate::hold_expired(&since);
         apply_transition(tx, run_id, RunEvent::HoldTimeout, now)?;
         tx.execute(
             "UPDATE runs SET release_power = ?1 WHERE id = ?2",
-            (Power::Poweroff.as_str(), run_id),
+            (power.as_str(), run_id),
         )?;
-        insert_event(
-            tx,
-            &NewEvent {
-                run_id: Some(run_id),
-                host_id: Some(host_id),
-                level: EventLevel::Warn,
-                kind: EventKind::HoldTimeout,
-                message: format!("held since {since} and never released: powering the host off"),
-                data: None,
-            },
-            now,
-        )?;
+        insert_gate_event(tx, run_id, host_id, event, now)?;
         ended.push(run_id);
     }
     Ok(ended)
+}
+
+fn insert_gate_event(
+    tx: &Connection,
+    run_id: i64,
+    host_id: i64,
+    event: GateEvent,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let row = NewEvent {
+        run_id: Some(run_id),
+        host_id: Some(host_id),
+        level: event.level,
+        kind: event.kind,
+        message: event.message,
+        data: None,
+    };
+    insert_event(tx, &row, now)
 }
