@@ -7,17 +7,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
-use tokio::task::JoinHandle;
 
-/// Starts one supervisor per port. Dropping (aborting) the handles kills the servers.
-pub fn spawn_pool(ports: &[u16]) -> Vec<JoinHandle<()>> {
-    ports
-        .iter()
-        .map(|&port| tokio::spawn(supervise(port)))
-        .collect()
-}
-
-async fn supervise(port: u16) {
+/// Keeps `iperf3 -s -p PORT` running until the future is dropped, which
+/// kills the server.
+pub async fn supervise(port: u16) {
     loop {
         let mut cmd = Command::new("iperf3");
         cmd.args(["-s", "-p", &port.to_string()])

@@ -6,11 +6,12 @@
 //! Never: delete a file while an artifact write is between its file and its
 //! row (both hold [`crate::lifecycle::artifact_files`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::time::Timestamp;
 
-use crate::lifecycle::artifact_files;
+use crate::lifecycle::{artifact_files, now};
 use crate::store::{Store, StoreError};
 
 /// One pass at time `now`: returns the files deleted.
@@ -35,4 +36,21 @@ pub fn prune(
         }
     }
     Ok(deleted)
+}
+
+/// Prunes once an hour until stopped.
+pub async fn run(store: Arc<dyn Store>, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || prune(&*store, retention, now())).await {
+            Ok(Ok(files)) if !files.is_empty() => {
+                tracing::info!(count = files.len(), "pruned artifact files")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "janitor pass failed"),
+            Err(e) => tracing::error!(error = %e, "janitor pass panicked"),
+            _ => {}
+        }
+    }
 }

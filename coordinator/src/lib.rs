@@ -4,9 +4,12 @@
 //! Layout:
 //! - [`store`]: the persistence trait and its SQLite implementation.
 //! - [`gate`]: pure pass/fail and directive decisions.
-//! - [`api`]: the axum router, auth, errors; every route is in `api/mod.rs`.
-//! - [`lifecycle`]: run creation (threshold freezing, Wake-on-LAN), claim
-//!   tokens, hold keys, the silent-agent sweep.
+//! - [`api`]: the HTTP edge: router, callers, errors, the dashboard; every
+//!   route is in `api/mod.rs`.
+//! - [`lifecycle`]: run creation (threshold freezing, Wake-on-LAN), hold
+//!   keys, spec and firmware diffs: the slow work around a transaction.
+//! - [`background`], [`sweep`], [`janitor`]: the supervised background
+//!   tasks; the silent-agent and hold-timeout sweep; artifact pruning.
 //! - [`wol`], [`auth`], [`config`]: Wake-on-LAN, tokens, configuration.
 //! - [`iperf`]: the supervised `iperf3 -s` pool agents measure against.
 //! - [`report`]: `report.json` and `report.html` from one read of a run; their writer.
@@ -17,6 +20,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod gate;
 pub mod iperf;
@@ -25,6 +29,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod report;
 pub mod store;
+pub mod sweep;
 pub mod webhooks;
 pub mod wol;
 

@@ -1,6 +1,6 @@
 //! Run lifecycle work that surrounds the store's transactions: creating a
-//! run (freezing thresholds, Wake-on-LAN), issuing hold keys, judging
-//! SpecValidate and Firmware from uploaded data, sweeping silent agents.
+//! run (freezing thresholds, Wake-on-LAN), issuing hold keys, computing the
+//! SpecValidate and Firmware diffs from uploaded data (the gate judges them).
 //!
 //! Everything slow (sockets, files, key generation, hashing, YAML) happens
 //! here, outside any transaction, and the results go to the store.

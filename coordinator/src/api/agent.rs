@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -20,8 +19,9 @@ use common::wire::{
     StageVerdict,
 };
 
+use super::caller::{HostCaller, RunCaller};
 use super::error::{ApiError, AppJson};
-use super::{parse_id, AppState};
+use super::AppState;
 use crate::auth;
 use crate::lifecycle::{self, now};
 use crate::store::{NewArtifact, RunFacts, Store};
@@ -97,13 +97,6 @@ fn parse_ordinal(s: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("stage ordinal must be 0 to 11, got {s:?}")))
 }
 
-/// Checks the run token of `/runs/{id}/…` and returns the run id.
-async fn authed_run(app: &AppState, id: &str, headers: &HeaderMap) -> Result<i64, ApiError> {
-    let run_id = parse_id(id, "run id")?;
-    app.require_run(headers, run_id).await?;
-    Ok(run_id)
-}
-
 /// Runs `f` on the store and answers with the run's state and next directive.
 async fn with_directive<F>(app: &AppState, f: F) -> Result<Json<DirectiveResponse>, ApiError>
 where
@@ -119,12 +112,11 @@ where
 
 pub async fn stage_start(
     State(app): State<AppState>,
-    Path((id, ordinal)): Path<(String, String)>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
+    Path((_, ordinal)): Path<(String, String)>,
     AppJson(body): AppJson<StageStart>,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
     let ordinal = parse_ordinal(&ordinal)?;
-    let run_id = authed_run(&app, &id, &headers).await?;
     with_directive(&app, move |s| {
         let now = now();
         Ok(s.start_stage(run_id, ordinal, body.at.unwrap_or(now), now)?)
@@ -134,12 +126,11 @@ pub async fn stage_start(
 
 pub async fn stage_finish(
     State(app): State<AppState>,
-    Path((id, ordinal)): Path<(String, String)>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
+    Path((_, ordinal)): Path<(String, String)>,
     AppJson(body): AppJson<StageFinish>,
 ) -> Result<Json<StageVerdict>, ApiError> {
     let ordinal = parse_ordinal(&ordinal)?;
-    let run_id = authed_run(&app, &id, &headers).await?;
     if body.sub_steps.len() > 1024 {
         return Err(ApiError::BadRequest(
             "more than 1024 sub_steps in one report".into(),
@@ -167,12 +158,10 @@ pub async fn stage_finish(
 
 pub async fn batch(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
     AppJson(batch): AppJson<MeasurementBatch>,
 ) -> Result<Json<BatchAck>, ApiError> {
     let started = std::time::Instant::now();
-    let run_id = authed_run(&app, &id, &headers).await?;
     let (mut ack, facts) = app
         .db(move |s| Ok(s.append_batch(run_id, &batch, now())?))
         .await?;
@@ -190,10 +179,8 @@ pub async fn batch(
 
 pub async fn heartbeat(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
-    let run_id = authed_run(&app, &id, &headers).await?;
     with_directive(&app, move |s| Ok(s.heartbeat(run_id, now())?)).await
 }
 
@@ -201,11 +188,9 @@ pub async fn heartbeat(
 /// Something the agent saw (a kernel error line) for `run show`.
 pub async fn event(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
     AppJson(ev): AppJson<AgentEvent>,
 ) -> Result<Json<EventAck>, ApiError> {
-    let run_id = authed_run(&app, &id, &headers).await?;
     if !ev.kind.is_from_agent() {
         let kinds: Vec<&str> = EventKind::FROM_AGENT.iter().map(|k| k.as_str()).collect();
         return Err(ApiError::BadRequest(format!(
@@ -227,20 +212,15 @@ pub async fn event(
 /// A host-mode agent's heartbeat, authenticated by its host's token.
 pub async fn host_heartbeat(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    caller: HostCaller,
     AppJson(hb): AppJson<HostHeartbeat>,
 ) -> Result<Json<HostHeartbeatAck>, ApiError> {
-    let Some(token) = super::bearer(&headers) else {
-        return Err(ApiError::Unauthorized(
-            "missing Authorization: Bearer token",
-        ));
-    };
     if hb.boot_id.is_empty() || hb.boot_id.len() > 128 {
         return Err(ApiError::BadRequest(
             "boot_id must be 1 to 128 characters".into(),
         ));
     }
-    let hash = auth::hash_token(token);
+    let hash = caller.token_hash;
     let (host, queued_run) = app
         .db(move |s| Ok(s.host_heartbeat(&hash, now())?))
         .await?
@@ -256,20 +236,16 @@ pub async fn host_heartbeat(
 
 pub async fn directive(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
-    let run_id = authed_run(&app, &id, &headers).await?;
     with_directive(&app, move |s| Ok(s.facts(run_id)?)).await
 }
 
 pub async fn firmware(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
     AppJson(report): AppJson<FirmwareReport>,
 ) -> Result<Json<FirmwareAck>, ApiError> {
-    let run_id = authed_run(&app, &id, &headers).await?;
     if report
         .components
         .iter()
@@ -287,11 +263,9 @@ pub async fn firmware(
 
 pub async fn hold_ip(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
     AppJson(report): AppJson<HoldReport>,
 ) -> Result<Json<DirectiveResponse>, ApiError> {
-    let run_id = authed_run(&app, &id, &headers).await?;
     let ip: std::net::IpAddr = report.hold_ip.parse().map_err(|_| {
         ApiError::BadRequest(format!("hold_ip {:?} is not an IP address", report.hold_ip))
     })?;
@@ -307,11 +281,9 @@ pub async fn hold_ip(
 
 pub async fn complete(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    RunCaller(run_id): RunCaller,
     AppJson(body): AppJson<RunComplete>,
 ) -> Result<Json<CompleteAck>, ApiError> {
-    let run_id = authed_run(&app, &id, &headers).await?;
     let (stored, facts) = app
         .db(move |s| Ok(s.complete(run_id, body.samples_produced, now())?))
         .await?;
@@ -328,13 +300,11 @@ pub async fn complete(
 /// to its BLAKE3 name and records it. Over the size limit: 413, nothing kept.
 pub async fn artifact(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    RunCaller(run_id): RunCaller,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ArtifactInfo>, ApiError> {
     use sha2::Digest;
-    let run_id = authed_run(&app, &id, &headers).await?;
     let kind = q.get("kind").cloned().unwrap_or_default();
     if kind.is_empty()
         || kind.len() > 32

@@ -5,6 +5,7 @@
 //! the tests call the same [`serve`].
 
 mod agent;
+mod caller;
 pub mod dashboard;
 pub mod error;
 mod openapi;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use common::wire::{self, Directive};
 
 use crate::auth;
+use crate::background::Supervisor;
 use crate::config::Config;
 use crate::gate;
 use crate::lifecycle::{self, now};
@@ -459,82 +461,30 @@ pub async fn serve(
         .await?
         .context("starting the webhook event cursor")?;
     let state = AppState::new(store.clone(), config.clone(), &token);
-    let store_for_janitor = store.clone();
-    let sweeper = tokio::spawn(sweep(store, config.heartbeat_timeout, config.hold_timeout));
-    let reports = tokio::spawn(crate::report::writer::run(
-        store_for_janitor.clone(),
-        Arc::new(config.clone()),
-        Duration::from_secs(1),
-    ));
-    let notifier = tokio::spawn(crate::webhooks::run(
-        store_for_janitor.clone(),
-        Arc::new(config.clone()),
-        Duration::from_millis(500),
-    ));
-    let iperf_servers = crate::iperf::spawn_pool(&config.iperf3_ports);
-    let janitor = config.artifact_retention.map(|retention| {
-        let store = store_for_janitor.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || {
-                    crate::janitor::prune(&*store, retention, now())
-                })
-                .await
-                {
-                    Ok(Ok(files)) if !files.is_empty() => {
-                        tracing::info!(count = files.len(), "pruned artifact files")
-                    }
-                    Ok(Err(e)) => tracing::error!(error = %e, "janitor pass failed"),
-                    Err(e) => tracing::error!(error = %e, "janitor pass panicked"),
-                    _ => {}
-                }
-            }
-        })
-    });
+    let mut background = Supervisor::default();
+    let config_arc = Arc::new(config.clone());
+    background.spawn(
+        "silent-agent sweep",
+        crate::sweep::run(store.clone(), config.heartbeat_timeout, config.hold_timeout),
+    );
+    background.spawn(
+        "report writer",
+        crate::report::writer::run(store.clone(), config_arc.clone(), Duration::from_secs(1)),
+    );
+    background.spawn(
+        "webhook notifier",
+        crate::webhooks::run(store.clone(), config_arc, Duration::from_millis(500)),
+    );
+    for &port in &config.iperf3_ports {
+        background.spawn("iperf3 server", crate::iperf::supervise(port));
+    }
+    if let Some(retention) = config.artifact_retention {
+        background.spawn("janitor", crate::janitor::run(store, retention));
+    }
     tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "coordinator listening");
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    sweeper.abort();
-    reports.abort();
-    notifier.abort();
-    if let Some(j) = janitor {
-        j.abort();
-    }
-    for s in iperf_servers {
-        s.abort();
-    }
+    background.shutdown().await;
     result.context("serving HTTP")
-}
-
-/// Aborts runs whose agent went silent during a stage (a hang is a hardware
-/// fault) and ends holds past their timeout. Checks four times per period.
-async fn sweep(store: Arc<dyn Store>, timeout: Duration, hold_timeout: Duration) {
-    let period = (timeout.min(hold_timeout) / 4).max(Duration::from_millis(250));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let store = store.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            let now = now();
-            let cutoff = now.plus_millis(-(timeout.as_millis() as i64));
-            let held_since = now.plus_millis(-(hold_timeout.as_millis() as i64));
-            let mut ended = store.expire_silent_agents(cutoff, now)?;
-            ended.extend(store.expire_holds(held_since, now)?);
-            Ok::<_, crate::store::StoreError>(ended)
-        })
-        .await;
-        match res {
-            Ok(Ok(aborted)) if !aborted.is_empty() => {
-                tracing::warn!(?aborted, "ended runs with silent agents or expired holds")
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "silent-agent sweep failed"),
-            Err(e) => tracing::error!(error = %e, "silent-agent sweep panicked"),
-            _ => {}
-        }
-    }
 }

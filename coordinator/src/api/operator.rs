@@ -13,6 +13,7 @@ use common::wire::{
     RunCreate, RunDetail, WebhookDelivery,
 };
 
+use super::caller::Operator;
 use super::error::{ApiError, AppJson};
 use super::{parse_id, AppState};
 use crate::lifecycle::{self, now};
@@ -42,18 +43,16 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 pub async fn list_hosts(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Vec<Host>>, ApiError> {
-    app.require_operator(&headers)?;
     Ok(Json(app.db(|s| Ok(s.list_hosts()?)).await?))
 }
 
 pub async fn create_host(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     AppJson(req): AppJson<HostCreate>,
 ) -> Result<Json<Host>, ApiError> {
-    app.require_operator(&headers)?;
     check_name(&req.name)?;
     let wol = match &req.wol_broadcast {
         Some(t) => {
@@ -80,9 +79,8 @@ pub async fn create_host(
 pub async fn show_host(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Host>, ApiError> {
-    app.require_operator(&headers)?;
     Ok(Json(app.db(move |s| Ok(s.host(&name)?)).await?))
 }
 
@@ -90,9 +88,8 @@ pub async fn show_host(
 pub async fn host_token(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<common::wire::HostToken>, ApiError> {
-    app.require_operator(&headers)?;
     let token = crate::auth::new_token();
     let hash = crate::auth::hash_token(&token);
     let host = app
@@ -107,10 +104,9 @@ pub async fn host_token(
 pub async fn edit_host(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
     AppJson(req): AppJson<HostUpdate>,
 ) -> Result<Json<Host>, ApiError> {
-    app.require_operator(&headers)?;
     check_spec(&req.expected_spec_yaml)?;
     Ok(Json(
         app.db(move |s| Ok(s.update_host_spec(&name, &req.expected_spec_yaml, now())?))
@@ -120,18 +116,16 @@ pub async fn edit_host(
 
 pub async fn list_runs(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Vec<Run>>, ApiError> {
-    app.require_operator(&headers)?;
     Ok(Json(app.db(|s| Ok(s.list_runs()?)).await?))
 }
 
 pub async fn create_run(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Operator,
     AppJson(req): AppJson<RunCreate>,
 ) -> Result<Json<Run>, ApiError> {
-    app.require_operator(&headers)?;
     Ok(Json(
         app.db(move |s| Ok(lifecycle::create_run(s, &req, now())?))
             .await?,
@@ -141,9 +135,8 @@ pub async fn create_run(
 pub async fn show_run(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<RunDetail>, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     Ok(Json(app.db(move |s| Ok(s.run_detail(run_id)?)).await?))
 }
@@ -151,11 +144,9 @@ pub async fn show_run(
 async fn transition(
     app: AppState,
     id: String,
-    headers: HeaderMap,
     event: RunEvent,
     power: Option<common::wire::Power>,
 ) -> Result<Json<Run>, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     Ok(Json(
         app.db(move |s| Ok(s.operator_transition(run_id, event, power, now())?))
@@ -166,35 +157,34 @@ async fn transition(
 pub async fn cancel(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Run>, ApiError> {
-    transition(app, id, headers, RunEvent::Cancel, None).await
+    transition(app, id, RunEvent::Cancel, None).await
 }
 
 pub async fn abort(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Run>, ApiError> {
-    transition(app, id, headers, RunEvent::OperatorAbort, None).await
+    transition(app, id, RunEvent::OperatorAbort, None).await
 }
 
 pub async fn release(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
     AppJson(req): AppJson<ReleaseRequest>,
 ) -> Result<Json<Run>, ApiError> {
-    transition(app, id, headers, RunEvent::Release, Some(req.power)).await
+    transition(app, id, RunEvent::Release, Some(req.power)).await
 }
 
 pub async fn ignore_diff(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
     AppJson(req): AppJson<IgnoreDiffRequest>,
 ) -> Result<Json<IgnoreDiffAck>, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     let field = req.field.trim().to_string();
     if field.is_empty() || field.len() > 128 {
@@ -231,9 +221,8 @@ fn typed(
 pub async fn report(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<axum::response::Response, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     let (json, _) = app
         .db(move |s| Ok(crate::report::writer::render_json(s, run_id)?))
@@ -245,9 +234,8 @@ pub async fn report(
 pub async fn report_html(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<axum::response::Response, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     let html = app
         .db(move |s| Ok(crate::report::writer::render_html(s, run_id)?))
@@ -275,9 +263,8 @@ pub async fn metrics(
 pub async fn hold_key(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<HoldKey>, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     let (run, artifact, ssh_port) = app
         .db(move |s| {
@@ -318,9 +305,8 @@ pub async fn measurements(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Vec<common::wire::Measurement>>, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     let after = match q.get("after") {
         Some(a) => a.parse::<i64>().ok().filter(|a| *a >= 0).ok_or_else(|| {
@@ -359,9 +345,8 @@ pub async fn measurements(
 pub async fn series(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Vec<common::wire::SeriesStats>>, ApiError> {
-    app.require_operator(&headers)?;
     let run_id = parse_id(&id, "run id")?;
     Ok(Json(app.db(move |s| Ok(s.series(run_id)?)).await?))
 }
@@ -370,9 +355,8 @@ pub async fn series(
 pub async fn webhooks(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
-    app.require_operator(&headers)?;
     let state = match q.get("state").map(String::as_str) {
         None => None,
         Some(s @ ("pending" | "delivered" | "dead")) => Some(s.to_string()),
@@ -392,9 +376,8 @@ pub async fn webhooks(
 pub async fn retry_webhook(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<WebhookDelivery>, ApiError> {
-    app.require_operator(&headers)?;
     let id = parse_id(&id, "delivery id")?;
     Ok(Json(
         app.db(move |s| Ok(s.webhook_retry(id, now())?)).await?,
