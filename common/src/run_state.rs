@@ -91,6 +91,29 @@ impl RunResult {
     }
 }
 
+impl fmt::Display for RunResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `runs.result` value that is neither `pass` nor `fail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown run result {0:?}")]
+pub struct UnknownRunResult(pub String);
+
+impl FromStr for RunResult {
+    type Err = UnknownRunResult;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pass" => Ok(RunResult::Pass),
+            "fail" => Ok(RunResult::Fail),
+            _ => Err(UnknownRunResult(s.to_string())),
+        }
+    }
+}
+
 impl RunState {
     pub const ALL: [RunState; 7] = [
         RunState::Queued,

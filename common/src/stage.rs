@@ -159,6 +159,77 @@ impl FromStr for StageState {
     }
 }
 
+/// Why a stage ended as it did: one of the gate's reasons. Stored and
+/// shown as text (`agent: R`, `skipped: R`, `spec: D`, or the text itself);
+/// [`StageReason::parse`] reads the text back, so every reader and writer
+/// goes through this one type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageReason {
+    /// The agent reported the stage failed, saying why.
+    Agent(String),
+    /// The stage was skipped, and why.
+    Skipped(String),
+    /// A critical spec difference that was not ignored.
+    Spec(String),
+    /// Anything else the gate said (a breach, untested disks).
+    Other(String),
+}
+
+impl StageReason {
+    const AGENT: &'static str = "agent: ";
+    const SKIPPED: &'static str = "skipped: ";
+    const SPEC: &'static str = "spec: ";
+
+    /// Reads a stored reason.
+    pub fn parse(text: &str) -> StageReason {
+        if let Some(r) = text.strip_prefix(Self::AGENT) {
+            StageReason::Agent(r.to_string())
+        } else if let Some(r) = text.strip_prefix(Self::SKIPPED) {
+            StageReason::Skipped(r.to_string())
+        } else if let Some(r) = text.strip_prefix(Self::SPEC) {
+            StageReason::Spec(r.to_string())
+        } else {
+            StageReason::Other(text.to_string())
+        }
+    }
+
+    /// What the reason says without its label: the cause of a skip, the
+    /// agent's own words, the diff.
+    pub fn cause(&self) -> &str {
+        match self {
+            StageReason::Agent(r)
+            | StageReason::Skipped(r)
+            | StageReason::Spec(r)
+            | StageReason::Other(r) => r,
+        }
+    }
+
+    /// The reason on a line that already says the stage was skipped: a
+    /// skip's cause alone, any other reason whole.
+    pub fn after_skipped(text: &str) -> String {
+        match StageReason::parse(text) {
+            StageReason::Skipped(cause) => cause,
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether this reason already says what the agent reported as `agent_reason`.
+    pub fn carries(&self, agent_reason: &str) -> bool {
+        matches!(self, StageReason::Agent(r) | StageReason::Skipped(r) if r == agent_reason)
+    }
+}
+
+impl fmt::Display for StageReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StageReason::Agent(r) => write!(f, "{}{r}", Self::AGENT),
+            StageReason::Skipped(r) => write!(f, "{}{r}", Self::SKIPPED),
+            StageReason::Spec(r) => write!(f, "{}{r}", Self::SPEC),
+            StageReason::Other(r) => f.write_str(r),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +253,26 @@ mod tests {
             assert_eq!(s.parse::<StageState>().unwrap().as_str(), s);
         }
         assert!("Passed".parse::<StageState>().is_err());
+    }
+
+    #[test]
+    fn a_stage_reason_reads_back_as_it_was_written() {
+        for r in [
+            StageReason::Agent("3 stressors failed".into()),
+            StageReason::Skipped("no GPU".into()),
+            StageReason::Spec("cpu.logical_cores: expected 48, found 24".into()),
+            StageReason::Other("temp coretemp/Core 0 = 97 breached lt 90 (1 sample)".into()),
+        ] {
+            assert_eq!(StageReason::parse(&r.to_string()), r);
+        }
+        assert_eq!(
+            StageReason::Skipped("no GPU".into()).to_string(),
+            "skipped: no GPU"
+        );
+        assert_eq!(StageReason::parse("skipped: no GPU").cause(), "no GPU");
+        assert!(StageReason::parse("agent: cannot read").carries("cannot read"));
+        assert!(!StageReason::parse("spec: cannot read").carries("cannot read"));
+        assert_eq!(StageReason::after_skipped("skipped: no GPU"), "no GPU");
+        assert_eq!(StageReason::after_skipped("agent: x"), "agent: x");
     }
 }

@@ -10,8 +10,8 @@ use crate::inventory::FirmwareComponent;
 use crate::mac::Mac;
 use crate::measurement::Sample;
 use crate::profile::{Durations, Profile};
-use crate::run_state::RunState;
-use crate::stage::StageState;
+use crate::run_state::{RunResult, RunState};
+use crate::stage::{Stage, StageState};
 use crate::threshold::Rule;
 use crate::time::Timestamp;
 
@@ -417,8 +417,8 @@ pub struct Run {
     pub host_id: i64,
     pub host: String,
     pub state: RunState,
-    pub result: Option<String>,
-    pub failed_stage: Option<String>,
+    pub result: Option<RunResult>,
+    pub failed_stage: Option<Stage>,
     pub next_boot_target: Option<String>,
     pub started_at: Timestamp,
     pub completed_at: Option<Timestamp>,

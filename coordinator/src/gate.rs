@@ -8,7 +8,7 @@
 use common::event::{EventKind, EventLevel};
 use common::measurement::Kind;
 use common::run_state::{RunEvent, RunResult, RunState};
-use common::stage::StageState;
+use common::stage::{StageReason, StageState};
 use common::wire::{Directive, Power, StageOutcome};
 
 /// The facts a directive is computed from (see `gate::directive_for`).
@@ -26,13 +26,7 @@ pub struct RunFacts {
 
 /// A skipped stage's reason as stored: `skipped: CAUSE`.
 pub fn skipped_reason(cause: &str) -> String {
-    format!("skipped: {cause}")
-}
-
-/// The cause in a reason written by [`skipped_reason`]; any other reason as
-/// it is (for lines that already say the stage was skipped).
-pub fn skip_cause(reason: &str) -> &str {
-    reason.strip_prefix("skipped: ").unwrap_or(reason)
+    StageReason::Skipped(cause.to_string()).to_string()
 }
 
 /// A critical threshold breached during the stage, summarized per rule and key.
@@ -133,16 +127,14 @@ pub struct StageDecision {
 pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
     let mut reasons = Vec::new();
     if facts.agent == StageOutcome::Failed {
-        reasons.push(format!(
-            "agent: {}",
-            facts.agent_reason.unwrap_or("stage failed")
-        ));
+        let said = facts.agent_reason.unwrap_or("stage failed");
+        reasons.push(StageReason::Agent(said.to_string()).to_string());
     }
     for b in facts.critical_breaches {
         reasons.push(b.describe());
     }
     for d in facts.critical_diffs {
-        reasons.push(format!("spec: {d}"));
+        reasons.push(StageReason::Spec(d.clone()).to_string());
     }
     if facts.require_all_disks && !facts.untested.is_empty() {
         reasons.push(format!(
@@ -310,8 +302,10 @@ mod tests {
     #[test]
     fn a_skip_reason_gives_back_its_cause() {
         assert_eq!(skipped_reason("no GPU"), "skipped: no GPU");
-        assert_eq!(skip_cause(&skipped_reason("no GPU")), "no GPU");
-        assert_eq!(skip_cause("agent: cannot read"), "agent: cannot read");
+        assert_eq!(
+            StageReason::parse(&skipped_reason("no GPU")).cause(),
+            "no GPU"
+        );
     }
 
     fn facts<'a>(

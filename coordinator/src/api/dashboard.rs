@@ -155,8 +155,10 @@ fn run_link(r: &Run) -> String {
     format!("<a href=\"/ui/runs/{id}\">{id}</a>", id = r.id)
 }
 
-fn opt(v: &Option<String>) -> String {
-    v.as_deref().map(esc).unwrap_or_else(|| "–".into())
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(|v| esc(&v.to_string()))
+        .unwrap_or_else(|| "–".into())
 }
 
 fn runs_page(runs: &[Run], now: Timestamp) -> String {

@@ -18,8 +18,8 @@ use serde_json::Value;
 
 use common::event::EventKind;
 use common::inventory::FirmwareComponent;
-use common::run_state::RunState;
-use common::stage::StageState;
+use common::run_state::{RunResult, RunState};
+use common::stage::{Stage, StageReason, StageState};
 use common::time::Timestamp;
 use common::wire::{Event, SpecDiffRow, ThresholdRow};
 
@@ -67,10 +67,10 @@ pub struct Report {
 pub struct RunSection {
     pub id: i64,
     pub state: RunState,
-    pub result: Option<String>,
+    pub result: Option<RunResult>,
     pub profile: String,
     pub non_destructive: bool,
-    pub failed_stage: Option<String>,
+    pub failed_stage: Option<Stage>,
     pub hold_ip: Option<String>,
     pub started_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -182,7 +182,7 @@ fn reasons_of(summary: &Value) -> Vec<String> {
         })
         .unwrap_or_default();
     if let Some(r) = summary["reason"].as_str() {
-        if !out.iter().any(|x| x.ends_with(r)) {
+        if !out.iter().any(|x| StageReason::parse(x).carries(r)) {
             out.push(r.to_string());
         }
     }
@@ -192,10 +192,9 @@ fn reasons_of(summary: &Value) -> Vec<String> {
 /// What a "not tested" line says: the first reason's cause (the list is of
 /// what was skipped, so it does not say `skipped: ` again).
 fn not_tested_reason(reasons: &[String]) -> String {
-    reasons.first().map_or_else(
-        || "skipped".to_string(),
-        |r| crate::gate::skip_cause(r).to_string(),
-    )
+    reasons
+        .first()
+        .map_or_else(|| "skipped".to_string(), |r| StageReason::after_skipped(r))
 }
 
 fn seconds(start: Option<Timestamp>, end: Option<Timestamp>) -> Option<f64> {
@@ -272,9 +271,9 @@ pub fn build(inputs: &ReportInputs) -> Report {
         });
     }
     let failure = run.failed_stage.as_ref().and_then(|name| {
-        let s = stages.iter().find(|s| &s.name == name)?;
+        let s = stages.iter().find(|s| s.name == name.name())?;
         Some(Failure {
-            stage: name.clone(),
+            stage: name.to_string(),
             reasons: s.reasons.clone(),
             sub_steps: s
                 .sub_steps
@@ -296,10 +295,10 @@ pub fn build(inputs: &ReportInputs) -> Report {
         run: RunSection {
             id: run.id,
             state: run.state,
-            result: run.result.clone(),
+            result: run.result,
             profile: run.profile.as_str().to_string(),
             non_destructive: run.non_destructive,
-            failed_stage: run.failed_stage.clone(),
+            failed_stage: run.failed_stage,
             hold_ip: run.hold_ip.clone(),
             started_at: run.started_at,
             completed_at: run.completed_at,

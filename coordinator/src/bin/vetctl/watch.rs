@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use common::run_state::RunState;
-use common::stage::StageState;
+use common::stage::{StageReason, StageState};
 use common::wire::{RunDetail, SeriesStats};
-use coordinator::gate::skip_cause;
 
 use crate::client::Client;
 
@@ -143,7 +142,7 @@ pub fn watch(client: &Client, run: i64, interval: Duration) -> anyhow::Result<u8
                         .iter()
                         .filter_map(|r| r.as_str())
                         // "stage GPU skipped: no GPU", not "skipped: skipped: …".
-                        .map(|r| skip_cause(r).to_string())
+                        .map(StageReason::after_skipped)
                         .collect();
                     let why = if reasons.is_empty() {
                         String::new()

@@ -168,6 +168,17 @@ pub(crate) fn ts_col(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<Tim
 }
 
 pub(crate) fn ts_opt(row: &rusqlite::Row<'_>, idx: &str) -> rusqlite::Result<Option<Timestamp>> {
+    parse_opt(row, idx)
+}
+
+/// A nullable text column parsed into `T`.
+pub(crate) fn parse_opt<T: std::str::FromStr>(
+    row: &rusqlite::Row<'_>,
+    idx: &str,
+) -> rusqlite::Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
     let s: Option<String> = row.get(idx)?;
     s.map(|s| s.parse()).transpose().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))

@@ -11,7 +11,7 @@ use common::threshold::{KeySelector, Rule};
 use common::time::Timestamp;
 use common::wire::{Event, Power, Run, RunDetail, SpecDiffRow, StageView, SubStep, ThresholdRow};
 
-use super::{insert_event, parse_col, ts_col, ts_opt, FrozenRule};
+use super::{insert_event, parse_col, parse_opt, ts_col, ts_opt, FrozenRule};
 use crate::gate;
 use crate::store::{NewRun, RunFacts, StoreError, StoreResult};
 
@@ -24,8 +24,8 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         host_id: r.get("host_id")?,
         host: r.get("host")?,
         state: parse_col(r, "state")?,
-        result: r.get("result")?,
-        failed_stage: r.get("failed_stage")?,
+        result: parse_opt(r, "result")?,
+        failed_stage: parse_opt(r, "failed_stage")?,
         next_boot_target: r.get("next_boot_target")?,
         started_at: ts_col(r, "started_at")?,
         completed_at: ts_opt(r, "completed_at")?,
