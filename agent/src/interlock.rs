@@ -14,12 +14,12 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::exec::{self, ToolCommand};
+use crate::exec::{self};
 use crate::host::Roots;
+use crate::tools::wipefs;
 
 /// Why a disk may not be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,25 +101,54 @@ fn holders(roots: &Roots, disk: &str) -> Vec<String> {
         .collect()
 }
 
-/// Signatures `wipefs` finds (partition tables and filesystems), by type.
-pub fn parse_wipefs(stdout: &[u8]) -> Result<Vec<String>, String> {
-    if stdout.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
+/// Leave to write one disk, given by [`grant`] moments ago. A command that
+/// writes to a disk takes one, so nothing can name a disk to write that the
+/// interlock did not allow; there is no other way to make one.
+#[derive(Debug)]
+pub struct WriteGrant {
+    disk: String,
+}
+
+impl WriteGrant {
+    /// The disk's /sys/block name.
+    pub fn disk(&self) -> &str {
+        &self.disk
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(stdout).map_err(|e| format!("wipefs output not JSON: {e}"))?;
-    let sigs = v
-        .get("signatures")
-        .and_then(|s| s.as_array())
-        .ok_or("wipefs JSON without \"signatures\"")?;
-    Ok(sigs
-        .iter()
-        .map(|s| {
-            let t = s.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
-            let off = s.get("offset").and_then(|t| t.as_str()).unwrap_or("?");
-            format!("{t} at {off}")
-        })
-        .collect())
+
+    /// The device to write: `/dev/<disk>`.
+    pub fn device(&self) -> String {
+        format!("/dev/{}", self.disk)
+    }
+
+    /// A grant for tests of the commands that take one.
+    #[cfg(test)]
+    pub(crate) fn for_test(disk: &str) -> Self {
+        Self { disk: disk.into() }
+    }
+}
+
+/// Why no grant was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoGrant {
+    /// The run is non-destructive: no disk is written, none is checked.
+    NonDestructive,
+    /// The disk may not be written.
+    Refused(Refusal),
+}
+
+/// Leave to write `disk` in a run that is `destructive`, with the run's
+/// `wipe` override: the one place both the run and the disk are checked.
+pub async fn grant(
+    roots: &Roots,
+    disk: &str,
+    destructive: bool,
+    wipe: bool,
+) -> Result<WriteGrant, NoGrant> {
+    if !destructive {
+        return Err(NoGrant::NonDestructive);
+    }
+    check(roots, disk, wipe).await.map_err(NoGrant::Refused)?;
+    Ok(WriteGrant { disk: disk.into() })
 }
 
 /// Decides whether `disk` (a /sys/block name) may be written, `wipe` being
@@ -164,16 +193,14 @@ pub async fn check(roots: &Roots, disk: &str, wipe: bool) -> Result<(), Refusal>
             "the kernel refuses exclusive access: {e}"
         )));
     }
-    let probe = ToolCommand::new("wipefs", "util-linux", Duration::from_secs(60))
-        .arg("--json")
-        .arg(&dev);
+    let probe = wipefs::probe(&dev);
     let out = exec::run(&probe, &CancellationToken::new(), String::new)
         .await
         .map_err(|e| Refusal::hard(format!("cannot probe for signatures: {e}")))?;
     if !out.status.success() {
         return Err(Refusal::hard(format!("wipefs failed: {}", out.stderr_tail)));
     }
-    let mut found = parse_wipefs(&out.stdout).map_err(Refusal::hard)?;
+    let mut found = wipefs::parse(&out.stdout).map_err(Refusal::hard)?;
     if !parts.is_empty() {
         found.push(format!("partitions {}", parts.join(", ")));
     }

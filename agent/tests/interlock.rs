@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vet_agent::host::Roots;
-use vet_agent::interlock::{check, open_exclusive};
+use vet_agent::interlock::{check, grant, open_exclusive, NoGrant};
 
 struct Loop {
     dev: String,
@@ -76,6 +76,15 @@ async fn the_interlock_refuses_every_disk_in_use_and_signatures_unless_wiped() {
     check(&roots, clean.name(), false)
         .await
         .expect("a blank disk may be written");
+    // Leave to write comes only with a destructive run and names the disk.
+    let g = grant(&roots, clean.name(), true, false)
+        .await
+        .expect("a blank disk in a destructive run gets a grant");
+    assert_eq!(g.device(), clean.dev);
+    assert_eq!(
+        grant(&roots, clean.name(), false, false).await.unwrap_err(),
+        NoGrant::NonDestructive
+    );
 
     let fs = Loop::new(dir.path(), "fs", 32);
     sh(&format!(

@@ -2,9 +2,9 @@
 //! once for the profile's burn time, the sidecar sampling throughout.
 
 use super::cpu_stress::stress;
-use super::disk_perf::read_job;
 use super::{StageCtx, StageReport};
 use crate::tools::fio;
+use crate::tools::fio::read_job;
 
 pub async fn run(ctx: &StageCtx) -> StageReport {
     let secs = ctx.claim.durations.burn_s;

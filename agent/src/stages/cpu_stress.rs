@@ -8,22 +8,12 @@ use common::measurement::Kind;
 
 use super::{StageCtx, StageReport};
 use crate::exec::ToolCommand;
-use crate::tools::stress_ng;
+use crate::tools::{interrupts, stress_ng};
 
-/// Machine checks so far: the MCE and threshold-APIC rows of /proc/interrupts.
+/// Machine checks so far, from /proc/interrupts.
 pub fn mce_count(ctx: &StageCtx) -> Option<f64> {
     let text = std::fs::read_to_string(ctx.roots.proc.join("interrupts")).ok()?;
-    let mut total = 0.0;
-    let mut seen = false;
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let Some(label) = parts.next() else { continue };
-        if label == "MCE:" {
-            seen = true;
-            total += parts.map_while(|p| p.parse::<f64>().ok()).sum::<f64>();
-        }
-    }
-    seen.then_some(total)
+    interrupts::mce_count(&text)
 }
 
 /// Runs stress-ng with `stressors` for `secs` and emits its metrics.

@@ -6,50 +6,11 @@
 //! the bandwidth of each status report over time; one sub-step per disk and
 //! direction.
 
-use std::time::Duration;
-
 use common::stage::StageState;
 
 use super::{sub_step, StageCtx, StageReport};
 use crate::exec::ToolCommand;
-use crate::tools::fio;
-
-/// The fio command for a read-only pass over `/dev/<disk>`.
-pub fn read_job(disk: &str, secs: u64, rw: &str, bs: &str) -> ToolCommand {
-    ToolCommand::new("fio", "fio", Duration::from_secs(secs + 60))
-        .arg("--output-format=json")
-        .arg(format!("--name={disk}"))
-        .arg(format!("--filename=/dev/{disk}"))
-        .arg("--readonly")
-        .arg(format!("--rw={rw}"))
-        .arg(format!("--bs={bs}"))
-        .args([
-            "--iodepth=16",
-            "--ioengine=libaio",
-            "--direct=1",
-            "--time_based",
-        ])
-        .arg(format!("--runtime={secs}"))
-        .arg(format!("--status-interval={}", super::report_every(secs)))
-}
-
-/// The fio command for a random-write pass over `/dev/<disk>` (destructive).
-pub fn write_job(disk: &str, secs: u64) -> ToolCommand {
-    ToolCommand::new("fio", "fio", Duration::from_secs(secs + 60))
-        .arg("--output-format=json")
-        .arg(format!("--name={disk}"))
-        .arg(format!("--filename=/dev/{disk}"))
-        .args([
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=16",
-            "--ioengine=libaio",
-            "--direct=1",
-            "--time_based",
-        ])
-        .arg(format!("--runtime={secs}"))
-        .arg(format!("--status-interval={}", super::report_every(secs)))
-}
+use crate::tools::fio::{self, read_job, write_job};
 
 async fn fio_pass(ctx: &StageCtx, disk: &str, cmd: ToolCommand) -> (StageState, serde_json::Value) {
     let out = match ctx.run_tool(&cmd).await {
@@ -95,12 +56,13 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
             ctx.clock.now(),
             summary,
         )];
-        if !ctx.claim.non_destructive {
-            let started = ctx.clock.now();
-            let (state, summary) = match super::interlock_check(ctx, d).await {
-                Err(refused) => refused,
-                Ok(()) => fio_pass(ctx, &d.name, write_job(&d.name, secs)).await,
-            };
+        let started = ctx.clock.now();
+        let write = match super::write_grant(ctx, d).await {
+            Err(None) => None,
+            Err(Some(refused)) => Some(refused),
+            Ok(grant) => Some(fio_pass(ctx, &d.name, write_job(&grant, secs)).await),
+        };
+        if let Some((state, summary)) = write {
             subs.push(sub_step(
                 2 * i + 1,
                 format!("{} fio write", d.name),

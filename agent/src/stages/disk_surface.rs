@@ -6,8 +6,6 @@
 //! number per line. Never: run it on a disk the interlock refused (and
 //! badblocks itself refuses a disk in use).
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use common::inventory::DiskInfo;
@@ -16,57 +14,10 @@ use common::stage::StageState;
 
 use super::destructive::{disk_bytes, regions, regions_json};
 use super::{sub_step, StageCtx, StageReport};
-use crate::exec::ToolCommand;
+use crate::tools::badblocks::{self, BLOCK};
 
-/// badblocks' block size.
-const BLOCK: u64 = 4096;
 /// Bytes per sampled region.
 const SAMPLE_REGION: u64 = 16 << 20;
-/// Stop counting after this many bad blocks: the disk has failed anyway.
-const MAX_BAD: u32 = 256;
-
-/// Parses badblocks' `-o` output: one block number per line.
-pub fn parse_bad_blocks(text: &str) -> Result<Vec<u64>, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.parse::<u64>()
-                .map_err(|_| format!("badblocks output line {l:?} is not a block number"))
-        })
-        .collect()
-}
-
-/// Bad blocks as inclusive 512-byte sector ranges, adjacent blocks merged.
-pub fn sector_ranges(blocks: &[u64], block_size: u64) -> Vec<(u64, u64)> {
-    let per = block_size / 512;
-    let mut sorted = blocks.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for b in sorted {
-        let (first, last) = (b * per, b * per + per - 1);
-        match out.last_mut() {
-            Some(r) if r.1 + 1 == first => r.1 = last,
-            _ => out.push((first, last)),
-        }
-    }
-    out
-}
-
-fn describe(ranges: &[(u64, u64)]) -> String {
-    let shown: Vec<String> = ranges
-        .iter()
-        .take(10)
-        .map(|(a, b)| format!("{a}-{b}"))
-        .collect();
-    let more = if ranges.len() > 10 {
-        format!(" and {} more ranges", ranges.len() - 10)
-    } else {
-        String::new()
-    };
-    format!("sectors {}{more}", shown.join(", "))
-}
 
 async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json::Value) {
     let size = disk_bytes(ctx, d);
@@ -76,29 +27,16 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
     let mut tested = 0u64;
     for (r, (offset, len)) in plan.iter().enumerate() {
         // Checked before each pass: nothing may have claimed the disk meanwhile.
-        if let Err(refused) = super::interlock_check(ctx, d).await {
-            return refused;
-        }
+        let grant = match super::destructive_grant(ctx, d).await {
+            Ok(g) => g,
+            Err(refused) => return refused,
+        };
         let out_file = ctx
             .work_dir
             .join(format!("badblocks-{}-{i}-{r}.txt", d.name));
         let _ = std::fs::remove_file(&out_file);
         let (first, last) = (offset / BLOCK, (offset + len) / BLOCK - 1);
-        // Four patterns, each written and read back: about 8 passes of I/O.
-        let secs = 600 + len / (20 << 20) * 8;
-        let cmd = ToolCommand::new("badblocks", "e2fsprogs", Duration::from_secs(secs))
-            .args([
-                "-w",
-                "-b",
-                &BLOCK.to_string(),
-                "-e",
-                &MAX_BAD.to_string(),
-                "-o",
-            ])
-            .arg(&out_file)
-            .arg(format!("/dev/{}", d.name))
-            .arg(last.to_string())
-            .arg(first.to_string());
+        let cmd = badblocks::write_test(&grant, first, last, &out_file);
         let out = match ctx.run_tool(&cmd).await {
             Ok(o) => o,
             Err(e) => {
@@ -118,7 +56,7 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
             }
             Err(_) => String::new(),
         };
-        match parse_bad_blocks(&listed) {
+        match badblocks::parse(&listed) {
             Ok(b) => bad.extend(b),
             Err(e) => return (StageState::Failed, json!({"reason": e})),
         }
@@ -130,7 +68,7 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
         }
         tested += len;
     }
-    let ranges = sector_ranges(&bad, BLOCK);
+    let ranges = badblocks::sector_ranges(&bad, BLOCK);
     let regions_json = regions_json(&plan);
     if bad.is_empty() {
         (
@@ -141,7 +79,7 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
         (
             StageState::Failed,
             json!({
-                "reason": format!("{} bad block(s) of {BLOCK} bytes: {}", bad.len(), describe(&ranges)),
+                "reason": format!("{} bad block(s) of {BLOCK} bytes: {}", bad.len(), badblocks::describe(&ranges)),
                 "bad_sector_ranges": ranges,
                 "regions": regions_json,
             }),
@@ -168,18 +106,4 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         DestructiveScope::WholeDisk => "whole disk",
     };
     StageReport::from_sub_steps(subs, json!({"disks": ctx.disks().len(), "scope": scope}))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_blocks_become_merged_sector_ranges() {
-        assert_eq!(parse_bad_blocks("").unwrap(), Vec::<u64>::new());
-        assert_eq!(parse_bad_blocks("12\n13\n40\n").unwrap(), [12, 13, 40]);
-        assert!(parse_bad_blocks("12\nx\n").is_err());
-        assert_eq!(sector_ranges(&[13, 12, 40], 4096), [(96, 111), (320, 327)]);
-        assert!(describe(&sector_ranges(&[1], 4096)).contains("sectors 8-15"));
-    }
 }

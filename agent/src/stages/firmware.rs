@@ -2,14 +2,12 @@
 //! (`ethtool -i`), BMC (`ipmitool mc info`) when an IPMI device exists. A
 //! component that does not exist is not an error.
 
-use std::time::Duration;
-
 use common::inventory::FirmwareComponent;
 use common::wire::FirmwareAck;
 
 use super::{StageCtx, StageReport};
-use crate::exec::ToolCommand;
 use crate::host;
+use crate::tools::{ethtool, ipmitool};
 
 fn component(component: &str, identifier: &str, version: &str, vendor: &str) -> FirmwareComponent {
     FirmwareComponent {
@@ -19,16 +17,6 @@ fn component(component: &str, identifier: &str, version: &str, vendor: &str) -> 
         vendor: vendor.into(),
         raw: serde_json::json!({}),
     }
-}
-
-/// `key: value` lines of `ethtool -i` / `ipmitool mc info`.
-fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == key)
-            .then(|| v.trim())
-            .filter(|v| !v.is_empty() && *v != "N/A")
-    })
 }
 
 pub async fn run(ctx: &StageCtx) -> StageReport {
@@ -52,19 +40,11 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         }
     }
     for nic in ctx.nics() {
-        let cmd = ToolCommand::new("ethtool", "ethtool", Duration::from_secs(10))
-            .arg("-i")
-            .arg(&nic.name);
-        match ctx.run_tool(&cmd).await {
+        match ctx.run_tool(&ethtool::driver_info(&nic.name)).await {
             Ok(out) if out.status.success() => {
-                let text = String::from_utf8_lossy(&out.stdout);
-                if let Some(v) = field(&text, "firmware-version") {
-                    found.push(component(
-                        "nic",
-                        &nic.name,
-                        v,
-                        field(&text, "driver").unwrap_or(""),
-                    ));
+                let info = ethtool::parse_driver_info(&String::from_utf8_lossy(&out.stdout));
+                if let Some(v) = &info.firmware_version {
+                    found.push(component("nic", &nic.name, v, &info.driver));
                 }
             }
             Ok(out) => notes.push(format!("ethtool -i {}: {}", nic.name, out.stderr_tail)),
@@ -75,18 +55,11 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         .iter()
         .any(|p| std::path::Path::new("/").join(p).exists());
     if has_ipmi {
-        let cmd =
-            ToolCommand::new("ipmitool", "ipmitool", Duration::from_secs(30)).args(["mc", "info"]);
-        match ctx.run_tool(&cmd).await {
+        match ctx.run_tool(&ipmitool::mc_info()).await {
             Ok(out) if out.status.success() => {
-                let text = String::from_utf8_lossy(&out.stdout);
-                if let Some(v) = field(&text, "Firmware Revision") {
-                    found.push(component(
-                        "bmc",
-                        "bmc",
-                        v,
-                        field(&text, "Manufacturer Name").unwrap_or(""),
-                    ));
+                let info = ipmitool::parse_mc_info(&String::from_utf8_lossy(&out.stdout));
+                if let Some(v) = &info.firmware_revision {
+                    found.push(component("bmc", "bmc", v, &info.manufacturer));
                 }
             }
             Ok(out) => notes.push(format!("ipmitool mc info: {}", out.stderr_tail)),
@@ -105,22 +78,5 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     match sent {
         Ok(_) => StageReport::passed(serde_json::json!({"components": found, "notes": notes})),
         Err(e) => StageReport::failed(format!("reporting firmware: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::field;
-
-    #[test]
-    fn reads_ethtool_i_fields_from_a_recorded_output() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fixtures/misc/ethtool-i-virtio_net.txt"
-        ))
-        .unwrap();
-        assert_eq!(field(&text, "driver"), Some("virtio_net"));
-        // virtio reports no firmware version.
-        assert_eq!(field(&text, "firmware-version"), None);
     }
 }

@@ -3,13 +3,9 @@
 //! (temperature, uncorrected ECC errors); a GPU without its tool is a stage
 //! error naming what to install.
 
-use std::time::Duration;
-
-use common::measurement::Kind;
-
 use super::{StageCtx, StageReport};
-use crate::exec::ToolCommand;
 use crate::host;
+use crate::tools::nvidia_smi;
 
 pub async fn run(ctx: &StageCtx) -> StageReport {
     let gpus: Vec<(String, String)> = host::pci(&ctx.roots)
@@ -27,31 +23,14 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     if gpus.iter().any(|(_, v)| v == "0x1002") && gpus.iter().all(|(_, v)| v == "0x1002") {
         return StageReport::failed("AMD GPU found but no AMD GPU test in this build; install rocm-smi and use a newer agent");
     }
-    let cmd = ToolCommand::new(
-        "nvidia-smi",
-        "nvidia-driver (nvidia-smi)",
-        Duration::from_secs(60),
-    )
-    .args([
-        "--query-gpu=index,temperature.gpu,ecc.errors.uncorrected.volatile.total",
-        "--format=csv,noheader,nounits",
-    ]);
-    match ctx.run_tool(&cmd).await {
+    match ctx.run_tool(&nvidia_smi::query()).await {
         Err(e) => StageReport::failed(format!("{} GPU(s) found: {e}", gpus.len())),
         Ok(out) if !out.status.success() => {
             StageReport::failed(format!("nvidia-smi failed: {}", out.stderr_tail))
         }
         Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            for line in text.lines() {
-                let f: Vec<&str> = line.split(',').map(str::trim).collect();
-                let Some(idx) = f.first() else { continue };
-                if let Some(t) = f.get(1).and_then(|v| v.parse::<f64>().ok()) {
-                    ctx.emit(Kind::Temp, format!("nvidia/gpu{idx}"), t);
-                }
-                if let Some(e) = f.get(2).and_then(|v| v.parse::<f64>().ok()) {
-                    ctx.emit(Kind::Mem, format!("gpu{idx}/ue"), e);
-                }
+            for m in nvidia_smi::parse(&String::from_utf8_lossy(&out.stdout)) {
+                ctx.emit(m.kind, m.key, m.value);
             }
             StageReport::passed(serde_json::json!({"gpus": gpus.len()}))
         }

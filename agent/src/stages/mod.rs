@@ -20,6 +20,7 @@ mod network;
 mod smart;
 mod wipe_probe;
 
+use crate::interlock::{self, NoGrant, WriteGrant};
 use common::event::{EventKind, EventLevel};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -306,23 +307,41 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     }
 }
 
-/// The interlock for one disk; a refusal comes back as the skipped
-/// sub-step's state and summary (see `SubStepReport::interlock_refusal`).
-pub async fn interlock_check(
+/// Leave from the interlock to write one disk. A refusal comes back as the
+/// skipped sub-step's state and summary (see
+/// `SubStepReport::interlock_refusal`); a non-destructive run as `None`:
+/// it writes nothing and has no write sub-step.
+pub async fn write_grant(
     ctx: &StageCtx,
     d: &common::inventory::DiskInfo,
-) -> Result<(), (StageState, serde_json::Value)> {
-    crate::interlock::check(&ctx.roots, &d.name, ctx.claim.overrides.wipe)
-        .await
-        .map_err(|r| {
+) -> Result<WriteGrant, Option<(StageState, serde_json::Value)>> {
+    let destructive = !ctx.claim.non_destructive;
+    match interlock::grant(&ctx.roots, &d.name, destructive, ctx.claim.overrides.wipe).await {
+        Ok(g) => Ok(g),
+        Err(NoGrant::NonDestructive) => Err(None),
+        Err(NoGrant::Refused(r)) => Err(Some((
+            StageState::Skipped,
+            SubStepReport::interlock_refusal_summary(&format!(
+                "interlock refused {}: {}",
+                d.name, r.reason
+            )),
+        ))),
+    }
+}
+
+/// [`write_grant`] for a stage that only runs destructively.
+pub async fn destructive_grant(
+    ctx: &StageCtx,
+    d: &common::inventory::DiskInfo,
+) -> Result<WriteGrant, (StageState, serde_json::Value)> {
+    write_grant(ctx, d).await.map_err(|refused| {
+        refused.unwrap_or_else(|| {
             (
                 StageState::Skipped,
-                SubStepReport::interlock_refusal_summary(&format!(
-                    "interlock refused {}: {}",
-                    d.name, r.reason
-                )),
+                serde_json::json!({"reason": "the run is non-destructive"}),
             )
         })
+    })
 }
 
 /// A tool error as a stage failure line.

@@ -16,15 +16,9 @@ use common::profile::SelfTest;
 use common::stage::StageState;
 
 use super::{sub_step, StageCtx, StageReport};
-use crate::exec::{ToolCommand, ToolError};
+use crate::exec::ToolError;
 use crate::tools::smartctl::{self, SelfTestKind, SelfTestOutcome, SelfTestSupport};
 use common::inventory::DiskInfo;
-
-fn smartctl(args: &[&str], disk: &DiskInfo, timeout: Duration) -> ToolCommand {
-    ToolCommand::new("smartctl", "smartmontools", timeout)
-        .args(args.iter().copied())
-        .arg(format!("/dev/{}", disk.name))
-}
 
 /// How long to wait between polls and in all, from the device's estimate.
 fn self_test_timing(minutes: Option<u64>, kind: SelfTestKind) -> (Duration, Duration) {
@@ -69,11 +63,11 @@ async fn self_test(
     if let Some(left) = smartctl::self_test_running(x) {
         // A test someone else started would block ours; ours must be judged.
         let _ = ctx
-            .run_tool(&smartctl(&["--json=c", "-X"], disk, short))
+            .run_tool(&smartctl::command(&["--json=c", "-X"], disk, short))
             .await;
         tracing::info!(disk = %disk.name, left, "aborted a self-test already running");
     }
-    let start = smartctl(&["--json=c", "-t", kind.arg()], disk, short);
+    let start = smartctl::command(&["--json=c", "-t", kind.arg()], disk, short);
     match ctx.run_tool(&start).await {
         Err(e) => return SelfTestReport::note("not started", super::tool_failure(&e)),
         Ok(out) => {
@@ -97,11 +91,11 @@ async fn self_test(
             _ = tokio::time::sleep(poll) => {}
             _ = ctx.abort.cancelled() => {
                 let never = tokio_util::sync::CancellationToken::new();
-                let _ = crate::exec::run(&smartctl(&["--json=c", "-X"], disk, short), &never, String::new).await;
+                let _ = crate::exec::run(&smartctl::command(&["--json=c", "-X"], disk, short), &never, String::new).await;
                 return SelfTestReport::note("aborted", "the stage was aborted; the self-test was stopped on the device");
             }
         }
-        let status = smartctl(&["--json=c", "-c", "-l", "selftest"], disk, short);
+        let status = smartctl::command(&["--json=c", "-c", "-l", "selftest"], disk, short);
         let doc: Option<Value> = match ctx.run_tool(&status).await {
             Ok(out) => serde_json::from_slice(&out.stdout).ok(),
             Err(ToolError::Aborted { .. }) => None,
@@ -116,7 +110,7 @@ async fn self_test(
         }
         if began.elapsed() > limit {
             let _ = ctx
-                .run_tool(&smartctl(&["--json=c", "-X"], disk, short))
+                .run_tool(&smartctl::command(&["--json=c", "-X"], disk, short))
                 .await;
             return SelfTestReport {
                 failed: Some(format!(
@@ -166,7 +160,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     };
     let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
         let started = ctx.clock.now();
-        let cmd = smartctl(&["--json=c", "-x"], d, Duration::from_secs(120));
+        let cmd = smartctl::command(&["--json=c", "-x"], d, Duration::from_secs(120));
         let (state, summary) = match ctx.run_tool(&cmd).await {
             Err(e @ ToolError::NotInstalled { .. }) => (StageState::Failed, json!({"reason": e.to_string()})),
             Err(e) => (StageState::Failed, json!({"reason": super::tool_failure(&e)})),

@@ -174,10 +174,11 @@ pub fn probe(
 }
 
 async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
-    if let Err(refused) = super::interlock_check(ctx, d).await {
-        return refused;
-    }
-    let dev = match interlock::open_exclusive(Path::new(&format!("/dev/{}", d.name)), true, true) {
+    let grant = match super::destructive_grant(ctx, d).await {
+        Ok(g) => g,
+        Err(refused) => return refused,
+    };
+    let dev = match interlock::open_exclusive(Path::new(&grant.device()), true, true) {
         Ok(f) => f,
         Err(e) => {
             return (

@@ -12,6 +12,10 @@
 //! over the disk's jobs), placed by the reports' `timestamp_ms` (fio 3.x).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::exec::ToolCommand;
+use crate::interlock::WriteGrant;
 
 use serde_json::Value;
 
@@ -213,4 +217,46 @@ fn intervals(docs: &[Value], disk: Option<&str>) -> Vec<Timed> {
         }
     }
     out
+}
+/// The fio command for a read-only pass over `/dev/<disk>`.
+pub fn read_job(disk: &str, secs: u64, rw: &str, bs: &str) -> ToolCommand {
+    ToolCommand::new("fio", "fio", Duration::from_secs(secs + 60))
+        .arg("--output-format=json")
+        .arg(format!("--name={disk}"))
+        .arg(format!("--filename=/dev/{disk}"))
+        .arg("--readonly")
+        .arg(format!("--rw={rw}"))
+        .arg(format!("--bs={bs}"))
+        .args([
+            "--iodepth=16",
+            "--ioengine=libaio",
+            "--direct=1",
+            "--time_based",
+        ])
+        .arg(format!("--runtime={secs}"))
+        .arg(format!(
+            "--status-interval={}",
+            crate::stages::report_every(secs)
+        ))
+}
+
+/// The fio command for a random-write pass over `/dev/<disk>` (destructive).
+pub fn write_job(grant: &WriteGrant, secs: u64) -> ToolCommand {
+    ToolCommand::new("fio", "fio", Duration::from_secs(secs + 60))
+        .arg("--output-format=json")
+        .arg(format!("--name={}", grant.disk()))
+        .arg(format!("--filename={}", grant.device()))
+        .args([
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=16",
+            "--ioengine=libaio",
+            "--direct=1",
+            "--time_based",
+        ])
+        .arg(format!("--runtime={secs}"))
+        .arg(format!(
+            "--status-interval={}",
+            crate::stages::report_every(secs)
+        ))
 }

@@ -1,15 +1,23 @@
-//! Tool output parsers. Each takes the bytes a tool printed and returns
+//! One module per tool: the command lines the stages run (as
+//! `ToolCommand` data) and the parser of what the tool printed, returning
 //! normalized measurements plus what the tool itself reported as an error.
 //!
 //! Never: scrape human text where a structured form exists, panic on any
-//! input, or read files or spawn processes (that is the stage executors').
+//! input, or read files or spawn processes (that is the stage executors'
+//! and `exec.rs`'s).
 
+pub mod badblocks;
+pub mod ethtool;
 pub mod fio;
+pub mod interrupts;
 pub mod iperf3;
+pub mod ipmitool;
 pub mod kmsg;
 pub mod memtester;
+pub mod nvidia_smi;
 pub mod smartctl;
 pub mod stress_ng;
+pub mod wipefs;
 
 use serde::Serialize;
 
@@ -17,6 +25,17 @@ use common::measurement::Kind;
 use common::profile::Profile;
 use common::stage::Stage;
 use common::threshold::Severity;
+
+/// The value of a `key: value` line (ethtool, ipmitool): trimmed, and
+/// `None` where it is empty or `N/A`.
+pub fn colon_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key)
+            .then(|| v.trim())
+            .filter(|v| !v.is_empty() && *v != "N/A")
+    })
+}
 
 /// One normalized measurement.
 #[derive(Debug, Clone, PartialEq, Serialize)]

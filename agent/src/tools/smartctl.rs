@@ -5,10 +5,15 @@
 //! `<disk>/<id>_<name>` (raw value), the NVMe health log `<disk>/<field>`,
 //! SCSI counters `<disk>/scsi_*`; `<disk>/smart_status_passed` is 1 or 0.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::{device_name, Measured, ParseError, ToolResult};
+use common::inventory::DiskInfo;
 use common::measurement::Kind;
+
+use crate::exec::ToolCommand;
 
 /// Meaning of each bit of smartctl's exit status (smartctl(8)).
 pub const EXIT_BITS: [&str; 8] = [
@@ -392,4 +397,10 @@ pub fn newest_self_test(doc: &Value) -> Option<&Value> {
     ]
     .into_iter()
     .find_map(|p| doc.pointer(p))
+}
+/// `smartctl ARGS /dev/<disk>`.
+pub fn command(args: &[&str], disk: &DiskInfo, timeout: Duration) -> ToolCommand {
+    ToolCommand::new("smartctl", "smartmontools", timeout)
+        .args(args.iter().copied())
+        .arg(format!("/dev/{}", disk.name))
 }
