@@ -1,7 +1,7 @@
 //! Bad input gets a 4xx JSON error and changes nothing: every case compares
 //! the row count of every table before and after.
 
-mod support;
+use testkit as support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The real binaries: `vet-coordinator` killed with SIGKILL mid-stream and
 //! restarted on the same data dir, and `vetctl` driving it.
 
-mod support;
+use testkit as support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,20 +10,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use support::wait_until;
+use support::{free_port, wait_until};
 
 struct Daemon {
     child: Child,
     base: String,
     token: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn spawn_coordinator(dir: &Path, port: u16) -> Daemon {

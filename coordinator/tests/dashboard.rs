@@ -4,7 +4,7 @@
 //! first), a run page with the report's plots, and the hosts page with
 //! last-seen times render; logging out ends the session on the server.
 
-mod support;
+use testkit as support;
 
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 //! `prune` event; a file a young row still references and a held run's
 //! hold key stay.
 
-mod support;
+use testkit as support;
 
 use std::time::Duration;
 

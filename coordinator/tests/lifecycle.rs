@@ -3,7 +3,7 @@
 //! transitions, silent agents, restarts, artifacts, interlock refusals and
 //! hold timeouts.
 
-mod support;
+use testkit as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! runs by state, held hosts, samples ingested, the batch latency histogram
 //! and last-seen ages, all moving as a scripted agent works.
 
-mod support;
+use testkit as support;
 
 use serde_json::json;
 

@@ -2,7 +2,7 @@
 //! protocol contract, every operation it lists is served by a handler (not
 //! the fallback), and real answers validate against the documented schemas.
 
-mod support;
+use testkit as support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! SQLite file: full runs, breaches, failed stages, batches and claims.
 //! (Tokens, operator actions and timeouts: `lifecycle.rs`.)
 
-mod support;
+use testkit as support;
 
 use reqwest::StatusCode;
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! held and again when it ends, valid against `docs/report.schema.json`,
 //! the same bytes from the same database, and the verdicts.
 
-mod support;
+use testkit as support;
 
 use serde_json::{json, Value};
 

@@ -2,7 +2,7 @@
 //! report.html and never over an existing file, and report.html is
 //! self-contained, small, and renders in headless Chromium.
 
-mod support;
+use testkit as support;
 
 use std::time::Duration;
 

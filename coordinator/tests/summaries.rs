@@ -4,7 +4,7 @@
 //! rows of an existing database; a long run is plotted from rollups that
 //! keep its peak.
 
-mod support;
+use testkit as support;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! drives the run: plain lines when stdout is not a terminal, breaches as
 //! they happen, and the exit code by the final state.
 
-mod support;
+use testkit as support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -44,7 +44,7 @@ struct Source {
 fn sources() -> Vec<Source> {
     let root = workspace();
     let mut out = Vec::new();
-    for krate in ["common", "agent", "coordinator", "bench", "e2e"] {
+    for krate in ["common", "agent", "coordinator", "bench", "e2e", "testkit"] {
         let mut stack = vec![root.join(krate)];
         while let Some(dir) = stack.pop() {
             let entries =
@@ -92,10 +92,10 @@ fn is_test_fn(attrs: &[syn::Attribute]) -> bool {
     })
 }
 
-/// Whether the file is test code as a whole (integration tests, benches'
-/// harness, test support).
+/// Whether the file is test code as a whole (integration tests, the
+/// end-to-end crate, the dev-only test kit).
 fn is_test_file(rel: &str) -> bool {
-    rel.split('/').nth(1) == Some("tests") || rel.starts_with("e2e/")
+    rel.split('/').nth(1) == Some("tests") || rel.starts_with("e2e/") || rel.starts_with("testkit/")
 }
 
 /// Collects, outside `#[cfg(test)]` modules and test functions: every path

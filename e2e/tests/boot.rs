@@ -22,20 +22,19 @@ async fn a_quick_non_destructive_run_passes_with_the_real_tools() {
     let disk = Loop::new(dir.path(), 256);
     let coord = Coord::start(dir.path()).await;
     let mac = "52:54:00:e2:e1:01";
-    coord
-        .post("/hosts", json!({"name": "e2e-pass", "mac": mac}))
-        .await;
+    coord.operator().add_host("e2e-pass", mac, None).await;
     let run = coord
-        .post(
-            "/runs",
-            json!({"host": "e2e-pass", "profile": "quick", "non_destructive": true}),
+        .operator()
+        .start_run(
+            "e2e-pass",
+            json!({"profile": "quick", "non_destructive": true}),
         )
         .await;
     let started = Instant::now();
     let agent = tokio::spawn(boot(options(&coord, dir.path(), mac, &disk.0)));
     // A real kernel block error while CPUStress runs: a loop device over a
     // full tmpfs fails writes in the loop driver, which logs it.
-    let run_id = run["id"].as_i64().unwrap();
+    let run_id = run;
     support::wait_run(&coord, run_id, Duration::from_secs(120), "CPUStress", |d| {
         d["stages"][4]["state"] == "running"
     })
@@ -237,16 +236,12 @@ async fn a_critical_breach_halts_at_cpu_stress_and_holds() {
     let mac = "52:54:00:e2:e1:02";
     // No machine does 10^15 bogo-ops per second.
     let spec = "thresholds:\n  - {stage: CPUStress, kind: stress, key: 'cpu/bogo_ops_per_s', op: gt, threshold: 1.0e15, unit: ops/s, severity: critical}\n";
-    coord
-        .post(
-            "/hosts",
-            json!({"name": "e2e-hot", "mac": mac, "expected_spec_yaml": spec}),
-        )
-        .await;
+    coord.operator().add_host("e2e-hot", mac, Some(spec)).await;
     let run = coord
-        .post("/runs", json!({"host": "e2e-hot", "non_destructive": true}))
+        .operator()
+        .start_run("e2e-hot", json!({"non_destructive": true}))
         .await;
-    let run_id = run["id"].as_i64().unwrap();
+    let run_id = run;
     let mut opts = options(&coord, dir.path(), mac, &disk.0);
     let power = std::sync::Arc::new(support::RecordedPower::default());
     opts.power = power.clone();
@@ -359,16 +354,12 @@ async fn a_coordinator_killed_with_sigkill_during_a_run_loses_nothing() {
     let iperf = vec![free_port()];
     let coord = Coord::spawn_binary(dir.path(), port, &iperf).await;
     let mac = "52:54:00:e2:e1:03";
-    coord
-        .post("/hosts", json!({"name": "e2e-crash", "mac": mac}))
-        .await;
+    coord.operator().add_host("e2e-crash", mac, None).await;
     let run = coord
-        .post(
-            "/runs",
-            json!({"host": "e2e-crash", "non_destructive": true}),
-        )
+        .operator()
+        .start_run("e2e-crash", json!({"non_destructive": true}))
         .await;
-    let run_id = run["id"].as_i64().unwrap();
+    let run_id = run;
     let agent = tokio::spawn(boot(options(&coord, dir.path(), mac, &disk.0)));
     // Crash the coordinator while CPUStress runs and the sidecar streams.
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -89,13 +89,12 @@ async fn destructive_stages_write_only_what_the_interlock_allows() {
 
     let coord = Coord::start(dir.path()).await;
     let mac = "52:54:00:e2:e1:31";
-    coord
-        .post("/hosts", json!({"name": "e2e-destroy", "mac": mac}))
-        .await;
+    coord.operator().add_host("e2e-destroy", mac, None).await;
     let run = coord
-        .post(
-            "/runs",
-            json!({"host": "e2e-destroy", "profile": "quick", "non_destructive": false}),
+        .operator()
+        .start_run(
+            "e2e-destroy",
+            json!({"profile": "quick", "non_destructive": false}),
         )
         .await;
     let mut opts = options(&coord, dir.path(), mac, &clean.0);
@@ -110,7 +109,7 @@ async fn destructive_stages_write_only_what_the_interlock_allows() {
         .expect("run ends")
         .expect("boot");
     eprintln!("destructive quick run took {:?}", started.elapsed());
-    let d = coord.get(&format!("/runs/{}", run["id"])).await;
+    let d = coord.get(&format!("/runs/{}", run)).await;
     assert_eq!(
         end.state,
         RunState::Passed,
@@ -158,7 +157,7 @@ async fn destructive_stages_write_only_what_the_interlock_allows() {
     assert_eq!(u64::from_le_bytes(img[512..520].try_into().unwrap()), 512);
 
     let ms = coord
-        .get(&format!("/runs/{}/measurements?kind=fio", run["id"]))
+        .get(&format!("/runs/{}/measurements?kind=fio", run))
         .await;
     assert!(
         ms.as_array()

@@ -26,10 +26,8 @@ async fn host_mode_heartbeats_until_stopped_and_quits_on_a_revoked_token() {
     })
     .await;
     coord
-        .post(
-            "/hosts",
-            json!({"name": "prod-1", "mac": "52:54:00:e2:e1:21"}),
-        )
+        .operator()
+        .add_host("prod-1", "52:54:00:e2:e1:21", None)
         .await;
     let token = coord.post("/hosts/prod-1/token", json!({})).await;
     let token_file = dir.path().join("host.token");
@@ -120,16 +118,13 @@ async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructi
     })
     .await;
     let mac = "52:54:00:e2:e1:22";
-    coord
-        .post("/hosts", json!({"name": "prod-2", "mac": mac}))
-        .await;
+    coord.operator().add_host("prod-2", mac, None).await;
     let token = coord.post("/hosts/prod-2/token", json!({})).await;
     // Queued before the host was ever seen, so the coordinator allowed it.
     let destructive = coord
-        .post("/runs", json!({"host": "prod-2", "non_destructive": false}))
-        .await["id"]
-        .as_i64()
-        .unwrap();
+        .operator()
+        .start_run("prod-2", json!({"non_destructive": false}))
+        .await;
 
     let runs = support::options(&coord, dir.path(), mac, &disk.0);
     let opts = HostModeOptions {
@@ -174,21 +169,24 @@ async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructi
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
     let run = coord
-        .post("/runs", json!({"host": "prod-2", "non_destructive": true}))
-        .await["id"]
-        .as_i64()
-        .unwrap();
+        .operator()
+        .start_run("prod-2", json!({"non_destructive": true}))
+        .await;
     let d = support::wait_run(&coord, run, Duration::from_secs(400), "run in place", |d| {
         d["state"] != "Queued" && d["state"] != "Running"
     })
     .await;
     assert_eq!(d["state"], "Passed", "{}", d["events"]);
     let seen_during = last_seen(&coord, "prod-2").await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        last_seen(&coord, "prod-2").await > seen_during,
-        "heartbeats resumed after the run"
-    );
+    // Heartbeats resume after the run: last seen moves on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while last_seen(&coord, "prod-2").await <= seen_during {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "heartbeats did not resume after the run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.send(()).unwrap();
     let end = agent.await.unwrap().unwrap();
     assert_eq!(end.runs, [(run, common::run_state::RunState::Passed)]);
@@ -210,15 +208,12 @@ async fn a_run_in_place_that_fails_part_way_leaves_no_task_posting_for_it() {
     let (proxy, refused, _proxy) =
         support::refusing_proxy(&coord.base, |p| p.ends_with("/stages/0/finish")).await;
     let mac = "52:54:00:e2:e1:23";
-    coord
-        .post("/hosts", json!({"name": "prod-3", "mac": mac}))
-        .await;
+    coord.operator().add_host("prod-3", mac, None).await;
     let token = coord.post("/hosts/prod-3/token", json!({})).await;
     let run = coord
-        .post("/runs", json!({"host": "prod-3", "non_destructive": true}))
-        .await["id"]
-        .as_i64()
-        .unwrap();
+        .operator()
+        .start_run("prod-3", json!({"non_destructive": true}))
+        .await;
 
     let mut runs = support::options(&coord, dir.path(), mac, &disk.0);
     runs.kmsg = None;

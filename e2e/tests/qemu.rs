@@ -226,16 +226,15 @@ fn db(dir: &Path) -> rusqlite::Connection {
 
 /// Registers the guest's MAC as a host and queues a quick run.
 async fn queue(coord: &Coord, name: &str, mac: &str, non_destructive: bool) -> i64 {
-    coord
-        .post("/hosts", json!({"name": name, "mac": mac}))
-        .await;
+    coord.operator().add_host(name, mac, None).await;
     let run = coord
-        .post(
-            "/runs",
-            json!({"host": name, "profile": "quick", "non_destructive": non_destructive}),
+        .operator()
+        .start_run(
+            name,
+            json!({"profile": "quick", "non_destructive": non_destructive}),
         )
         .await;
-    run["id"].as_i64().unwrap()
+    run
 }
 
 fn scenario_time(name: &str, vm: &Vm) {

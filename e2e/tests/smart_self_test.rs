@@ -64,13 +64,12 @@ async fn the_short_self_test_runs_and_is_judged_from_the_log() {
     let disk = Loop::new(dir.path(), 64);
     let coord = Coord::start(dir.path()).await;
     let mac = "52:54:00:e2:e1:11";
+    coord.operator().add_host("e2e-selftest", mac, None).await;
     coord
-        .post("/hosts", json!({"name": "e2e-selftest", "mac": mac}))
-        .await;
-    coord
-        .post(
-            "/runs",
-            json!({"host": "e2e-selftest", "profile": "quick", "non_destructive": true}),
+        .operator()
+        .start_run(
+            "e2e-selftest",
+            json!({"profile": "quick", "non_destructive": true}),
         )
         .await;
     let started = Instant::now();

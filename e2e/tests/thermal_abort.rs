@@ -49,16 +49,12 @@ async fn a_hot_sensor_during_cpu_stress_kills_stress_ng_and_holds_the_host() {
     let disk = Loop::new(dir.path(), 64);
     let coord = Coord::start(dir.path()).await;
     let mac = "52:54:00:e2:e1:41";
-    coord
-        .post("/hosts", json!({"name": "e2e-thermal", "mac": mac}))
-        .await;
+    coord.operator().add_host("e2e-thermal", mac, None).await;
     let run = coord
-        .post(
-            "/runs",
-            json!({"host": "e2e-thermal", "non_destructive": true}),
-        )
+        .operator()
+        .start_run("e2e-thermal", json!({"non_destructive": true}))
         .await;
-    let run_id = run["id"].as_i64().unwrap();
+    let run_id = run;
     let opts = options(&coord, dir.path(), mac, &disk.0);
     let temp = opts.sensors_root.join("class/hwmon/hwmon0/temp1_input");
     let agent = tokio::spawn(boot(opts));

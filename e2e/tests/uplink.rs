@@ -11,6 +11,7 @@ use common::measurement::{Finite, Kind, Sample};
 use common::time::Timestamp;
 use common::wire::{ClaimRequest, Directive};
 use coordinator::Config;
+use testkit::free_port;
 use vet_agent::uplink::{Client, Uplink};
 
 struct Coord {
@@ -53,18 +54,6 @@ async fn start(dir: &std::path::Path, port: u16) -> Coord {
     Coord { task, base, token }
 }
 
-async fn op(c: &Coord, path: &str, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v1{path}", c.base))
-        .bearer_auth(&c.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
 fn sample(i: u64, stage: Option<u32>) -> Sample {
     Sample {
         ts: Timestamp::from_datetime(chrono::Utc::now()),
@@ -76,17 +65,15 @@ fn sample(i: u64, stage: Option<u32>) -> Sample {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn queued_run(c: &Coord, mac: &str) {
-    op(c, "/hosts", json!({"name": "e2e", "mac": mac})).await;
-    op(c, "/runs", json!({"host": "e2e", "non_destructive": true})).await;
+    let http = reqwest::Client::new();
+    let operator = testkit::Operator {
+        http: &http,
+        base: &c.base,
+        token: &c.token,
+    };
+    operator.add_host("e2e", mac, None).await;
+    operator.start_run("e2e", json!({})).await;
 }
 
 fn stored(dir: &std::path::Path) -> (i64, i64) {

@@ -108,13 +108,7 @@ impl Drop for Loop {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testkit::free_port;
 
 /// A hwmon tree per the sysfs ABI: one CPU sensor at 45 °C.
 pub fn sensors(dir: &Path) -> PathBuf {
@@ -276,6 +270,15 @@ impl Coord {
         let r = req.send().await.unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.unwrap()
+    }
+
+    /// The operator's client (hosts and runs are registered through it).
+    pub fn operator(&self) -> testkit::Operator<'_> {
+        testkit::Operator {
+            http: &self.http,
+            base: &self.base,
+            token: &self.token,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Value {

@@ -1,7 +1,12 @@
-//! Test harness: the real coordinator (`coordinator::serve`) on 127.0.0.1:0
-//! with SQLite in a temporary directory, and a scripted agent that speaks
-//! the real protocol with the `common::wire` types.
-#![allow(dead_code)]
+//! The tests' harness, one dev-only crate for the coordinator's and the
+//! end-to-end tests: the real coordinator (`coordinator::serve`) on
+//! 127.0.0.1:0 with SQLite in a temporary directory, an operator client
+//! (hosts and runs are registered and queued here and nowhere else), a
+//! scripted agent that speaks the real protocol with the `common::wire`
+//! types, report checks and a headless-browser driver.
+//!
+//! Never a dependency of a shipped crate; it links no agent code, so the
+//! end-to-end tests stay the only place agent and coordinator meet.
 
 pub mod browser;
 pub mod report;
@@ -130,27 +135,21 @@ impl TestCoordinator {
         self.op(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// The operator's client for this coordinator.
+    pub fn operator(&self) -> Operator<'_> {
+        Operator {
+            http: &self.http,
+            base: &self.base,
+            token: &self.token,
+        }
+    }
+
     pub async fn add_host(&self, name: &str, mac: &str, spec: Option<&str>) -> Value {
-        let (status, body) = self
-            .op_post(
-                "/hosts",
-                json!({"name": name, "mac": mac, "expected_spec_yaml": spec}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
+        self.operator().add_host(name, mac, spec).await
     }
 
     pub async fn start_run(&self, host: &str, extra: Value) -> i64 {
-        let mut req = json!({"host": host, "profile": "quick", "non_destructive": true});
-        if let (Some(obj), Some(more)) = (req.as_object_mut(), extra.as_object()) {
-            for (k, v) in more {
-                obj.insert(k.clone(), v.clone());
-            }
-        }
-        let (status, body) = self.op_post("/runs", req).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["id"].as_i64().unwrap()
+        self.operator().start_run(host, extra).await
     }
 
     pub async fn run_detail(&self, run: i64) -> Value {
@@ -184,6 +183,65 @@ impl TestCoordinator {
             produced: 0,
             claim,
         }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The operator's side of a coordinator over HTTP: where every test
+/// registers its hosts and queues its runs.
+#[derive(Clone, Copy)]
+pub struct Operator<'a> {
+    pub http: &'a reqwest::Client,
+    pub base: &'a str,
+    pub token: &'a str,
+}
+
+impl Operator<'_> {
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        read(
+            self.http
+                .post(format!("{}/api/v1{path}", self.base))
+                .bearer_auth(self.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Registers a host (with its expected spec, if any).
+    pub async fn add_host(&self, name: &str, mac: &str, spec: Option<&str>) -> Value {
+        let (status, body) = self
+            .post(
+                "/hosts",
+                json!({"name": name, "mac": mac, "expected_spec_yaml": spec}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Queues a run for `host`: quick and non-destructive unless `extra`
+    /// says otherwise. Returns the run's id.
+    pub async fn start_run(&self, host: &str, extra: Value) -> i64 {
+        let mut req = json!({"host": host, "profile": "quick", "non_destructive": true});
+        if let (Some(obj), Some(more)) = (req.as_object_mut(), extra.as_object()) {
+            for (k, v) in more {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let (status, body) = self.post("/runs", req).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["id"].as_i64().unwrap()
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{pass_stage, sample, wait_until, TestAgent, TestCoordinator};
+use crate::{pass_stage, sample, wait_until, TestAgent, TestCoordinator};
 use common::measurement::Kind;
 use common::stage::StageState;
 use common::wire::{StageFinish, StageOutcome, SubStepReport};
