@@ -14,6 +14,25 @@
 //! Architecture invariant: this crate does no I/O and never reads the clock;
 //! callers pass `now`. Everything here is a pure function of its inputs.
 
+/// Serializes a type as its `Display` text and deserializes it through
+/// its `FromStr` (a parse error is the deserializer's error).
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod event;
 pub mod inventory;
 pub mod mac;

@@ -13,7 +13,7 @@ use common::profile::DestructiveScope;
 use common::stage::StageState;
 
 use super::destructive::{disk_bytes, regions, regions_json};
-use super::{sub_step, StageCtx, StageReport};
+use super::{StageCtx, StageReport};
 use crate::tools::badblocks::{self, BLOCK};
 
 /// Bytes per sampled region.
@@ -88,19 +88,7 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
 }
 
 pub async fn run(ctx: &StageCtx) -> StageReport {
-    let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
-        let started = ctx.clock.now();
-        let (state, summary) = one(ctx, i, d).await;
-        sub_step(
-            i,
-            format!("{} badblocks", d.name),
-            state,
-            started,
-            ctx.clock.now(),
-            summary,
-        )
-    });
-    let subs = futures_util::future::join_all(jobs).await;
+    let subs = super::per_disk(ctx, "badblocks", |i, d| one(ctx, i, d)).await;
     let scope = match ctx.claim.durations.destructive_scope {
         DestructiveScope::Sample => "sample",
         DestructiveScope::WholeDisk => "whole disk",

@@ -307,6 +307,29 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     }
 }
 
+/// Runs `one` on every selected disk at once, each as sub-step `i` named
+/// `<disk> <what>`, timed on the run's clock.
+pub async fn per_disk<'a, F, Fut>(ctx: &'a StageCtx, what: &str, one: F) -> Vec<SubStepReport>
+where
+    F: Fn(usize, &'a common::inventory::DiskInfo) -> Fut,
+    Fut: std::future::Future<Output = (StageState, serde_json::Value)>,
+{
+    let one = &one;
+    let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
+        let started = ctx.clock.now();
+        let (state, summary) = one(i, d).await;
+        sub_step(
+            i,
+            format!("{} {what}", d.name),
+            state,
+            started,
+            ctx.clock.now(),
+            summary,
+        )
+    });
+    futures_util::future::join_all(jobs).await
+}
+
 /// Leave from the interlock to write one disk. A refusal comes back as the
 /// skipped sub-step's state and summary (see
 /// `SubStepReport::interlock_refusal`); a non-destructive run as `None`:

@@ -18,7 +18,7 @@ use common::stage::StageState;
 use tokio_util::sync::CancellationToken;
 
 use super::destructive::{disk_bytes, regions, regions_json};
-use super::{sub_step, StageCtx, StageReport};
+use super::{StageCtx, StageReport};
 use crate::interlock;
 
 /// Bytes per write and read.
@@ -214,19 +214,7 @@ async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
 }
 
 pub async fn run(ctx: &StageCtx) -> StageReport {
-    let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
-        let started = ctx.clock.now();
-        let (state, summary) = one(ctx, d).await;
-        sub_step(
-            i,
-            format!("{} WipeProbe", d.name),
-            state,
-            started,
-            ctx.clock.now(),
-            summary,
-        )
-    });
-    let subs = futures_util::future::join_all(jobs).await;
+    let subs = super::per_disk(ctx, "WipeProbe", |_, d| one(ctx, d)).await;
     StageReport::from_sub_steps(
         subs,
         json!({"disks": ctx.disks().len(), "scope": ctx.claim.durations.destructive_scope}),

@@ -218,15 +218,14 @@ fn intervals(docs: &[Value], disk: Option<&str>) -> Vec<Timed> {
     }
     out
 }
-/// The fio command for a read-only pass over `/dev/<disk>`.
-pub fn read_job(disk: &str, secs: u64, rw: &str, bs: &str) -> ToolCommand {
+/// A time-based, direct, queue-depth-16 fio job over `device` for `secs`,
+/// reporting its progress as it runs; `access` says what it does.
+fn job(name: &str, device: &str, secs: u64, access: &[String]) -> ToolCommand {
     ToolCommand::new("fio", "fio", Duration::from_secs(secs + 60))
         .arg("--output-format=json")
-        .arg(format!("--name={disk}"))
-        .arg(format!("--filename=/dev/{disk}"))
-        .arg("--readonly")
-        .arg(format!("--rw={rw}"))
-        .arg(format!("--bs={bs}"))
+        .arg(format!("--name={name}"))
+        .arg(format!("--filename={device}"))
+        .args(access.iter().cloned())
         .args([
             "--iodepth=16",
             "--ioengine=libaio",
@@ -240,23 +239,18 @@ pub fn read_job(disk: &str, secs: u64, rw: &str, bs: &str) -> ToolCommand {
         ))
 }
 
+/// The fio command for a read-only pass over `/dev/<disk>`.
+pub fn read_job(disk: &str, secs: u64, rw: &str, bs: &str) -> ToolCommand {
+    let access = [
+        "--readonly".to_string(),
+        format!("--rw={rw}"),
+        format!("--bs={bs}"),
+    ];
+    job(disk, &format!("/dev/{disk}"), secs, &access)
+}
+
 /// The fio command for a random-write pass over `/dev/<disk>` (destructive).
 pub fn write_job(grant: &WriteGrant, secs: u64) -> ToolCommand {
-    ToolCommand::new("fio", "fio", Duration::from_secs(secs + 60))
-        .arg("--output-format=json")
-        .arg(format!("--name={}", grant.disk()))
-        .arg(format!("--filename={}", grant.device()))
-        .args([
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=16",
-            "--ioengine=libaio",
-            "--direct=1",
-            "--time_based",
-        ])
-        .arg(format!("--runtime={secs}"))
-        .arg(format!(
-            "--status-interval={}",
-            crate::stages::report_every(secs)
-        ))
+    let access = ["--rw=randwrite".to_string(), "--bs=4k".to_string()];
+    job(grant.disk(), &grant.device(), secs, &access)
 }

@@ -73,6 +73,26 @@ pub struct NewEvent {
     pub data: Option<serde_json::Value>,
 }
 
+impl NewEvent {
+    /// An event of a run (and its host, where known) without data.
+    pub fn new(
+        run_id: Option<i64>,
+        host_id: Option<i64>,
+        level: EventLevel,
+        kind: EventKind,
+        message: impl Into<String>,
+    ) -> Self {
+        NewEvent {
+            run_id,
+            host_id,
+            level,
+            kind,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
 /// A host to register.
 #[derive(Debug, Clone)]
 pub struct NewHost {

@@ -109,14 +109,13 @@ pub fn mark_pruned(
             .unwrap_or_default();
         insert_event(
             tx,
-            &NewEvent {
-                run_id: Some(run_id),
-                host_id: host_id.parse().ok(),
-                level: EventLevel::Info,
-                kind: EventKind::Prune,
-                message: format!("artifact {kind} ({file}) pruned: past retention; its row stays"),
-                data: None,
-            },
+            &NewEvent::new(
+                Some(run_id),
+                host_id.parse().ok(),
+                EventLevel::Info,
+                EventKind::Prune,
+                format!("artifact {kind} ({file}) pruned: past retention; its row stays"),
+            ),
             now,
         )?;
     }

@@ -16,7 +16,7 @@ use common::time::Timestamp;
 use common::wire::{Overrides, StagePlan};
 
 use super::runs::{self, apply_transition, facts, state_of};
-use super::{insert_event, parse_col};
+use super::{insert_event, insert_plain_event, parse_col};
 use crate::store::{ClaimKind, Claimed, RunFacts, StoreError, StoreResult};
 
 /// The initial state of each stage for a run of `profile`.
@@ -141,18 +141,7 @@ pub fn claim(
     } else {
         EventLevel::Info
     };
-    insert_event(
-        tx,
-        &NewEvent {
-            run_id: Some(run_id),
-            host_id: Some(host_id),
-            level,
-            kind: event_kind,
-            message: message.to_string(),
-            data: None,
-        },
-        now,
-    )?;
+    insert_plain_event(tx, Some(run_id), host_id, level, event_kind, message, now)?;
     let next_seq: i64 = tx.query_row(
         "SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE run_id = ?1",
         [run_id],

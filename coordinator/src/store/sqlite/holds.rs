@@ -10,8 +10,8 @@ use common::time::Timestamp;
 use common::wire::HoldReport;
 
 use super::artifacts::record_artifact;
-use super::insert_event;
 use super::runs::{facts, state_of};
+use super::{insert_event, insert_plain_event};
 use crate::store::{NewArtifact, RunFacts, StoreError, StoreResult};
 
 pub fn set_hold_key(
@@ -38,16 +38,13 @@ pub fn set_hold_key(
             "UPDATE runs SET hold_public_key = ?1, held_at = COALESCE(held_at, ?2) WHERE id = ?3",
             (public_key, now.to_string(), run_id),
         )?;
-        insert_event(
+        insert_plain_event(
             tx,
-            &NewEvent {
-                run_id: Some(run_id),
-                host_id: Some(host_id),
-                level: EventLevel::Warn,
-                kind: EventKind::HoldStarted,
-                message: "host held for debugging; hold key issued".into(),
-                data: None,
-            },
+            Some(run_id),
+            host_id,
+            EventLevel::Warn,
+            EventKind::HoldStarted,
+            "host held for debugging; hold key issued",
             now,
         )?;
     }

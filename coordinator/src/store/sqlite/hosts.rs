@@ -2,12 +2,11 @@
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
-use crate::store::NewEvent;
 use common::event::{EventKind, EventLevel};
 use common::time::Timestamp;
 use common::wire::{Host, QueuedRun};
 
-use super::{insert_event, ts_col, ts_opt};
+use super::{insert_plain_event, ts_col, ts_opt};
 use crate::store::{NewHost, StoreError, StoreResult};
 
 const COLUMNS: &str = "id, name, mac, wol_broadcast_ip, wol_port, expected_spec_yaml, notes, created_at, updated_at, last_seen_at";
@@ -50,16 +49,13 @@ pub fn create(tx: &Connection, host: &NewHost, now: Timestamp) -> StoreResult<Ho
         Err(e) => return Err(e.into()),
     }
     let id = tx.last_insert_rowid();
-    insert_event(
+    insert_plain_event(
         tx,
-        &NewEvent {
-            run_id: None,
-            host_id: Some(id),
-            level: EventLevel::Info,
-            kind: EventKind::HostAdded,
-            message: format!("host {} registered ({})", host.name, host.mac),
-            data: None,
-        },
+        None,
+        id,
+        EventLevel::Info,
+        EventKind::HostAdded,
+        format!("host {} registered ({})", host.name, host.mac),
         now,
     )?;
     by_id(tx, id)
@@ -79,16 +75,13 @@ pub fn update_spec(
         return Err(StoreError::NotFound(format!("host {name:?} not found")));
     }
     let host = by_name(tx, name)?;
-    insert_event(
+    insert_plain_event(
         tx,
-        &NewEvent {
-            run_id: None,
-            host_id: Some(host.id),
-            level: EventLevel::Info,
-            kind: EventKind::HostEdited,
-            message: format!("host {name} spec replaced"),
-            data: None,
-        },
+        None,
+        host.id,
+        EventLevel::Info,
+        EventKind::HostEdited,
+        format!("host {name} spec replaced"),
         now,
     )?;
     Ok(host)
@@ -133,16 +126,13 @@ pub fn set_token(
         "UPDATE hosts SET host_token_hash = ?1, updated_at = ?2 WHERE id = ?3",
         (token_hash, now.to_string(), host.id),
     )?;
-    insert_event(
+    insert_plain_event(
         tx,
-        &NewEvent {
-            run_id: None,
-            host_id: Some(host.id),
-            level: EventLevel::Info,
-            kind: EventKind::HostToken,
-            message: format!("host-mode token issued for {name}; any earlier one no longer works"),
-            data: None,
-        },
+        None,
+        host.id,
+        EventLevel::Info,
+        EventKind::HostToken,
+        format!("host-mode token issued for {name}; any earlier one no longer works"),
         now,
     )?;
     by_id(tx, host.id)
@@ -180,21 +170,10 @@ pub fn heartbeat(
             |r| r.get(0),
         )?;
         if !told {
-            insert_event(
-            tx,
-            &NewEvent {
-                run_id: Some(q.run_id),
-                host_id: Some(id),
-                level: EventLevel::Warn,
-                kind: EventKind::HostModeRefused,
-                message: format!(
+            insert_plain_event(tx, Some(q.run_id), id, EventLevel::Warn, EventKind::HostModeRefused, format!(
                     "{} runs a host-mode agent, which runs only non-destructive runs in place: cancel run {} and start it with --non-destructive",
                     host.name, q.run_id
-                ),
-                data: None,
-            },
-            now,
-        )?;
+                ), now)?;
         }
     }
     Ok(Some((host, queued)))

@@ -198,6 +198,20 @@ where
     })
 }
 
+/// Inserts one `events` row of a host (in a run, or outside any), without data.
+pub(crate) fn insert_plain_event(
+    tx: &Connection,
+    run_id: Option<i64>,
+    host_id: i64,
+    level: EventLevel,
+    kind: EventKind,
+    message: impl Into<String>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let event = NewEvent::new(run_id, Some(host_id), level, kind, message);
+    insert_event(tx, &event, now)
+}
+
 /// Inserts one `events` row.
 pub(crate) fn insert_event(tx: &Connection, event: &NewEvent, now: Timestamp) -> StoreResult<()> {
     tx.prepare_cached(

@@ -11,7 +11,7 @@ use common::threshold::{KeySelector, Rule};
 use common::time::Timestamp;
 use common::wire::{Event, Power, Run, RunDetail, SpecDiffRow, StageView, SubStep, ThresholdRow};
 
-use super::{insert_event, parse_col, parse_opt, ts_col, ts_opt, FrozenRule};
+use super::{insert_event, insert_plain_event, parse_col, parse_opt, ts_col, ts_opt, FrozenRule};
 use crate::gate;
 use crate::store::{NewRun, RunFacts, StoreError, StoreResult};
 
@@ -69,25 +69,22 @@ pub fn create(tx: &Connection, run: &NewRun, now: Timestamp) -> StoreResult<Run>
             source.as_str(),
         ))?;
     }
-    insert_event(
+    insert_plain_event(
         tx,
-        &NewEvent {
-            run_id: Some(run_id),
-            host_id: Some(run.host_id),
-            level: EventLevel::Info,
-            kind: EventKind::Transition,
-            message: format!(
-                "run created: Queued ({} profile{}, {} thresholds)",
-                run.profile,
-                if run.non_destructive {
-                    ", non-destructive"
-                } else {
-                    ""
-                },
-                run.thresholds.len()
-            ),
-            data: None,
-        },
+        Some(run_id),
+        run.host_id,
+        EventLevel::Info,
+        EventKind::Transition,
+        format!(
+            "run created: Queued ({} profile{}, {} thresholds)",
+            run.profile,
+            if run.non_destructive {
+                ", non-destructive"
+            } else {
+                ""
+            },
+            run.thresholds.len()
+        ),
         now,
     )?;
     by_id(tx, run_id)
@@ -249,16 +246,13 @@ pub fn operator_transition(
                 "UPDATE runs SET release_power = ?1 WHERE id = ?2",
                 (power.as_str(), run_id),
             )?;
-            insert_event(
+            insert_plain_event(
                 tx,
-                &NewEvent {
-                    run_id: Some(run_id),
-                    host_id: Some(host_id),
-                    level: EventLevel::Info,
-                    kind: EventKind::Release,
-                    message: format!("hold released by operator (power: {})", power.as_str()),
-                    data: None,
-                },
+                Some(run_id),
+                host_id,
+                EventLevel::Info,
+                EventKind::Release,
+                format!("hold released by operator (power: {})", power.as_str()),
                 now,
             )?;
         }
@@ -311,14 +305,13 @@ pub fn ignore_diff(
     )?;
     insert_event(
         tx,
-        &NewEvent {
-            run_id: Some(run_id),
-            host_id: Some(host_id),
-            level: EventLevel::Info,
-            kind: EventKind::IgnoreDiff,
-            message: format!("operator ignores spec diff {field} ({n} existing row(s) marked)"),
-            data: None,
-        },
+        &NewEvent::new(
+            Some(run_id),
+            Some(host_id),
+            EventLevel::Info,
+            EventKind::IgnoreDiff,
+            format!("operator ignores spec diff {field} ({n} existing row(s) marked)"),
+        ),
         now,
     )?;
     Ok(n)

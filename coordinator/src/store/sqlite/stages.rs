@@ -371,14 +371,7 @@ fn apply_decision(
         completed,
     } = *stage;
     for e in &decision.events {
-        let event = NewEvent {
-            run_id: Some(run_id),
-            host_id: None,
-            level: e.level,
-            kind: e.kind,
-            message: e.message.clone(),
-            data: None,
-        };
+        let event = NewEvent::new(Some(run_id), None, e.level, e.kind, e.message.clone());
         insert_event(tx, &event, now)?;
     }
     let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons});

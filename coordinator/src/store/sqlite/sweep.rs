@@ -77,13 +77,12 @@ fn insert_gate_event(
     event: GateEvent,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let row = NewEvent {
-        run_id: Some(run_id),
-        host_id: Some(host_id),
-        level: event.level,
-        kind: event.kind,
-        message: event.message,
-        data: None,
-    };
+    let row = NewEvent::new(
+        Some(run_id),
+        Some(host_id),
+        event.level,
+        event.kind,
+        event.message,
+    );
     insert_event(tx, &row, now)
 }
