@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod report;
+pub mod store_suite;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
