@@ -19,8 +19,11 @@ use coordinator::store::{ClaimKind, NewHost, NewRun, Store, StoreError};
 
 use crate::sample;
 
+/// One check: what it is called and what it does to a fresh store.
+pub type Check = (&'static str, fn(&dyn Store));
+
 /// Every check of the suite, by name.
-pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
+pub const CHECKS: &[Check] = &[
     ("hosts_are_unique_by_name", hosts_are_unique_by_name),
     (
         "a_claim_hands_out_the_queued_run_once_per_boot",
