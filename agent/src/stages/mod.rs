@@ -1,11 +1,14 @@
 //! Stage executors, one file per stage. Each runs its tools through
 //! `exec`, streams measurements through the uplink tagged with its ordinal,
-//! and reports what it saw. The coordinator decides pass/fail; an executor
-//! reports `failed` only when a tool could not do its job.
+//! and reports what it saw. The coordinator's gate decides the stage from
+//! the thresholds; an executor reports `failed` when a tool could not do
+//! its job, and today also where the tool's own finding is the verdict
+//! (bad blocks, a WipeProbe mismatch, a failed self-test entry, memtester
+//! errors), which is to move to the gate as reported facts.
 //!
-//! Never: write to a disk outside the destructive stages (DiskSurface,
-//! WipeProbe, fio's write pass), and there only after the interlock allowed
-//! that disk moments before; or run a tool without a timeout.
+//! Never: write to a disk without a `WriteGrant` (only the destructive
+//! passes ask for one, and the interlock gives it for a destructive run's
+//! allowed disk moments before the write); or run a tool without a timeout.
 
 mod burn;
 mod cpu_stress;
