@@ -9,6 +9,7 @@ use common::event::{EventKind, EventLevel};
 use common::measurement::Kind;
 use common::run_state::{RunEvent, RunResult, RunState};
 use common::stage::{StageReason, StageState};
+use common::threshold::Op;
 use common::wire::{Directive, Power, StageOutcome};
 
 /// The facts a directive is computed from (see `gate::directive_for`).
@@ -59,11 +60,11 @@ impl Breach {
 /// The worst of a rule's breaching samples (`min` and `max` of them): the
 /// lowest for a lower bound, the farthest from `nominal` for a band, the
 /// highest otherwise.
-pub fn worst(op: &str, nominal: f64, min: f64, max: f64) -> f64 {
+pub fn worst(op: Op, nominal: f64, min: f64, max: f64) -> f64 {
     match op {
-        "gt" | "gte" => min,
-        "within_pct" if (nominal - min).abs() > (max - nominal).abs() => min,
-        _ => max,
+        Op::Gt | Op::Gte => min,
+        Op::WithinPct if (nominal - min).abs() > (max - nominal).abs() => min,
+        Op::Lt | Op::Lte | Op::WithinPct => max,
     }
 }
 
@@ -107,7 +108,8 @@ pub struct StageFacts<'a> {
     pub untested: &'a [String],
     /// The run wants every disk tested (`--require-all-disks`).
     pub require_all_disks: bool,
-    /// Interlock refusals recorded by the run's earlier stages.
+    /// Interlock refusals recorded by the run's earlier stages (counted
+    /// only when this is the last stage, the only time it is read).
     pub refused_before: i64,
 }
 
@@ -473,9 +475,9 @@ mod tests {
             run_result(RunState::Passed, RunEvent::AllStagesPassed),
             Some(RunResult::Pass)
         );
-        assert_eq!(worst("gt", 0.0, 3.0, 9.0), 3.0);
-        assert_eq!(worst("lt", 0.0, 3.0, 9.0), 9.0);
-        assert_eq!(worst("within_pct", 10.0, 1.0, 12.0), 1.0);
+        assert_eq!(worst(Op::Gt, 0.0, 3.0, 9.0), 3.0);
+        assert_eq!(worst(Op::Lt, 0.0, 3.0, 9.0), 9.0);
+        assert_eq!(worst(Op::WithinPct, 10.0, 1.0, 12.0), 1.0);
         let ended = stage_after_run_ended(RunState::Aborted);
         assert_eq!((ended.state, ended.run_event), (StageState::Failed, None));
     }

@@ -1,5 +1,7 @@
 //! Run rows, the transitions that change them, and the operator's view.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::store::NewEvent;
@@ -126,6 +128,13 @@ pub fn state_of(tx: &Connection, run_id: i64) -> StoreResult<(RunState, i64)> {
     Ok((state, host_id))
 }
 
+/// The gate's live-abort kinds as the JSON array the facts query reads
+/// with `json_each`: made once, not on every batch and heartbeat.
+static LIVE_ABORT_KINDS: LazyLock<String> = LazyLock::new(|| {
+    let kinds: Vec<&str> = gate::LIVE_ABORT_KINDS.iter().map(|k| k.as_str()).collect();
+    serde_json::Value::from(kinds).to_string()
+});
+
 /// What the gate needs to know about a run to answer its agent.
 pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
     let (state, hold_public_key, release_power): (String, Option<String>, Option<String>) = tx
@@ -143,9 +152,6 @@ pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
         .prepare_cached("SELECT ordinal, name FROM stages WHERE run_id = ?1 AND state = 'running' ORDER BY ordinal LIMIT 1")?
         .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    // The gate names the kinds that abort a stage live.
-    let live_kinds = serde_json::to_string(&gate::LIVE_ABORT_KINDS.map(|k| k.as_str()))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let live_breach = match &running_stage {
         Some((_, name)) => tx
             .prepare_cached(
@@ -155,7 +161,7 @@ pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
                    AND e.kind IN (SELECT value FROM json_each(?3))
                  ORDER BY e.id LIMIT 1",
             )?
-            .query_row((run_id, name, &live_kinds), |r| {
+            .query_row((run_id, name, LIVE_ABORT_KINDS.as_str()), |r| {
                 let (kind, key, observed, op, threshold): (String, String, f64, String, f64) =
                     (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
                 Ok(gate::live_breach_reason(&kind, &key, observed, &op, threshold))

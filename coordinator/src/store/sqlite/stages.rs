@@ -10,6 +10,7 @@ use crate::store::NewEvent;
 use common::event::EventKind;
 use common::run_state::{RunEvent, RunState};
 use common::stage::{Stage, StageState};
+use common::threshold::Op;
 use common::time::Timestamp;
 use common::wire::StageFinish;
 
@@ -86,15 +87,16 @@ fn critical_breaches(tx: &Connection, run_id: i64, stage_name: &str) -> StoreRes
     )?;
     let rows = stmt
         .query_map((run_id, stage_name), |r| {
-            let op: String = r.get(2)?;
+            let op: Op = r.get::<_, String>(2)?.parse().map_err(|e: String| {
+                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+            })?;
             let (nominal, min, max): (f64, f64, f64) = (r.get(4)?, r.get(5)?, r.get(6)?);
-            let worst = gate::worst(&op, nominal, min, max);
             Ok(Breach {
                 kind: r.get(0)?,
                 key: r.get(1)?,
-                op,
+                op: op.as_str().to_string(),
                 threshold: r.get(3)?,
-                worst,
+                worst: gate::worst(op, nominal, min, max),
                 count: r.get(7)?,
             })
         })?
@@ -311,11 +313,17 @@ impl StageFactRows {
             [run_id],
             |r| r.get(0),
         )?;
-        let refused_before: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = ?2",
-            (run_id, EventKind::InterlockRefused.as_str()),
-            |r| r.get(0),
-        )?;
+        // Only the run's verdict says how many passes were refused: counted
+        // for the last stage, not for every one.
+        let refused_before: i64 = if later_pending {
+            0
+        } else {
+            tx.query_row(
+                "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = ?2",
+                (run_id, EventKind::InterlockRefused.as_str()),
+                |r| r.get(0),
+            )?
+        };
         Ok(StageFactRows {
             breaches: critical_breaches(tx, run_id, name)?,
             diffs: critical_diffs(tx, run_id, stage)?,
