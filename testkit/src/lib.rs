@@ -118,14 +118,7 @@ impl TestCoordinator {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        read(req.send().await.unwrap()).await
+        self.operator().call(method, path, body).await
     }
 
     pub async fn op_get(&self, path: &str) -> (StatusCode, Value) {
@@ -206,17 +199,25 @@ pub struct Operator<'a> {
 }
 
 impl Operator<'_> {
+    /// `method` on `/api/v1{path}` with the operator token: status and body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        read(
-            self.http
-                .post(format!("{}/api/v1{path}", self.base))
-                .bearer_auth(self.token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
     /// Registers a host (with its expected spec, if any).

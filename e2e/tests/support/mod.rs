@@ -260,16 +260,9 @@ impl Coord {
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
+        let (status, answer) = self.operator().call(method, path, body).await;
+        assert!(status.is_success(), "{path}: {status}");
+        answer
     }
 
     /// The operator's client (hosts and runs are registered through it).

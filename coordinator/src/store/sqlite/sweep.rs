@@ -8,10 +8,10 @@ use rusqlite::{Connection, OptionalExtension};
 use common::run_state::RunEvent;
 use common::time::Timestamp;
 
-use super::insert_event;
+use super::insert_plain_event;
 use super::runs::apply_transition;
-use crate::gate::{self, GateEvent};
-use crate::store::{NewEvent, StoreResult};
+use crate::gate;
+use crate::store::StoreResult;
 
 pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {
     let silent: Vec<(i64, i64, Option<String>)> = tx
@@ -45,7 +45,8 @@ pub fn expire_silent(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Stor
             )?;
         }
         apply_transition(tx, run_id, RunEvent::AgentSilent, now)?;
-        insert_gate_event(tx, run_id, host_id, verdict.event, now)?;
+        let e = verdict.event;
+        insert_plain_event(tx, Some(run_id), host_id, e.level, e.kind, e.message, now)?;
         aborted.push(run_id);
     }
     Ok(aborted)
@@ -64,25 +65,16 @@ pub fn expire_holds(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Store
             "UPDATE runs SET release_power = ?1 WHERE id = ?2",
             (power.as_str(), run_id),
         )?;
-        insert_gate_event(tx, run_id, host_id, event, now)?;
+        insert_plain_event(
+            tx,
+            Some(run_id),
+            host_id,
+            event.level,
+            event.kind,
+            event.message,
+            now,
+        )?;
         ended.push(run_id);
     }
     Ok(ended)
-}
-
-fn insert_gate_event(
-    tx: &Connection,
-    run_id: i64,
-    host_id: i64,
-    event: GateEvent,
-    now: Timestamp,
-) -> StoreResult<()> {
-    let row = NewEvent::new(
-        Some(run_id),
-        Some(host_id),
-        event.level,
-        event.kind,
-        event.message,
-    );
-    insert_event(tx, &row, now)
 }
