@@ -4,67 +4,6 @@
 //! Never: accept a kind or level outside these lists; a stored row with one
 //! is a corrupt row, and an agent that sends one gets a clear refusal.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-/// Declares a closed string enum: variants, their wire names, `as_str`,
-/// `ALL`, `Display` and `FromStr`.
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident, $err:literal, { $($(#[$vm:meta])* $v:ident => $s:literal,)+ }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vm])* $v,)+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$v,)+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$v => $s,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        /// Compares with a wire name, as a row read back is checked.
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownName;
-            fn from_str(s: &str) -> Result<Self, UnknownName> {
-                $name::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.as_str() == s)
-                    .ok_or_else(|| UnknownName { what: $err, name: s.to_string() })
-            }
-        }
-    };
-}
-
-/// A name that is not in one of this module's lists.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {name:?}")]
-pub struct UnknownName {
-    pub what: &'static str,
-    pub name: String,
-}
-
 string_enum!(
     /// How much an event matters to an operator.
     EventLevel, "event level", {

@@ -73,46 +73,13 @@ pub struct IllegalTransition {
     pub hint: Option<&'static str>,
 }
 
-/// Seed `runs.result` value of a state, once it is terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum RunResult {
-    Pass,
-    Fail,
-}
-
-impl RunResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunResult::Pass => "pass",
-            RunResult::Fail => "fail",
-        }
+string_enum!(
+    /// Seed `runs.result` value of a state, once it is terminal.
+    RunResult, "run result", {
+        Pass => "pass",
+        Fail => "fail",
     }
-}
-
-impl fmt::Display for RunResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A `runs.result` value that is neither `pass` nor `fail`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown run result {0:?}")]
-pub struct UnknownRunResult(pub String);
-
-impl FromStr for RunResult {
-    type Err = UnknownRunResult;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pass" => Ok(RunResult::Pass),
-            "fail" => Ok(RunResult::Fail),
-            _ => Err(UnknownRunResult(s.to_string())),
-        }
-    }
-}
+);
 
 impl RunState {
     pub const ALL: [RunState; 7] = [
