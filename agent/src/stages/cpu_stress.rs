@@ -2,12 +2,9 @@
 //! time; bogo-ops/s as `stress`, and the machine-check count before and
 //! after as `mce/count` (kind mem).
 
-use std::time::Duration;
-
 use common::measurement::Kind;
 
 use super::{StageCtx, StageReport};
-use crate::exec::ToolCommand;
 use crate::tools::{interrupts, stress_ng};
 
 /// Machine checks so far, from /proc/interrupts.
@@ -27,12 +24,7 @@ pub async fn stress(
         .work_dir
         .join(format!("stress-ng-{tag}-{}.yaml", ctx.stage.ordinal()));
     let _ = std::fs::remove_file(&yaml);
-    let cmd = ToolCommand::new("stress-ng", "stress-ng", Duration::from_secs(secs + 60))
-        .args(stressors.iter().copied())
-        .args(["--verify", "--metrics", "--timeout"])
-        .arg(format!("{secs}s"))
-        .arg("--yaml")
-        .arg(&yaml);
+    let cmd = stress_ng::command(stressors, secs, &yaml);
     let out = ctx
         .run_tool(&cmd)
         .await

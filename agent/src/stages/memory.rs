@@ -8,11 +8,9 @@ use std::collections::BTreeMap;
 
 use common::measurement::Kind;
 
-use std::time::Duration;
-
 use super::cpu_stress::stress;
 use super::{StageCtx, StageReport};
-use crate::exec::{ToolCommand, ToolError};
+use crate::exec::ToolError;
 use crate::tools::memtester;
 
 /// One memtester pass over a quarter of available memory, stopped after
@@ -21,10 +19,7 @@ async fn run_memtester(ctx: &StageCtx, secs: u64) -> Result<serde_json::Value, S
     let available_mib =
         crate::host::meminfo_kib(&ctx.roots, "MemAvailable").map_or(64, |k| k / 1024);
     let mib = (available_mib / 4).max(16);
-    let cmd = ToolCommand::new("memtester", "memtester", Duration::from_secs(secs))
-        .arg(format!("{mib}M"))
-        .arg("1");
-    match ctx.run_tool(&cmd).await {
+    match ctx.run_tool(&memtester::one_pass(mib, secs)).await {
         Err(e @ ToolError::NotInstalled { .. }) => {
             Ok(serde_json::json!({"skipped": e.to_string()}))
         }

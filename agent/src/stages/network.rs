@@ -3,12 +3,9 @@
 //! rate of every interval over time. iperf3 reports some failures only in
 //! the JSON `error` field with exit 0.
 
-use std::time::Duration;
-
 use common::stage::StageState;
 
 use super::{sub_step, StageCtx, StageReport};
-use crate::exec::ToolCommand;
 use crate::tools::iperf3;
 
 /// The host part of the coordinator URL.
@@ -42,15 +39,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     for (i, nic) in ctx.nics().iter().enumerate() {
         let started = ctx.clock.now();
         let port = ports[i % ports.len()];
-        let cmd = ToolCommand::new("iperf3", "iperf3", Duration::from_secs(secs + 30))
-            .args(["-J", "-c"])
-            .arg(&host)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-t")
-            .arg(secs.to_string())
-            .arg("-i")
-            .arg(super::report_every(secs).to_string());
+        let cmd = iperf3::client(&host, port, secs);
         let (state, summary) = match ctx.run_tool(&cmd).await {
             Err(e) => (
                 StageState::Failed,

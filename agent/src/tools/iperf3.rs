@@ -10,6 +10,9 @@
 //! sent, or received with `-R`, placed by the interval's end. Omitted
 //! warm-up intervals (`-O`) are left out.
 
+use std::time::Duration;
+
+use crate::exec::ToolCommand;
 use serde_json::Value;
 
 use super::{Measured, ParseError, Timed, ToolResult};
@@ -102,4 +105,16 @@ fn intervals(doc: &Value, nic: &str) -> Vec<Timed> {
         }
     }
     out
+}
+/// `iperf3 -J -c HOST -p PORT` for `secs`, reporting as it runs.
+pub fn client(host: &str, port: u16, secs: u64) -> ToolCommand {
+    ToolCommand::new("iperf3", "iperf3", Duration::from_secs(secs + 30))
+        .args(["-J", "-c"])
+        .arg(host)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-t")
+        .arg(secs.to_string())
+        .arg("-i")
+        .arg(crate::stages::report_every(secs).to_string())
 }

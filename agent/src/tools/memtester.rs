@@ -4,7 +4,17 @@
 //! test). `FAILURE:` lines from stderr are kept only as the detail shown to
 //! the operator.
 
+use std::time::Duration;
+
 use super::ToolResult;
+use crate::exec::ToolCommand;
+
+/// One memtester pass over `mib` MiB, stopped after `secs`.
+pub fn one_pass(mib: u64, secs: u64) -> ToolCommand {
+    ToolCommand::new("memtester", "memtester", Duration::from_secs(secs))
+        .arg(format!("{mib}M"))
+        .arg("1")
+}
 
 /// Meaning of each bit of memtester's exit status.
 pub const EXIT_BITS: [&str; 3] = [

@@ -1,6 +1,10 @@
 //! `stress-ng --metrics --yaml FILE` (0.09 and later): `<stressor>/bogo_ops_per_s`
 //! from each stressor's real-time bogo-ops rate.
 
+use std::path::Path;
+use std::time::Duration;
+
+use crate::exec::ToolCommand;
 use serde::Deserialize;
 
 use super::{Measured, ParseError, ToolResult};
@@ -61,4 +65,14 @@ pub fn parse(bytes: &[u8]) -> Result<ToolResult, ParseError> {
         out.errors.push("no stressor metrics in the output".into());
     }
     Ok(out)
+}
+/// `stress-ng STRESSORS --verify --metrics` for `secs`, its metrics
+/// written as YAML to `yaml`.
+pub fn command(stressors: &[&str], secs: u64, yaml: &Path) -> ToolCommand {
+    ToolCommand::new("stress-ng", "stress-ng", Duration::from_secs(secs + 60))
+        .args(stressors.iter().copied())
+        .args(["--verify", "--metrics", "--timeout"])
+        .arg(format!("{secs}s"))
+        .arg("--yaml")
+        .arg(yaml)
 }
