@@ -15,7 +15,7 @@ use common::measurement::Kind;
 use common::profile::SelfTest;
 use common::stage::StageState;
 
-use super::{sub_step, StageCtx, StageReport};
+use super::{StageCtx, StageReport};
 use crate::exec::ToolError;
 use crate::tools::smartctl::{self, SelfTestKind, SelfTestOutcome, SelfTestSupport};
 use common::inventory::DiskInfo;
@@ -158,10 +158,9 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         SelfTest::Short => SelfTestKind::Short,
         SelfTest::Long => SelfTestKind::Long,
     };
-    let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
-        let started = ctx.clock.now();
+    let subs = super::per_disk(ctx, "SMART", |_, d| async move {
         let cmd = smartctl::command(&["--json=c", "-x"], d, Duration::from_secs(120));
-        let (state, summary) = match ctx.run_tool(&cmd).await {
+        match ctx.run_tool(&cmd).await {
             Err(e @ ToolError::NotInstalled { .. }) => (StageState::Failed, json!({"reason": e.to_string()})),
             Err(e) => (StageState::Failed, json!({"reason": super::tool_failure(&e)})),
             Ok(out) => match smartctl::parse(&out.stdout, Some(&d.name)) {
@@ -191,10 +190,9 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
                     }
                 }
             },
-        };
-        sub_step(i, format!("{} SMART", d.name), state, started, ctx.clock.now(), summary)
-    });
-    let subs = futures_util::future::join_all(jobs).await;
+        }
+    })
+    .await;
     StageReport::from_sub_steps(
         subs,
         json!({"disks": ctx.disks().len(), "self_test": kind.arg()}),
