@@ -200,7 +200,7 @@ async fn real_memtester_passes_and_a_timeout_stops_it() {
     let out = run(&cmd, &CancellationToken::new(), String::new)
         .await
         .expect("memtester is installed by scripts/setup");
-    let judged = memtester::judge(out.status.code().unwrap(), &out.stderr_tail);
+    let judged = memtester::read(out.status.code().unwrap(), &out.stderr_tail);
     assert_eq!(
         judged,
         memtester::MemtesterResult::default(),

@@ -23,10 +23,13 @@ pub enum Kind {
     Stress,
     Mem,
     Kmsg,
+    /// What a disk's surface scan or read-back probe found: bad blocks,
+    /// mismatched sectors, I/O errors (counts).
+    Disk,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Temp,
         Kind::Fan,
         Kind::PsuVolt,
@@ -37,6 +40,7 @@ impl Kind {
         Kind::Stress,
         Kind::Mem,
         Kind::Kmsg,
+        Kind::Disk,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Kind {
             Kind::Stress => "stress",
             Kind::Mem => "mem",
             Kind::Kmsg => "kmsg",
+            Kind::Disk => "disk",
         }
     }
 
@@ -65,7 +70,7 @@ impl Kind {
             Kind::Fio => &["MB/s", "IOPS", "µs"],
             Kind::Iperf => &["bit/s", "count", "%"],
             Kind::Stress => &["ops/s"],
-            Kind::Mem | Kind::Kmsg => &["count"],
+            Kind::Mem | Kind::Kmsg | Kind::Disk => &["count"],
         }
     }
 

@@ -225,6 +225,13 @@ impl ProfileDef {
             rule("*", Mem, "*/ue", Lte, 0.0, Critical),
             rule("*", Mem, "*/ce", Lte, 0.0, Warning),
             rule("*", Mem, "mce/count", Lte, 0.0, Critical),
+            // memtester's failed tests (deep and soak run it).
+            rule("Memory", Mem, "memtester/failures", Lte, 0.0, Critical),
+            // Disk surface: badblocks' bad blocks, the write/read-back
+            // probe's mismatched sectors and I/O errors.
+            rule("*", Disk, "*/bad_blocks", Lte, 0.0, Critical),
+            rule("*", Disk, "*/mismatched_sectors", Lte, 0.0, Critical),
+            rule("*", Disk, "*/io_errors", Lte, 0.0, Critical),
             // Kernel log: hardware failures seen during a stage.
             rule("*", Kmsg, "medium_error/*", Lte, 0.0, Critical),
             rule("*", Kmsg, "mce/*_uc", Lte, 0.0, Critical),

@@ -189,6 +189,11 @@ pub struct SubStepReport {
     pub ordinal: u32,
     pub name: String,
     pub state: StageState,
+    /// The device the sub-step tested (`sda`, `eth0`), when it tested one:
+    /// the coordinator fails the sub-step whose device a critical breach's
+    /// key names (`sda/bad_blocks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     #[serde(default)]
     pub started_at: Option<Timestamp>,
     #[serde(default)]

@@ -10,7 +10,7 @@ use common::measurement::Kind;
 use common::run_state::{RunEvent, RunResult, RunState};
 use common::stage::{StageReason, StageState};
 use common::threshold::Op;
-use common::wire::{Directive, Power, StageOutcome};
+use common::wire::{Directive, Power, StageOutcome, SubStepReport};
 
 /// The facts a directive is computed from (see `gate::directive_for`).
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +104,8 @@ pub struct StageFacts<'a> {
     pub critical_diffs: &'a [String],
     /// No stage after this one is still pending.
     pub is_last: bool,
+    /// The sub-steps as the agent reported them.
+    pub sub_steps: &'a [SubStepReport],
     /// Sub-steps the agent's interlock refused, with the reason.
     pub untested: &'a [String],
     /// The run wants every disk tested (`--require-all-disks`).
@@ -121,6 +123,17 @@ pub struct StageDecision {
     pub run_event: Option<RunEvent>,
     /// Events written with the decision.
     pub events: Vec<GateEvent>,
+    /// Sub-steps whose state the gate changes: those whose device a
+    /// critical breach names fail, with the breaches' descriptions.
+    pub sub_steps: Vec<SubStepDecision>,
+}
+
+/// A sub-step's state as the gate decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubStepDecision {
+    pub ordinal: u32,
+    pub state: StageState,
+    pub reason: String,
 }
 
 /// Decides the stage's final state: failed if the agent reported failure, any
@@ -168,7 +181,29 @@ pub fn decide_stage(facts: &StageFacts<'_>) -> StageDecision {
         reasons,
         run_event,
         events,
+        sub_steps: failed_sub_steps(facts.sub_steps, facts.critical_breaches),
     }
+}
+
+/// Each sub-step on a device whose measurements (`<device>/…`) breached a
+/// critical threshold, with what was breached: the agent reports what it
+/// found on a disk or NIC, and the gate says which of them failed.
+fn failed_sub_steps(subs: &[SubStepReport], breaches: &[Breach]) -> Vec<SubStepDecision> {
+    subs.iter()
+        .filter_map(|s| {
+            let device = s.device.as_deref()?;
+            let on_it: Vec<String> = breaches
+                .iter()
+                .filter(|b| b.key.split_once('/').is_some_and(|(d, _)| d == device))
+                .map(Breach::describe)
+                .collect();
+            (!on_it.is_empty()).then(|| SubStepDecision {
+                ordinal: s.ordinal,
+                state: StageState::Failed,
+                reason: on_it.join("; "),
+            })
+        })
+        .collect()
 }
 
 /// The events a finished stage writes: each critical breach, each refused
@@ -208,6 +243,7 @@ pub fn stage_after_run_ended(run_state: RunState) -> StageDecision {
         reasons: vec![format!("run {run_state} while the stage ran")],
         run_event: None,
         events: Vec::new(),
+        sub_steps: Vec::new(),
     }
 }
 
@@ -323,6 +359,7 @@ mod tests {
             critical_breaches: breaches,
             critical_diffs: diffs,
             is_last,
+            sub_steps: &[],
             untested: &[],
             require_all_disks: false,
             refused_before: 0,
@@ -561,6 +598,42 @@ mod tests {
         assert_eq!(
             directive_for(&cancelled, Power::Poweroff),
             Directive::Done { power: Power::None }
+        );
+    }
+
+    #[test]
+    fn a_breach_fails_the_sub_step_of_the_device_it_names_and_no_other() {
+        let breach = [Breach {
+            kind: "disk".into(),
+            key: "sda/bad_blocks".into(),
+            op: "lte".into(),
+            threshold: 0.0,
+            worst: 2.0,
+            count: 1,
+        }];
+        let sub = |ordinal: u32, device: Option<&str>| SubStepReport {
+            ordinal,
+            name: format!("{} badblocks", device.unwrap_or("all")),
+            state: StageState::Passed,
+            device: device.map(str::to_string),
+            started_at: None,
+            completed_at: None,
+            summary: None,
+        };
+        // `sdab` starts with `sda` but is another disk; a sub-step with no
+        // device is never failed by a device's breach.
+        let subs = [sub(0, Some("sdab")), sub(1, Some("sda")), sub(2, None)];
+        let mut f = facts(StageOutcome::Passed, &breach, &[], false);
+        f.sub_steps = &subs;
+        let d = decide_stage(&f);
+        assert_eq!(d.state, StageState::Failed);
+        assert_eq!(d.sub_steps.len(), 1, "{:?}", d.sub_steps);
+        assert_eq!(d.sub_steps[0].ordinal, 1);
+        assert_eq!(d.sub_steps[0].state, StageState::Failed);
+        assert!(
+            d.sub_steps[0].reason.contains("sda/bad_blocks = 2"),
+            "{:?}",
+            d.sub_steps
         );
     }
 }

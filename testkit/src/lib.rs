@@ -476,6 +476,7 @@ pub fn refused_write() -> StageFinish {
             ordinal,
             name: name.into(),
             state,
+            device: None,
             started_at: None,
             completed_at: None,
             summary: Some(summary),

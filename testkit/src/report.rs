@@ -94,6 +94,7 @@ pub async fn fail_hot(agent: &mut TestAgent) {
                     ordinal: 0,
                     name: "cpu pass".into(),
                     state: StageState::Passed,
+                    device: None,
                     started_at: None,
                     completed_at: None,
                     summary: None,

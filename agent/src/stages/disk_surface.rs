@@ -1,6 +1,7 @@
 //! DiskSurface (destructive): `badblocks -w` per disk, in parallel, over
 //! samples at the start, middle and end (quick) or the whole disk (deep,
-//! soak). Any bad block fails the disk, named as a sector range.
+//! soak). Reports each disk's bad blocks as `<disk>/bad_blocks` and their
+//! sector ranges; the coordinator's threshold fails a disk with any.
 //!
 //! badblocks' machine-readable result is its `-o` file: one bad block
 //! number per line. Never: run it on a disk the interlock refused (and
@@ -9,6 +10,7 @@
 use serde_json::json;
 
 use common::inventory::DiskInfo;
+use common::measurement::Kind;
 use common::profile::DestructiveScope;
 use common::stage::StageState;
 
@@ -69,22 +71,24 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
         tested += len;
     }
     let ranges = badblocks::sector_ranges(&bad, BLOCK);
-    let regions_json = regions_json(&plan);
-    if bad.is_empty() {
-        (
-            StageState::Passed,
-            json!({"tested_bytes": tested, "regions": regions_json}),
-        )
-    } else {
-        (
-            StageState::Failed,
-            json!({
-                "reason": format!("{} bad block(s) of {BLOCK} bytes: {}", bad.len(), badblocks::describe(&ranges)),
-                "bad_sector_ranges": ranges,
-                "regions": regions_json,
-            }),
-        )
+    // What badblocks found is a fact; the coordinator's `*/bad_blocks`
+    // threshold fails the disk.
+    ctx.emit(
+        Kind::Disk,
+        format!("{}/bad_blocks", d.name),
+        bad.len() as f64,
+    );
+    let mut summary = json!({"tested_bytes": tested, "regions": regions_json(&plan)});
+    if !bad.is_empty() {
+        summary["bad_blocks"] = json!(bad.len());
+        summary["bad_sector_ranges"] = json!(ranges);
+        summary["found"] = json!(format!(
+            "{} bad block(s) of {BLOCK} bytes: {}",
+            bad.len(),
+            badblocks::describe(&ranges)
+        ));
     }
+    (StageState::Passed, summary)
 }
 
 pub async fn run(ctx: &StageCtx) -> StageReport {

@@ -2,7 +2,8 @@
 //! free memory per worker) and the EDAC corrected/uncorrected counters per
 //! memory controller before and after, as `<mc>/{ce,ue}` deltas. Deep and
 //! soak give half the time to memtester over a quarter of available memory
-//! when it is installed; its absence is noted, not failed.
+//! when it is installed (its failures as `memtester/failures`); its absence
+//! is noted, not failed.
 
 use std::collections::BTreeMap;
 
@@ -14,40 +15,47 @@ use crate::exec::ToolError;
 use crate::tools::memtester;
 
 /// One memtester pass over a quarter of available memory, stopped after
-/// `secs`. `Err` is a memory failure; `Ok` says what was (or was not) done.
+/// `secs`. `Err` is memtester's own failure (it could not test); what it
+/// found in the memory is reported as `memtester/failures` (the
+/// coordinator's threshold judges it) with its `FAILURE:` lines here.
 async fn run_memtester(ctx: &StageCtx, secs: u64) -> Result<serde_json::Value, String> {
     let available_mib =
         crate::host::meminfo_kib(&ctx.roots, "MemAvailable").map_or(64, |k| k / 1024);
     let mib = (available_mib / 4).max(16);
+    let found = |r: &memtester::MemtesterResult, mut summary: serde_json::Value| {
+        ctx.emit(
+            Kind::Mem,
+            "memtester/failures".into(),
+            r.failure_count() as f64,
+        );
+        if !r.memory_failures.is_empty() {
+            summary["failures"] = serde_json::json!(r.memory_failures);
+        }
+        summary
+    };
     match ctx.run_tool(&memtester::one_pass(mib, secs)).await {
         Err(e @ ToolError::NotInstalled { .. }) => {
             Ok(serde_json::json!({"skipped": e.to_string()}))
         }
         Err(ToolError::TimedOut { stderr_tail, .. }) => {
-            let failures = memtester::failure_lines(&stderr_tail);
-            if failures.is_empty() {
-                Ok(
-                    serde_json::json!({"mib": mib, "note": format!("stopped after {secs} s before finishing a pass; no failure so far")}),
-                )
-            } else {
-                Err(format!("memtester: {}", failures.join("; ")))
-            }
+            let r = memtester::MemtesterResult {
+                memory_failures: memtester::failure_lines(&stderr_tail),
+                ..Default::default()
+            };
+            let note = format!("stopped after {secs} s before finishing a pass");
+            Ok(found(&r, serde_json::json!({"mib": mib, "note": note})))
         }
         Err(e) => Err(super::tool_failure(&e)),
         Ok(out) => {
-            let r = memtester::judge(out.status.code().unwrap_or(-1), &out.stderr_tail);
-            if !r.memory_failures.is_empty() {
-                Err(format!(
-                    "memtester over {mib} MiB: {}",
-                    r.memory_failures.join("; ")
-                ))
-            } else if !r.result.errors.is_empty() {
+            let r = memtester::read(out.status.code().unwrap_or(-1), &out.stderr_tail);
+            if r.result.errors.is_empty() {
+                let summary = serde_json::json!({"mib": mib, "passes": 1, "elapsed_s": out.elapsed.as_secs()});
+                Ok(found(&r, summary))
+            } else {
                 Err(format!(
                     "memtester could not test: {}",
                     r.result.errors.join("; ")
                 ))
-            } else {
-                Ok(serde_json::json!({"mib": mib, "passes": 1, "elapsed_s": out.elapsed.as_secs()}))
             }
         }
     }

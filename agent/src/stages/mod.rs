@@ -284,6 +284,7 @@ pub fn sub_step(
         ordinal: ordinal as u32,
         name,
         state,
+        device: None,
         started_at: Some(started),
         completed_at: Some(ended),
         summary: Some(summary),
@@ -321,14 +322,16 @@ where
     let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
         let started = ctx.clock.now();
         let (state, summary) = one(i, d).await;
-        sub_step(
+        let mut s = sub_step(
             i,
             format!("{} {what}", d.name),
             state,
             started,
             ctx.clock.now(),
             summary,
-        )
+        );
+        s.device = Some(d.name.clone());
+        s
     });
     futures_util::future::join_all(jobs).await
 }

@@ -1,6 +1,7 @@
 //! SMART: `smartctl --json=c -x` per disk, in parallel, one sub-step each,
-//! then the profile's self-test (short in quick, long in deep and soak)
-//! judged from the device's self-test log.
+//! then the profile's self-test (short in quick, long in deep and soak),
+//! whose result is read from the device's self-test log and reported as
+//! `<disk>/self_test_passed` for the coordinator's threshold to judge.
 //!
 //! A disk without SMART (virtio, loop) is a skipped sub-step with its
 //! reason; a device without self-test support is noted, never failed. A
@@ -34,7 +35,8 @@ fn self_test_timing(minutes: Option<u64>, kind: SelfTestKind) -> (Duration, Dura
 
 /// What the self-test of one disk came to.
 struct SelfTestReport {
-    /// Fails the sub-step.
+    /// The self-test could not be run to its end (the tool's failure, not
+    /// the disk's): fails the sub-step.
     failed: Option<String>,
     summary: Value,
 }
@@ -48,7 +50,7 @@ impl SelfTestReport {
     }
 }
 
-/// Runs one self-test on `disk` and judges the newest log entry after it.
+/// Runs one self-test on `disk` and reads the newest log entry after it.
 async fn self_test(
     ctx: &StageCtx,
     disk: &DiskInfo,
@@ -106,7 +108,7 @@ async fn self_test(
         };
         let running = doc.as_ref().and_then(smartctl::self_test_running);
         if let (Some(doc), None) = (&doc, running) {
-            return judge(ctx, disk, doc, kind);
+            return outcome(ctx, disk, doc, kind);
         }
         if began.elapsed() > limit {
             let _ = ctx
@@ -128,9 +130,11 @@ async fn self_test(
     }
 }
 
-fn judge(ctx: &StageCtx, disk: &DiskInfo, doc: &Value, kind: SelfTestKind) -> SelfTestReport {
+/// Reports the self-test's result as the device logged it: a fact
+/// (`<disk>/self_test_passed`, 1 or 0) the coordinator's threshold judges.
+fn outcome(ctx: &StageCtx, disk: &DiskInfo, doc: &Value, kind: SelfTestKind) -> SelfTestReport {
     let key = format!("{}/self_test_passed", disk.name);
-    match smartctl::newest_self_test(doc).and_then(smartctl::judge_self_test_entry) {
+    match smartctl::newest_self_test(doc).and_then(smartctl::self_test_outcome) {
         Some(SelfTestOutcome::Passed) => {
             ctx.emit(Kind::SmartAttr, key, 1.0);
             SelfTestReport::note(
@@ -140,10 +144,7 @@ fn judge(ctx: &StageCtx, disk: &DiskInfo, doc: &Value, kind: SelfTestKind) -> Se
         }
         Some(SelfTestOutcome::Failed(why)) => {
             ctx.emit(Kind::SmartAttr, key, 0.0);
-            SelfTestReport {
-                failed: Some(format!("self-test failed: {why}")),
-                summary: json!({"state": "failed", "detail": why}),
-            }
+            SelfTestReport::note("failed", why)
         }
         Some(SelfTestOutcome::Aborted(why)) => SelfTestReport::note("aborted", why),
         Some(SelfTestOutcome::Running) | None => SelfTestReport::note(

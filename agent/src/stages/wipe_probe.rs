@@ -2,7 +2,9 @@
 //! encodes each sector's own offset at the start, middle and end of the
 //! disk (quick) or over all of it (deep, soak), then read everything back
 //! with O_DIRECT and compare. Catches I/O errors, silent corruption and
-//! misdirected or aliased writes (a disk smaller than it claims).
+//! misdirected or aliased writes (a disk smaller than it claims), and
+//! reports them as `<disk>/{mismatched_sectors,io_errors}` with where they
+//! were; the coordinator's thresholds fail the disk.
 //!
 //! Never: write a disk the interlock refused, or without holding it open
 //! with `O_EXCL` for the whole probe.
@@ -14,6 +16,7 @@ use std::path::Path;
 use serde_json::json;
 
 use common::inventory::DiskInfo;
+use common::measurement::Kind;
 use common::stage::StageState;
 use tokio_util::sync::CancellationToken;
 
@@ -197,20 +200,63 @@ async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
     let plan = regions.clone();
     let res = tokio::task::spawn_blocking(move || probe(&dev, &plan, seed, &cancel)).await;
     let regions_json = regions_json(&regions);
-    match res {
-        Ok(Ok(bytes)) => (
-            StageState::Passed,
-            json!({"verified_bytes": bytes, "regions": regions_json}),
+    // What the probe found is reported as facts (`<disk>/mismatched_sectors`,
+    // `<disk>/io_errors`); the coordinator's thresholds fail the disk.
+    let (mismatched, io_errors, mut summary) = match res {
+        Ok(Ok(bytes)) => (0, 0, json!({"verified_bytes": bytes})),
+        Ok(Err(
+            e @ ProbeError::Mismatch {
+                offset,
+                first_bad,
+                bad_sectors,
+            },
+        )) => (
+            bad_sectors,
+            0,
+            json!({"found": e.to_string(), "mismatch": {
+                "chunk_sector": offset / 512,
+                "first_bad_sector": first_bad / 512,
+                "bad_sectors": bad_sectors,
+            }}),
         ),
-        Ok(Err(e)) => (
-            StageState::Failed,
-            json!({"reason": e.to_string(), "regions": regions_json}),
+        Ok(Err(
+            e @ ProbeError::Io {
+                op, offset, len, ..
+            },
+        )) => (
+            0,
+            1,
+            json!({"found": e.to_string(), "io_error": {
+                "op": op,
+                "first_sector": offset / 512,
+                "last_sector": (offset + len) / 512 - 1,
+            }}),
         ),
-        Err(e) => (
-            StageState::Failed,
-            json!({"reason": format!("probe task failed: {e}")}),
-        ),
-    }
+        Ok(Err(e @ ProbeError::Aborted)) => {
+            return (
+                StageState::Failed,
+                json!({"reason": e.to_string(), "regions": regions_json}),
+            )
+        }
+        Err(e) => {
+            return (
+                StageState::Failed,
+                json!({"reason": format!("probe task failed: {e}")}),
+            )
+        }
+    };
+    ctx.emit(
+        Kind::Disk,
+        format!("{}/mismatched_sectors", d.name),
+        mismatched as f64,
+    );
+    ctx.emit(
+        Kind::Disk,
+        format!("{}/io_errors", d.name),
+        io_errors as f64,
+    );
+    summary["regions"] = json!(regions_json);
+    (StageState::Passed, summary)
 }
 
 pub async fn run(ctx: &StageCtx) -> StageReport {

@@ -23,10 +23,11 @@ pub const EXIT_BITS: [&str; 3] = [
     "a pattern test failed",
 ];
 
-/// Judges a finished memtester from its exit code and stderr. Bit 0 means
-/// memtester could not test (an error); bits 1–2 are memory failures,
-/// reported as errors of the memory with their `FAILURE:` lines.
-pub fn judge(exit_code: i32, stderr: &str) -> MemtesterResult {
+/// Reads a finished memtester's exit code and stderr. Bit 0 means
+/// memtester could not test (a tool error); bits 1–2 are the failures it
+/// found in the memory, kept with their `FAILURE:` lines as facts for the
+/// coordinator to judge (see [`MemtesterResult::failure_count`]).
+pub fn read(exit_code: i32, stderr: &str) -> MemtesterResult {
     let failures: Vec<String> = failure_lines(stderr);
     let bits = exit_code as u32;
     let mut r = MemtesterResult::default();
@@ -66,19 +67,59 @@ pub struct MemtesterResult {
     pub memory_failures: Vec<String>,
 }
 
+impl MemtesterResult {
+    /// How many failures memtester found: its `FAILURE:` lines, or the
+    /// failing tests its exit status names when it printed none.
+    pub fn failure_count(&self) -> usize {
+        let lines = self
+            .memory_failures
+            .iter()
+            .filter(|f| f.starts_with("FAILURE"))
+            .count();
+        lines.max(self.memory_failures.len() - lines)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn exit_bits_split_tool_errors_from_memory_failures() {
-        assert_eq!(judge(0, ""), MemtesterResult::default());
-        let r = judge(1, "");
+        assert_eq!(read(0, ""), MemtesterResult::default());
+        let r = read(1, "");
         assert_eq!(r.result.errors.len(), 1);
         assert!(r.memory_failures.is_empty());
-        let r = judge(6, "");
+        let r = read(6, "");
         assert_eq!(r.memory_failures.len(), 2, "{r:?}");
         assert!(r.result.errors.is_empty());
-        assert!(!judge(64, "").result.errors.is_empty());
+        assert!(!read(64, "").result.errors.is_empty());
+        assert_eq!(read(0, "").failure_count(), 0);
+        assert_eq!(
+            read(4, "").failure_count(),
+            1,
+            "a failing test without a line"
+        );
+    }
+
+    #[test]
+    fn failure_lines_count_over_the_exit_bits() {
+        // The line memtester's compare_regions (tests.c) prints to stderr.
+        let line = |a: u32, b: u32, at: u32| {
+            format!("FAILURE: 0x{a:08x} != 0x{b:08x} at offset 0x{at:08x}.\n")
+        };
+        let stderr = format!(
+            "{}{}{}",
+            line(1, 3, 0x10),
+            line(2, 6, 0x20),
+            line(4, 5, 0x30)
+        );
+        let stderr = stderr.as_str();
+        let r = read(4, stderr);
+        assert_eq!(r.failure_count(), 3, "{r:?}");
+        assert!(r
+            .memory_failures
+            .iter()
+            .any(|f| f.contains("at offset 0x00000020")));
     }
 }

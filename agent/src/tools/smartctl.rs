@@ -86,7 +86,7 @@ pub fn parse(bytes: &[u8], disk: Option<&str>) -> Result<ToolResult, ParseError>
         ));
     }
     // The newest self-test, when the log has one.
-    match newest_self_test(&doc).and_then(judge_self_test_entry) {
+    match newest_self_test(&doc).and_then(self_test_outcome) {
         Some(SelfTestOutcome::Passed) => out.notes.push("newest self-test passed".into()),
         Some(SelfTestOutcome::Failed(why)) => {
             out.notes.push(format!("newest self-test FAILED: {why}"))
@@ -327,8 +327,9 @@ pub enum SelfTestOutcome {
     Running,
 }
 
-/// Judges one entry of an ATA, NVMe or SCSI self-test log table.
-pub fn judge_self_test_entry(entry: &Value) -> Option<SelfTestOutcome> {
+/// The result the device recorded in one entry of its ATA, NVMe or SCSI
+/// self-test log table.
+pub fn self_test_outcome(entry: &Value) -> Option<SelfTestOutcome> {
     let text = |p: &str| entry.pointer(p).and_then(Value::as_str).unwrap_or("");
     let kind = [
         text("/type/string"),

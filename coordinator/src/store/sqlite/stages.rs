@@ -16,7 +16,7 @@ use common::wire::StageFinish;
 
 use super::runs::{apply_transition, facts, state_of};
 use super::{insert_event, parse_col};
-use crate::gate::{self, Breach, StageDecision, StageFacts};
+use crate::gate::{self, Breach, StageDecision, StageFacts, SubStepDecision};
 use crate::store::{ComputedDiffs, RunFacts, StageResult, StoreError, StoreResult};
 
 pub(super) fn stage_row(
@@ -189,7 +189,6 @@ pub fn finish_stage(
     if st != StageState::Running {
         return resent_or_conflict(tx, run_id, ordinal, stage_id, name, st);
     }
-    upsert_sub_steps(tx, run_id, &name, report)?;
     let decision = if run_state == RunState::Running {
         if let Some(d) = &diffs {
             insert_diffs(tx, run_id, d)?;
@@ -252,11 +251,14 @@ fn resent_or_conflict(
     })
 }
 
+/// Writes the agent's sub-steps, each the gate decided in its decided state
+/// with the gate's reason beside what the agent found.
 fn upsert_sub_steps(
     tx: &Connection,
     run_id: i64,
     name: &str,
     report: &StageFinish,
+    decided: &[SubStepDecision],
 ) -> StoreResult<()> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO sub_steps (run_id, stage_name, ordinal, name, state, started_at, completed_at, summary_json)
@@ -265,20 +267,23 @@ fn upsert_sub_steps(
            started_at = excluded.started_at, completed_at = excluded.completed_at, summary_json = excluded.summary_json",
     )?;
     for s in &report.sub_steps {
-        let summary = s
-            .summary
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({}))
-            .to_string();
+        let mut summary = s.summary.clone().unwrap_or_else(|| serde_json::json!({}));
+        let mut state = s.state;
+        if let Some(d) = decided.iter().find(|d| d.ordinal == s.ordinal) {
+            state = d.state;
+            if let Some(m) = summary.as_object_mut() {
+                m.insert("reason".into(), serde_json::json!(d.reason));
+            }
+        }
         upsert.execute((
             run_id,
             name,
             s.ordinal,
             &s.name,
-            s.state.as_str(),
+            state.as_str(),
             s.started_at.map(|t| t.to_string()),
             s.completed_at.map(|t| t.to_string()),
-            summary,
+            summary.to_string(),
         ))?;
     }
     Ok(())
@@ -346,6 +351,7 @@ impl StageFactRows {
             critical_breaches: &self.breaches,
             critical_diffs: &self.diffs,
             is_last: !self.later_pending,
+            sub_steps: &report.sub_steps,
             untested: &self.untested,
             require_all_disks: self.require_all_disks,
             refused_before: self.refused_before,
@@ -378,6 +384,7 @@ fn apply_decision(
         report,
         completed,
     } = *stage;
+    upsert_sub_steps(tx, run_id, name, report, &decision.sub_steps)?;
     for e in &decision.events {
         let event = NewEvent::new(Some(run_id), None, e.level, e.kind, e.message.clone());
         insert_event(tx, &event, now)?;

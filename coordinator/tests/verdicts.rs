@@ -1,0 +1,254 @@
+//! The gate's verdicts over real HTTP with a real SQLite file: a live
+//! breach aborts the stage and holds the host; what the agent found on a
+//! disk fails that disk's sub-step. (Full runs, batches and claims:
+//! `protocol.rs`.)
+
+use testkit as support;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use common::measurement::Kind;
+use common::stage::StageState;
+use common::wire::{StageFinish, StageOutcome, SubStepReport};
+use support::{inventory, sample, TestCoordinator, SPEC};
+
+const MAC: &str = "52:54:00:00:00:01";
+
+#[tokio::test]
+async fn critical_breach_halts_and_holds() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-hot", MAC, Some(SPEC)).await;
+    let run = coord.start_run("node-hot", json!({})).await;
+    let mut agent = coord.agent(MAC, "boot-1").await;
+    for ordinal in 0..4u32 {
+        agent.start_stage(ordinal).await;
+        if ordinal == 0 {
+            agent
+                .upload(
+                    "inventory",
+                    Some(0),
+                    serde_json::to_vec(&inventory()).unwrap(),
+                )
+                .await;
+        }
+        if ordinal == 2 {
+            agent.post("/firmware", json!({"components": [{"component": "bios", "identifier": "system", "version": "2.10.2"}]})).await;
+        }
+        let (st, v) = agent
+            .finish_stage(ordinal, StageOutcome::Passed, None)
+            .await;
+        assert_eq!(
+            (st, v["state"].as_str()),
+            (StatusCode::OK, Some("passed")),
+            "{v}"
+        );
+    }
+    // CPUStress: the host override says coretemp below 90.
+    let (st, _) = agent.start_stage(4).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, ack) = agent
+        .send(vec![sample(Kind::Temp, "coretemp/Core 3", 71.0, Some(4))])
+        .await;
+    assert_eq!(ack["directive"]["directive"], "continue");
+    let (_, ack) = agent
+        .send(vec![sample(Kind::Temp, "coretemp/Core 3", 93.5, Some(4))])
+        .await;
+    assert_eq!(
+        ack["directive"]["directive"], "abort_stage",
+        "a live thermal breach stops the stage: {ack}"
+    );
+    assert!(ack["directive"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("coretemp/Core 3"));
+    // Samples after the stage ends are stored but not gated.
+    let (st, verdict) = agent
+        .finish_with(
+            4,
+            StageFinish {
+                outcome: StageOutcome::Passed,
+                reason: None,
+                at: None,
+                summary: Some(json!({"bogo_ops_per_s": 1234.5})),
+                sub_steps: vec![SubStepReport {
+                    ordinal: 0,
+                    name: "cpu pass".into(),
+                    state: StageState::Passed,
+                    device: None,
+                    started_at: None,
+                    completed_at: None,
+                    summary: None,
+                }],
+            },
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(verdict["state"], "failed");
+    let d = coord.run_detail(run).await;
+    assert!(
+        d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "breach"
+                && e["message"].as_str().unwrap().contains("coretemp/Core 3")),
+        "the breach is an event: {}",
+        d["events"]
+    );
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("coretemp/Core 3 = 93.5 breached lt 90"),
+        "{verdict}"
+    );
+    assert_eq!(verdict["directive"]["directive"], "hold");
+    let public_key = verdict["directive"]["public_key"].as_str().unwrap();
+    assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
+
+    let (_, late) = agent
+        .send(vec![sample(Kind::Temp, "coretemp/Core 3", 99.0, Some(4))])
+        .await;
+    assert_eq!(late["directive"]["directive"], "hold");
+    let d = coord.run_detail(run).await;
+    assert_eq!(d["state"], "FailedHolding");
+    assert_eq!(d["failed_stage"], "CPUStress");
+    assert_eq!(d["result"], json!(null));
+    assert_eq!(d["stages"][4]["sub_steps"][0]["name"], "cpu pass");
+    let db = coord.db();
+    let evaluated_late: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM threshold_evaluations WHERE observed = 99.0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        evaluated_late, 0,
+        "a sample after its stage ended is stored, not gated"
+    );
+    let stored_late: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM measurements WHERE value = 99.0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored_late, 1);
+    // The private hold key is on disk, 0600, recorded as artifact.
+    let path: String = db
+        .query_row(
+            "SELECT path FROM artifacts WHERE run_id = ?1 AND kind = 'hold_key'",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (st, key) = coord.op_get(&format!("/runs/{run}/hold-key")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(key["private_key"]
+        .as_str()
+        .unwrap()
+        .contains("OPENSSH PRIVATE KEY"));
+
+    // Next stage cannot start on a held run; the agent reports its address.
+    let (st, body) = agent.start_stage(5).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    let (st, _) = agent
+        .post("/hold-ip", json!({"hold_ip": "127.0.0.1"}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = coord
+        .op_post(
+            &format!("/runs/{run}/release"),
+            json!({"power": "poweroff"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "Failed");
+    assert_eq!(body["result"], "fail");
+    assert_eq!(body["hold_ip"], "127.0.0.1");
+    let (_, d) = agent.post("/heartbeat", json!({})).await;
+    assert_eq!(
+        d["directive"],
+        json!({"directive": "release", "power": "poweroff"})
+    );
+}
+
+/// The agent reports what a disk's surface scan found, as facts; the gate
+/// fails the stage and the sub-step of the disk the breach names, not the
+/// other disk's, and keeps what the agent found beside its reason.
+#[tokio::test]
+async fn bad_blocks_the_agent_found_fail_that_disks_sub_step_in_the_gate() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-d", MAC, None).await;
+    let run = coord
+        .start_run("node-d", json!({"non_destructive": false}))
+        .await;
+    let mut agent = coord.agent(MAC, "boot-1").await;
+    let surface = common::stage::Stage::DiskSurface.ordinal();
+    for ordinal in 0..surface {
+        support::pass_stage(&agent, ordinal).await;
+    }
+    let (st, body) = agent.start_stage(surface).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, ack) = agent
+        .send(vec![
+            sample(Kind::Disk, "vdb/bad_blocks", 2.0, Some(surface)),
+            sample(Kind::Disk, "vdc/bad_blocks", 0.0, Some(surface)),
+        ])
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ack}");
+    let found = json!({"bad_blocks": 2, "bad_sector_ranges": [[4096, 4103]]});
+    let disk = |ordinal: u32, dev: &str, summary: serde_json::Value| SubStepReport {
+        ordinal,
+        name: format!("{dev} badblocks"),
+        state: StageState::Passed,
+        device: Some(dev.into()),
+        started_at: None,
+        completed_at: None,
+        summary: Some(summary),
+    };
+    let (st, verdict) = agent
+        .finish_with(
+            surface,
+            StageFinish {
+                outcome: StageOutcome::Passed,
+                reason: None,
+                at: None,
+                summary: None,
+                sub_steps: vec![disk(0, "vdb", found), disk(1, "vdc", json!({}))],
+            },
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{verdict}");
+    assert_eq!(verdict["state"], "failed", "{verdict}");
+    assert!(
+        verdict["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("vdb/bad_blocks = 2")),
+        "{verdict}"
+    );
+    let d = coord.run_detail(run).await;
+    assert_eq!(d["failed_stage"], "DiskSurface");
+    let subs = d["stages"][surface as usize]["sub_steps"]
+        .as_array()
+        .unwrap();
+    let summary = |i: usize| -> serde_json::Value {
+        serde_json::from_str(subs[i]["summary_json"].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(subs[0]["state"], "failed", "{subs:?}");
+    assert_eq!(summary(0)["bad_sector_ranges"], json!([[4096, 4103]]));
+    assert!(
+        summary(0)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("vdb/bad_blocks")),
+        "{subs:?}"
+    );
+    assert_eq!(subs[1]["state"], "passed", "the clean disk: {subs:?}");
+}
