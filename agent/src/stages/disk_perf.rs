@@ -51,6 +51,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         let mut subs = vec![sub_step(
             2 * i,
             format!("{} fio read", d.name),
+            None,
             state,
             started,
             ctx.clock.now(),
@@ -66,6 +67,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
             subs.push(sub_step(
                 2 * i + 1,
                 format!("{} fio write", d.name),
+                None,
                 state,
                 started,
                 ctx.clock.now(),

@@ -272,9 +272,13 @@ impl StageReport {
     }
 }
 
+/// One sub-step's report. `device` names the disk or NIC it tested, so a
+/// critical breach on that device fails it; `None` where several sub-steps
+/// share a device (DiskPerf's read and write passes).
 pub fn sub_step(
     ordinal: usize,
     name: String,
+    device: Option<&str>,
     state: StageState,
     started: Timestamp,
     ended: Timestamp,
@@ -284,7 +288,7 @@ pub fn sub_step(
         ordinal: ordinal as u32,
         name,
         state,
-        device: None,
+        device: device.map(str::to_string),
         started_at: Some(started),
         completed_at: Some(ended),
         summary: Some(summary),
@@ -322,16 +326,15 @@ where
     let jobs = ctx.disks().iter().enumerate().map(|(i, d)| async move {
         let started = ctx.clock.now();
         let (state, summary) = one(i, d).await;
-        let mut s = sub_step(
+        sub_step(
             i,
             format!("{} {what}", d.name),
+            Some(&d.name),
             state,
             started,
             ctx.clock.now(),
             summary,
-        );
-        s.device = Some(d.name.clone());
-        s
+        )
     });
     futures_util::future::join_all(jobs).await
 }

@@ -63,16 +63,15 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
                 }
             },
         };
-        let mut sub = sub_step(
+        subs.push(sub_step(
             i,
             format!("{} iperf3", nic.name),
+            Some(&nic.name),
             state,
             started,
             ctx.clock.now(),
             summary,
-        );
-        sub.device = Some(nic.name.clone());
-        subs.push(sub);
+        ));
     }
     StageReport::from_sub_steps(subs, serde_json::json!({"nics": ctx.nics().len()}))
 }
