@@ -233,6 +233,24 @@ pub fn apply_transition(
     Ok(to)
 }
 
+/// Records how a released hold leaves the host (`power`) and why.
+pub fn released(
+    tx: &Connection,
+    run_id: i64,
+    host_id: i64,
+    power: Power,
+    why: gate::GateEvent,
+    now: Timestamp,
+) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE runs SET release_power = ?1 WHERE id = ?2",
+        (power.as_str(), run_id),
+    )?;
+    let (level, kind, message) = (why.level, why.kind, why.message);
+    insert_plain_event(tx, Some(run_id), host_id, level, kind, message, now)?;
+    Ok(())
+}
+
 pub fn operator_transition(
     tx: &Connection,
     run_id: i64,
@@ -248,19 +266,12 @@ pub fn operator_transition(
     match event {
         RunEvent::Release => {
             let power = power.unwrap_or_default();
-            tx.execute(
-                "UPDATE runs SET release_power = ?1 WHERE id = ?2",
-                (power.as_str(), run_id),
-            )?;
-            insert_plain_event(
-                tx,
-                Some(run_id),
-                host_id,
-                EventLevel::Info,
-                EventKind::Release,
-                format!("hold released by operator (power: {})", power.as_str()),
-                now,
-            )?;
+            let event = gate::GateEvent {
+                level: EventLevel::Info,
+                kind: EventKind::Release,
+                message: format!("hold released by operator (power: {})", power.as_str()),
+            };
+            released(tx, run_id, host_id, power, event, now)?;
         }
         RunEvent::OperatorAbort => {
             if let Some(stage) = running_stage {

@@ -9,7 +9,7 @@ use common::run_state::RunEvent;
 use common::time::Timestamp;
 
 use super::insert_plain_event;
-use super::runs::apply_transition;
+use super::runs::{apply_transition, released};
 use crate::gate;
 use crate::store::StoreResult;
 
@@ -61,19 +61,7 @@ pub fn expire_holds(tx: &Connection, cutoff: Timestamp, now: Timestamp) -> Store
     for (run_id, host_id, since) in held {
         let (power, event) = gate::hold_expired(&since);
         apply_transition(tx, run_id, RunEvent::HoldTimeout, now)?;
-        tx.execute(
-            "UPDATE runs SET release_power = ?1 WHERE id = ?2",
-            (power.as_str(), run_id),
-        )?;
-        insert_plain_event(
-            tx,
-            Some(run_id),
-            host_id,
-            event.level,
-            event.kind,
-            event.message,
-            now,
-        )?;
+        released(tx, run_id, host_id, power, event, now)?;
         ended.push(run_id);
     }
     Ok(ended)
