@@ -18,13 +18,37 @@ use vet_agent::host_mode::{self, HostModeOptions};
 use vet_agent::run::{boot, BootOptions};
 use vet_agent::tools::{self, judge};
 
+/// `vet.<name>=VALUE` from /proc/cmdline, if the kernel was given it.
+fn kernel_cmdline_value(name: &str) -> anyhow::Result<Option<String>> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    let prefix = format!("vet.{name}=");
+    Ok(cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .map(str::to_string))
+}
+
+/// The host's claim secret: `--claim-secret-file`, else `vet.claim=` on the
+/// kernel command line, else none.
+fn claim_secret(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let secret = match file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the claim secret {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => kernel_cmdline_value("claim").unwrap_or(None),
+    };
+    if secret.as_deref() == Some("") {
+        anyhow::bail!("the claim secret is empty");
+    }
+    Ok(secret)
+}
+
 /// `vet.coordinator=URL` from /proc/cmdline (what the live image passes).
 fn kernel_cmdline_coordinator() -> anyhow::Result<String> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("vet.coordinator="))
-        .map(str::to_string)
+    kernel_cmdline_value("coordinator")?
         .context("no --coordinator given and no vet.coordinator=URL on the kernel command line")
 }
 
@@ -85,6 +109,10 @@ struct BootArgs {
     /// The port a held host's SSH server listens on (started if none does).
     #[arg(long, default_value_t = 22)]
     ssh_port: u16,
+    /// File holding the host's claim secret (`vetctl host add|edit
+    /// --claim-secret-file`); default: `vet.claim=` on the kernel command line.
+    #[arg(long, env = "VET_CLAIM_SECRET_FILE")]
+    claim_secret_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -150,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 claim_timeout: Duration::from_secs(60),
                 macs: None,
                 boot_id: None,
+                claim_secret: None,
                 kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions::root_default(work_dir.join("ssh")),
             };
@@ -194,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 claim_timeout: Duration::from_secs(a.claim_timeout),
                 macs: None,
                 boot_id: None,
+                claim_secret: claim_secret(a.claim_secret_file.as_deref())?,
                 kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions {
                     authorized_keys: a.authorized_keys,

@@ -55,6 +55,8 @@ pub struct BootOptions {
     /// Overrides for tests: the MACs and boot id to claim with.
     pub macs: Option<Vec<Mac>>,
     pub boot_id: Option<String>,
+    /// The host's claim secret, when its host has one.
+    pub claim_secret: Option<String>,
     /// Where a hold installs its key and which port its SSH server uses.
     pub hold: crate::hold::HoldOptions,
     /// The kernel log to follow (`/dev/kmsg`); `None` follows nothing.
@@ -84,10 +86,8 @@ async fn claim(client: &Client, opts: &BootOptions) -> anyhow::Result<ClaimRespo
         .clone()
         .or_else(|| host::boot_id(&opts.roots))
         .unwrap_or_else(|| "unknown-boot".into());
-    let req = ClaimRequest {
-        macs: macs.clone(),
-        boot_id,
-    };
+    let mut req = ClaimRequest::new(macs.clone(), boot_id, env!("CARGO_PKG_VERSION"));
+    req.claim_secret = opts.claim_secret.clone();
     let deadline = Instant::now() + opts.claim_timeout;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
     loop {
@@ -95,6 +95,25 @@ async fn claim(client: &Client, opts: &BootOptions) -> anyhow::Result<ClaimRespo
             Ok(c) => return Ok(c),
             Err(UplinkError::Rejected { status: 404, .. }) => {
                 "nothing queued for this machine yet".to_string()
+            }
+            // The run's previous agent (an earlier boot, or a process that
+            // just died) still counts as alive; it is ours once it is silent.
+            Err(UplinkError::Rejected {
+                status: 409,
+                code,
+                message,
+                ..
+            }) if code == "claim_conflict" => {
+                format!("the run is still held by an agent that heartbeats: {message}")
+            }
+            // The operator may still set the secret this agent carries.
+            Err(UplinkError::Rejected {
+                status: 403,
+                code,
+                message,
+                ..
+            }) if code == "claim_secret_mismatch" => {
+                format!("the host's claim secret does not match: {message}")
             }
             Err(UplinkError::Transient(e)) => format!("coordinator unreachable: {e}"),
             Err(e) => return Err(e).context("claim refused"),

@@ -20,7 +20,7 @@ use common::stage::Stage;
 use common::time::Timestamp;
 use common::wire::{RunCreate, StageFinish, StageOutcome};
 use coordinator::store::sqlite::SqliteStore;
-use coordinator::store::{NewHost, Store};
+use coordinator::store::{ClaimAttempt, NewHost, Store};
 
 use crate::daemon::{client, post, start_daemon, Daemon};
 
@@ -56,7 +56,8 @@ pub(crate) fn prepared_store(path: &Path) -> anyhow::Result<(SqliteStore, i64)> 
         },
         now,
     )?;
-    store.claim(&["52:54:00:be:00:01".parse()?], "b", "", now)?;
+    let attempt = ClaimAttempt::new(vec!["52:54:00:be:00:01".parse()?], "b", "", "bench");
+    store.claim(&attempt, now)?;
     for o in 0..4 {
         store.start_stage(run.id, o, now, now)?;
         let finish = StageFinish {

@@ -22,6 +22,9 @@ string_enum!(
         Claim => "claim",
         /// A new boot resumed a running run.
         Resume => "resume",
+        /// A claim of a running run whose agent still heartbeats, refused
+        /// (the caller's address in the message).
+        ClaimRefused => "claim_refused",
         /// A critical threshold breached during a stage.
         Breach => "breach",
         /// The agent's interlock refused a destructive sub-step.

@@ -39,6 +39,10 @@ pub struct RawConfig {
     pub webhook_max_attempts: Option<u32>,
     /// First retry delay, seconds; doubled per failed try (at most an hour).
     pub webhook_backoff_s: Option<u64>,
+    /// Claims per second one source address may make on average.
+    pub claim_rate: Option<f64>,
+    /// Claims one source address may make at once.
+    pub claim_burst: Option<u32>,
 }
 
 impl RawConfig {
@@ -114,6 +118,12 @@ impl RawConfig {
         if let Some(v) = get("VET_WEBHOOK_BACKOFF_S") {
             self.webhook_backoff_s = Some(num("VET_WEBHOOK_BACKOFF_S", v)?);
         }
+        if let Some(v) = get("VET_CLAIM_RATE") {
+            self.claim_rate = Some(num("VET_CLAIM_RATE", v)?);
+        }
+        if let Some(v) = get("VET_CLAIM_BURST") {
+            self.claim_burst = Some(num("VET_CLAIM_BURST", v)?);
+        }
         if let Some(v) = get("VET_IPERF3_HOST") {
             self.iperf3_host = Some(v);
         }
@@ -142,6 +152,10 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// Delay before the first retry; doubled per failure, at most an hour.
     pub webhook_backoff: Duration,
+    /// Claims per second per source address, on average.
+    pub claim_rate: f64,
+    /// Claims per source address at once.
+    pub claim_burst: u32,
 }
 
 impl Config {
@@ -162,6 +176,8 @@ impl Config {
             webhooks: Vec::new(),
             webhook_max_attempts: 10,
             webhook_backoff: Duration::from_secs(5),
+            claim_rate: 20.0,
+            claim_burst: 100,
         }
     }
 
@@ -225,6 +241,17 @@ impl Config {
         if let Some(s) = raw.webhook_backoff_s {
             anyhow::ensure!(s >= 1, "webhook_backoff_s: must be at least 1 second");
             c.webhook_backoff = Duration::from_secs(s);
+        }
+        if let Some(r) = raw.claim_rate {
+            anyhow::ensure!(
+                r.is_finite() && r >= 0.01,
+                "claim_rate: {r} is below the minimum of 0.01 claims per second"
+            );
+            c.claim_rate = r;
+        }
+        if let Some(b) = raw.claim_burst {
+            anyhow::ensure!(b >= 1, "claim_burst: must be at least 1");
+            c.claim_burst = b;
         }
         Ok(c)
     }

@@ -10,6 +10,7 @@ use common::measurement::Kind;
 use common::run_state::{RunEvent, RunResult, RunState};
 use common::stage::{StageReason, StageState};
 use common::threshold::Op;
+use common::time::Timestamp;
 use common::wire::{Directive, Power, StageOutcome, SubStepReport};
 
 /// The facts a directive is computed from (see `gate::directive_for`).
@@ -244,6 +245,114 @@ pub fn stage_after_run_ended(run_state: RunState) -> StageDecision {
         run_event: None,
         events: Vec::new(),
         sub_steps: Vec::new(),
+    }
+}
+
+/// What a claim of a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A queued run was claimed for the first time.
+    First,
+    /// The same boot claimed again after its heartbeat went stale; the
+    /// token was re-issued.
+    SameBoot,
+    /// A new boot resumed a running run whose heartbeat went stale.
+    Resumed,
+}
+
+/// How many heartbeat intervals a running run's agent may miss before a
+/// new claim may take the run over.
+pub const CLAIM_TAKEOVER_MISSED_BEATS: u64 = 3;
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// The run's agent still heartbeats (`409 claim_conflict`).
+    Conflict,
+    /// The host has a claim secret and the claim did not carry it
+    /// (`403 claim_secret_mismatch`).
+    SecretMismatch,
+    /// The agent speaks a protocol this coordinator does not serve
+    /// (`409 agent_incompatible`).
+    Incompatible,
+}
+
+/// The facts a claim of a found run is decided from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimFacts<'a> {
+    pub state: RunState,
+    /// The claim's boot id is the run's.
+    pub same_boot: bool,
+    /// The run's last heartbeat (the claim counts as one).
+    pub last_heartbeat: Option<Timestamp>,
+    pub heartbeat_interval_s: u64,
+    pub now: Timestamp,
+    /// Who asked, for the refusal's event.
+    pub caller: &'a str,
+    /// The hash of the host's claim secret ('' when it has none).
+    pub host_secret_hash: &'a str,
+    /// The hash of the secret the claim carried.
+    pub claim_secret_hash: Option<&'a str>,
+    /// The protocol the agent speaks, and its version as it said.
+    pub protocol_version: u32,
+    pub agent_version: Option<&'a str>,
+}
+
+/// Decides a claim: an agent whose protocol this coordinator does not
+/// serve, or that lacks its host's claim secret, is refused; the first
+/// claim of a queued run wins; a running run is taken over (same boot:
+/// token re-issued; new boot: resumed) only after its agent missed
+/// [`CLAIM_TAKEOVER_MISSED_BEATS`] heartbeats. While it still heartbeats
+/// the claim is refused, so nobody who knows a MAC can take a live run
+/// from its agent. Each refusal is a `claim_refused` event.
+pub fn claim(facts: &ClaimFacts<'_>) -> Result<ClaimKind, (ClaimRefusal, GateEvent)> {
+    let refuse = |why: ClaimRefusal, what: String| {
+        let event = GateEvent {
+            level: EventLevel::Warn,
+            kind: EventKind::ClaimRefused,
+            message: format!("claim from {} refused: {what}", facts.caller),
+        };
+        Err((why, event))
+    };
+    let served = common::wire::MIN_PROTOCOL_VERSION..=common::wire::PROTOCOL_VERSION;
+    if !served.contains(&facts.protocol_version) {
+        return refuse(
+            ClaimRefusal::Incompatible,
+            format!(
+                "agent {} speaks protocol {}; this coordinator serves {} to {}",
+                facts.agent_version.unwrap_or("(version not given)"),
+                facts.protocol_version,
+                served.start(),
+                served.end()
+            ),
+        );
+    }
+    if !facts.host_secret_hash.is_empty() && facts.claim_secret_hash != Some(facts.host_secret_hash)
+    {
+        let what = match facts.claim_secret_hash {
+            None => "the host has a claim secret and the claim carried none",
+            Some(_) => "the claim's secret is not the host's",
+        };
+        return refuse(ClaimRefusal::SecretMismatch, what.to_string());
+    }
+    if facts.state == RunState::Queued {
+        return Ok(ClaimKind::First);
+    }
+    let window_ms = (facts.heartbeat_interval_s * CLAIM_TAKEOVER_MISSED_BEATS * 1000) as i64;
+    let since_ms = facts
+        .last_heartbeat
+        .map(|t| facts.now.unix_millis() - t.unix_millis());
+    match since_ms {
+        Some(ms) if ms < window_ms => refuse(
+            ClaimRefusal::Conflict,
+            format!(
+                "the run's agent heartbeated {:.1} s ago (a claim may take the run over after {} s of silence)",
+                ms.max(0) as f64 / 1000.0,
+                window_ms / 1000
+            ),
+        ),
+        _ if facts.same_boot => Ok(ClaimKind::SameBoot),
+        _ => Ok(ClaimKind::Resumed),
     }
 }
 
@@ -634,6 +743,84 @@ mod tests {
             d.sub_steps[0].reason.contains("sda/bad_blocks = 2"),
             "{:?}",
             d.sub_steps
+        );
+    }
+
+    #[test]
+    fn a_running_run_is_taken_over_only_after_three_silent_intervals() {
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let ago = |s: i64| Some(Timestamp::from_unix_millis(1_000_000 - s * 1000));
+        let f = |state, same_boot, last_heartbeat| ClaimFacts {
+            state,
+            same_boot,
+            last_heartbeat,
+            heartbeat_interval_s: 5,
+            now,
+            caller: "192.0.2.9",
+            host_secret_hash: "",
+            claim_secret_hash: None,
+            protocol_version: common::wire::PROTOCOL_VERSION,
+            agent_version: Some("0.1.0"),
+        };
+        assert_eq!(
+            claim(&f(RunState::Queued, false, None)),
+            Ok(ClaimKind::First)
+        );
+        for same_boot in [true, false] {
+            let (why, event) = claim(&f(RunState::Running, same_boot, ago(14))).unwrap_err();
+            assert_eq!(why, ClaimRefusal::Conflict);
+            assert_eq!(event.kind, EventKind::ClaimRefused);
+            assert_eq!(event.level, EventLevel::Warn);
+            assert!(event.message.contains("192.0.2.9"), "{}", event.message);
+        }
+        assert_eq!(
+            claim(&f(RunState::Running, true, ago(15))),
+            Ok(ClaimKind::SameBoot)
+        );
+        assert_eq!(
+            claim(&f(RunState::Running, false, ago(15))),
+            Ok(ClaimKind::Resumed)
+        );
+        assert_eq!(
+            claim(&f(RunState::Running, false, None)),
+            Ok(ClaimKind::Resumed),
+            "never heartbeated"
+        );
+    }
+
+    #[test]
+    fn a_claim_needs_the_hosts_secret_and_a_protocol_this_coordinator_serves() {
+        let base = ClaimFacts {
+            state: RunState::Queued,
+            same_boot: false,
+            last_heartbeat: None,
+            heartbeat_interval_s: 5,
+            now: Timestamp::from_unix_millis(0),
+            caller: "192.0.2.9",
+            host_secret_hash: "abc",
+            claim_secret_hash: Some("abc"),
+            protocol_version: 1,
+            agent_version: None,
+        };
+        assert_eq!(claim(&base), Ok(ClaimKind::First));
+        for given in [None, Some("abd")] {
+            let f = ClaimFacts {
+                claim_secret_hash: given,
+                ..base.clone()
+            };
+            assert_eq!(claim(&f).unwrap_err().0, ClaimRefusal::SecretMismatch);
+        }
+        let f = ClaimFacts {
+            protocol_version: common::wire::PROTOCOL_VERSION + 1,
+            agent_version: Some("9.0.0"),
+            ..base.clone()
+        };
+        let (why, event) = claim(&f).unwrap_err();
+        assert_eq!(why, ClaimRefusal::Incompatible);
+        assert!(
+            event.message.contains("agent 9.0.0 speaks protocol"),
+            "{}",
+            event.message
         );
     }
 }

@@ -320,7 +320,9 @@ pub(crate) mod tests {
             require_all_disks: false,
         };
         let run = create_run(store, &req, now).unwrap();
-        store.claim(&[mac], "b", "x", now).unwrap().unwrap();
+        let attempt = crate::store::ClaimAttempt::new(vec![mac], "b", "x", "test");
+        let claimed = store.claim(&attempt, now).unwrap();
+        assert!(matches!(claimed, crate::store::ClaimOutcome::Claimed(_)));
         store.start_stage(run.id, 0, now, now).unwrap();
         let failed = StageFinish {
             outcome: StageOutcome::Failed,

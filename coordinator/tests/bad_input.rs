@@ -201,6 +201,14 @@ async fn bad_inputs_are_refused_and_change_nothing() {
             S::BAD_REQUEST,
         ),
         case(
+            "65 MACs in one claim (too_many_macs)",
+            Method::POST,
+            "/claim",
+            NoToken,
+            &json!({"macs": (0..65).map(|i| format!("52:54:00:77:00:{i:02x}")).collect::<Vec<_>>(), "boot_id": "b"}).to_string(),
+            S::BAD_REQUEST,
+        ),
+        case(
             "empty boot id",
             Method::POST,
             "/claim",

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use common::measurement::Kind;
-use support::{pass_stage, sample, TestCoordinator, SPEC};
+use support::{pass_stage, sample, TestAgent, TestCoordinator, SPEC};
 
 /// DESIGN.md's route table (paths are fixed by the contract), the agent
 /// routes under `/runs/{id}/…`, and what the issues added.
@@ -184,7 +184,7 @@ async fn real_answers_match_the_documented_schemas() {
     let run = coord.start_run("node-o", json!({})).await;
     let (_, claim) = coord.claim(&["52:54:00:00:0a:01"], "boot-o").await;
     assert_matches(&doc, "post", "/api/v1/claim", &claim);
-    let mut agent = coord.agent("52:54:00:00:0a:01", "boot-o").await;
+    let mut agent = TestAgent::from_claim(&coord, serde_json::from_value(claim).unwrap());
     pass_stage(&agent, 0).await;
     let (_, directive) = agent.start_stage(1).await;
     assert_matches(

@@ -102,10 +102,7 @@ async fn a_coordinator_crash_mid_stream_loses_and_duplicates_nothing() {
     queued_run(&coord, &mac.to_string()).await;
     let client = Arc::new(Client::new(&coord.base).unwrap());
     let claim = client
-        .claim(&ClaimRequest {
-            macs: vec![mac],
-            boot_id: "b1".into(),
-        })
+        .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await
         .unwrap();
     let spool = dir.path().join("agent.spool");
@@ -167,10 +164,7 @@ async fn batches_spooled_while_the_coordinator_is_away_survive_an_agent_restart(
     queued_run(&coord, &mac.to_string()).await;
     let client = Arc::new(Client::new(&coord.base).unwrap());
     let claim = client
-        .claim(&ClaimRequest {
-            macs: vec![mac],
-            boot_id: "b1".into(),
-        })
+        .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await
         .unwrap();
     coord.task.abort();
@@ -190,14 +184,13 @@ async fn batches_spooled_while_the_coordinator_is_away_survive_an_agent_restart(
     tasks.abort();
     drop(uplink);
 
-    // The coordinator comes back; a new agent process replays the spool first.
+    // The coordinator comes back; a new agent process, once the crashed
+    // one's heartbeat is stale, claims again and replays the spool first.
     let coord = start(dir.path(), port).await;
+    testkit::silence(&dir.path().join("vetting.db"), claim.run_id, 60);
     let client = Arc::new(Client::new(&coord.base).unwrap());
     let claim = client
-        .claim(&ClaimRequest {
-            macs: vec![mac],
-            boot_id: "b1".into(),
-        })
+        .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await
         .unwrap();
     let (uplink, tasks) = Uplink::start(client.clone(), &spool, claim.next_batch_seq).unwrap();
@@ -221,10 +214,7 @@ async fn a_live_breach_reaches_the_agent_as_abort_stage() {
     queued_run(&coord, &mac.to_string()).await;
     let client = Arc::new(Client::new(&coord.base).unwrap());
     let claim = client
-        .claim(&ClaimRequest {
-            macs: vec![mac],
-            boot_id: "b1".into(),
-        })
+        .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await
         .unwrap();
     let _: Value = client.post("/stages/0/start", &json!({})).await.unwrap();

@@ -163,20 +163,16 @@ impl TestCoordinator {
         read(resp).await
     }
 
+    /// Makes run `run`'s agent look silent for `secs` (see [`silence`]).
+    pub fn silence(&self, run: i64, secs: i64) {
+        silence(&self.db_path(), run, secs);
+    }
+
     /// Claims and returns an agent for the claimed run.
     pub async fn agent(&self, mac: &str, boot_id: &str) -> TestAgent {
         let (status, body) = self.claim(&[mac], boot_id).await;
         assert_eq!(status, StatusCode::OK, "claim: {body}");
-        let claim: ClaimResponse = serde_json::from_value(body).unwrap();
-        TestAgent {
-            base: self.base.clone(),
-            http: self.http.clone(),
-            run_id: claim.run_id,
-            token: claim.token.clone(),
-            seq: claim.next_batch_seq,
-            produced: 0,
-            claim,
-        }
+        TestAgent::from_claim(self, serde_json::from_value(body).unwrap())
     }
 }
 
@@ -247,6 +243,20 @@ impl Operator<'_> {
     }
 }
 
+/// Makes run `run`'s agent in the database at `db` look silent for `secs`
+/// (its last heartbeat moved back), as if that much time had passed
+/// without one: what lets a new claim take the run over.
+pub fn silence(db: &Path, run: i64, secs: i64) {
+    let then = Timestamp::from_datetime(chrono::Utc::now() - chrono::Duration::seconds(secs));
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute(
+        "UPDATE runs SET last_heartbeat_at = ?1 WHERE id = ?2",
+        (then.to_string(), run),
+    )
+    .unwrap();
+}
+
 pub fn open_db(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
 }
@@ -288,6 +298,21 @@ pub struct TestAgent {
     pub seq: u64,
     pub produced: u64,
     pub claim: ClaimResponse,
+}
+
+impl TestAgent {
+    /// The agent a claim answered.
+    pub fn from_claim(coord: &TestCoordinator, claim: ClaimResponse) -> TestAgent {
+        TestAgent {
+            base: coord.base.clone(),
+            http: coord.http.clone(),
+            run_id: claim.run_id,
+            token: claim.token.clone(),
+            seq: claim.next_batch_seq,
+            produced: 0,
+            claim,
+        }
+    }
 }
 
 pub fn sample(kind: Kind, key: &str, value: f64, stage: Option<u32>) -> Sample {

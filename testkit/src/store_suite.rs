@@ -6,6 +6,7 @@
 //! wrong by panicking with the check's name. Never: reach past the trait
 //! (no SQL here).
 
+use common::event::EventKind;
 use common::mac::Mac;
 use common::measurement::Kind;
 use common::profile::Profile;
@@ -15,7 +16,10 @@ use common::threshold::{self, Rule};
 use common::time::Timestamp;
 use common::wire::{Directive, MeasurementBatch, Overrides, Power, StageFinish, StageOutcome};
 use coordinator::gate;
-use coordinator::store::{ClaimKind, NewHost, NewRun, Store, StoreError};
+use coordinator::store::{
+    ClaimAttempt, ClaimKind, ClaimOutcome, ClaimRefusal, Claimed, NewHost, NewRun, Store,
+    StoreError,
+};
 
 use crate::sample;
 
@@ -26,8 +30,8 @@ pub type Check = (&'static str, fn(&dyn Store));
 pub const CHECKS: &[Check] = &[
     ("hosts_are_unique_by_name", hosts_are_unique_by_name),
     (
-        "a_claim_hands_out_the_queued_run_once_per_boot",
-        a_claim_hands_out_the_queued_run_once_per_boot,
+        "a_claim_hands_out_the_queued_run_once_and_a_live_run_to_nobody",
+        a_claim_hands_out_the_queued_run_once_and_a_live_run_to_nobody,
     ),
     (
         "batches_are_numbered_resends_acknowledged_gaps_refused",
@@ -93,12 +97,22 @@ fn host_with_run(store: &dyn Store, name: &str, m: Mac) -> (i64, i64) {
     (host.id, run.id)
 }
 
+/// A claim of `m` by `boot`, handing out a token with hash `hash`.
+fn attempt(m: Mac, boot: &str, hash: &str) -> ClaimAttempt {
+    ClaimAttempt::new(vec![m], boot, hash, "192.0.2.7")
+}
+
+/// The claim, which must have won.
+fn won(outcome: ClaimOutcome) -> Claimed {
+    match outcome {
+        ClaimOutcome::Claimed(c) => *c,
+        other => panic!("the claim did not win: {other:?}"),
+    }
+}
+
 /// Claims the run for `m` and passes its pending stages before `pass_until`.
 fn claimed(store: &dyn Store, m: Mac, pass_until: u32) {
-    let claim = store
-        .claim(&[m], "boot-1", "hash-1", t(2))
-        .unwrap()
-        .unwrap();
+    let claim = won(store.claim(&attempt(m, "boot-1", "hash-1"), t(2)).unwrap());
     let run = claim.run.id;
     for s in claim.stages.iter().filter(|s| s.ordinal < pass_until) {
         if s.state == StageState::Pending {
@@ -145,16 +159,15 @@ fn hosts_are_unique_by_name(store: &dyn Store) {
     assert!(matches!(store.host("b"), Err(StoreError::NotFound(_))));
 }
 
-fn a_claim_hands_out_the_queued_run_once_per_boot(store: &dyn Store) {
-    assert!(store
-        .claim(&[mac(9)], "boot-x", "h", t(2))
-        .unwrap()
-        .is_none());
+fn a_claim_hands_out_the_queued_run_once_and_a_live_run_to_nobody(store: &dyn Store) {
+    assert!(matches!(
+        store.claim(&attempt(mac(9), "boot-x", "h"), t(2)).unwrap(),
+        ClaimOutcome::NothingQueued
+    ));
     let (_, run) = host_with_run(store, "c", mac(3));
-    let first = store
-        .claim(&[mac(3)], "boot-1", "hash-1", t(2))
-        .unwrap()
-        .unwrap();
+    let first = won(store
+        .claim(&attempt(mac(3), "boot-1", "hash-1"), t(2))
+        .unwrap());
     assert_eq!(
         (first.run.id, first.kind, first.resume_from),
         (run, ClaimKind::First, 0)
@@ -162,10 +175,31 @@ fn a_claim_hands_out_the_queued_run_once_per_boot(store: &dyn Store) {
     assert_eq!(first.run.state, RunState::Running);
     assert_eq!(first.next_batch_seq, 1);
     assert_eq!(first.stages.len(), DEFAULT_STAGE_ORDER.len());
-    let again = store
-        .claim(&[mac(3)], "boot-1", "hash-2", t(3))
+    // While the agent heartbeats, nobody takes the run: not another boot,
+    // not the same boot id (anyone can send it), and the token stays.
+    let beat = Profile::Quick.definition().heartbeat_interval_s as i64;
+    for boot in ["evil", "boot-1"] {
+        let refused = store
+            .claim(&attempt(mac(3), boot, "hash-evil"), t(2 + 3 * beat - 1))
+            .unwrap();
+        assert!(
+            matches!(&refused, ClaimOutcome::Refused { run_id, message, why: ClaimRefusal::Conflict } if *run_id == run && message.contains("192.0.2.7")),
+            "{boot}: {refused:?}"
+        );
+        assert_eq!(store.agent_token_hash(run).unwrap(), "hash-1");
+    }
+    let refusals = store
+        .run_detail(run)
         .unwrap()
-        .unwrap();
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::ClaimRefused)
+        .count();
+    assert_eq!(refusals, 2);
+    // After three silent intervals the same boot takes it back.
+    let again = won(store
+        .claim(&attempt(mac(3), "boot-1", "hash-2"), t(2 + 3 * beat))
+        .unwrap());
     assert_eq!(again.kind, ClaimKind::SameBoot);
     assert_eq!(store.agent_token_hash(run).unwrap(), "hash-2");
 }

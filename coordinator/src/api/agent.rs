@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -24,7 +27,7 @@ use super::error::{ApiError, AppJson};
 use super::AppState;
 use crate::auth;
 use crate::lifecycle::{self, now};
-use crate::store::{NewArtifact, RunFacts, Store};
+use crate::store::{ClaimAttempt, ClaimOutcome, ClaimRefusal, NewArtifact, RunFacts, Store};
 
 pub async fn health() -> Json<Health> {
     Json(Health {
@@ -34,8 +37,12 @@ pub async fn health() -> Json<Health> {
     })
 }
 
+/// Most MACs one claim may name (a server has a handful of NICs).
+pub const MAX_CLAIM_MACS: usize = 64;
+
 pub async fn claim(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     AppJson(req): AppJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
     if req.macs.is_empty() {
@@ -43,10 +50,15 @@ pub async fn claim(
             "macs must list at least one MAC address".into(),
         ));
     }
-    if req.macs.len() > 256 {
-        return Err(ApiError::BadRequest(
-            "macs lists more than 256 addresses".into(),
-        ));
+    if req.macs.len() > MAX_CLAIM_MACS {
+        return Err(ApiError::Refused {
+            status: StatusCode::BAD_REQUEST,
+            code: "too_many_macs",
+            message: format!(
+                "macs lists {} addresses; a claim may name at most {MAX_CLAIM_MACS}",
+                req.macs.len()
+            ),
+        });
     }
     let boot_id = req.boot_id.trim().to_string();
     if boot_id.is_empty() || boot_id.len() > 128 {
@@ -54,19 +66,54 @@ pub async fn claim(
             "boot_id must be 1 to 128 characters".into(),
         ));
     }
+    // After the shape checks: a malformed claim is a 400 at any rate.
+    app.claim_limit
+        .check(peer.ip())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let token = auth::new_token();
-    let hash = auth::hash_token(&token);
-    let macs = req.macs.clone();
-    let claimed = app
-        .db(move |s| Ok(s.claim(&macs, &boot_id, &hash, now())?))
-        .await?
-        .ok_or_else(|| {
+    let agent_version = req.agent_version.clone().map(|v| {
+        // Ours to print in events: printable, bounded.
+        v.chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect::<String>()
+    });
+    let attempt = ClaimAttempt {
+        macs: req.macs.clone(),
+        boot_id,
+        token_hash: auth::hash_token(&token),
+        caller: peer.ip().to_string(),
+        secret_hash: req.claim_secret.as_deref().map(auth::hash_token),
+        protocol_version: req.protocol_version.unwrap_or(1),
+        agent_version,
+    };
+    let outcome = app.db(move |s| Ok(s.claim(&attempt, now())?)).await?;
+    let claimed = match outcome {
+        ClaimOutcome::Claimed(c) => c,
+        ClaimOutcome::NothingQueued => {
             let list: Vec<String> = req.macs.iter().map(|m| m.to_string()).collect();
-            ApiError::NotFound(format!(
+            return Err(ApiError::NotFound(format!(
                 "no queued or running run for MACs {}",
                 list.join(", ")
-            ))
-        })?;
+            )));
+        }
+        ClaimOutcome::Refused {
+            run_id,
+            why,
+            message,
+        } => {
+            let (status, code) = match why {
+                ClaimRefusal::Conflict => (StatusCode::CONFLICT, "claim_conflict"),
+                ClaimRefusal::SecretMismatch => (StatusCode::FORBIDDEN, "claim_secret_mismatch"),
+                ClaimRefusal::Incompatible => (StatusCode::CONFLICT, "agent_incompatible"),
+            };
+            return Err(ApiError::Refused {
+                status,
+                code,
+                message: format!("run {run_id}: {message}"),
+            });
+        }
+    };
     let def = Profile::definition(claimed.run.profile);
     Ok(Json(ClaimResponse {
         run_id: claimed.run.id,

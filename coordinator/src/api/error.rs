@@ -3,7 +3,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -25,6 +26,15 @@ pub enum ApiError {
     Conflict(String),
     /// 409 with the expected batch number.
     BatchGap { got: u64, expected: u64 },
+    /// A refusal with its own status and error code (`claim_conflict`,
+    /// `too_many_macs`).
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    /// 429 `rate_limited`, with `Retry-After` in whole seconds.
+    RateLimited { retry_after: std::time::Duration },
     /// 413: body over the configured limit.
     TooLarge(String),
     /// 500: the cause goes to the log; the body says only "internal error".
@@ -49,6 +59,20 @@ impl ApiError {
                 format!("batch {got} does not follow the last accepted batch; expected {expected}"),
                 Some(*expected),
             ),
+            ApiError::Refused {
+                status,
+                code,
+                message,
+            } => (*status, *code, message.clone(), None),
+            ApiError::RateLimited { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests from this address; retry in {} s",
+                    retry_secs(*retry_after)
+                ),
+                None,
+            ),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m.clone(), None),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -58,6 +82,11 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// Whole seconds to wait, at least one.
+fn retry_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
 }
 
 impl IntoResponse for ApiError {
@@ -73,7 +102,13 @@ impl IntoResponse for ApiError {
                 expected_seq,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_secs(retry_after)));
+        }
+        response
     }
 }
 

@@ -8,6 +8,7 @@ mod agent;
 mod caller;
 pub mod dashboard;
 pub mod error;
+mod limit;
 mod openapi;
 mod operator;
 
@@ -38,16 +39,23 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub counters: Arc<crate::metrics::Counters>,
     pub sessions: Arc<dashboard::Sessions>,
+    /// Claims per source address.
+    pub claim_limit: Arc<limit::PerAddress>,
     operator_hash: Arc<str>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config, operator_token: &str) -> Self {
+        let claim_limit = Arc::new(limit::PerAddress::new(
+            config.claim_rate,
+            config.claim_burst,
+        ));
         Self {
             store,
             config: Arc::new(config),
             counters: Arc::default(),
             sessions: Arc::default(),
+            claim_limit,
             operator_hash: auth::hash_token(operator_token).into(),
         }
     }
@@ -279,6 +287,16 @@ pub fn router(state: AppState) -> Router {
             .returns::<HostToken>(),
         )
         .post(
+            &p("/hosts/{name}/claim-secret"),
+            operator::set_claim_secret,
+            Doc::new(
+                A::Operator,
+                "Set the host's claim secret (empty removes it): its runs are then claimed only by an agent that carries it",
+            )
+            .body::<ClaimSecret>()
+            .returns::<Host>(),
+        )
+        .post(
             &p("/host/heartbeat"),
             agent::host_heartbeat,
             Doc::new(
@@ -482,7 +500,8 @@ pub async fn serve(
         background.spawn("janitor", crate::janitor::run(store, retention));
     }
     tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "coordinator listening");
-    let result = axum::serve(listener, router(state))
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     background.shutdown().await;

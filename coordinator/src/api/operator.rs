@@ -101,6 +101,30 @@ pub async fn host_token(
     }))
 }
 
+/// Sets or removes the host's claim secret; only its hash is stored.
+pub async fn set_claim_secret(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    _: Operator,
+    AppJson(req): AppJson<common::wire::ClaimSecret>,
+) -> Result<Json<Host>, ApiError> {
+    let secret = req.claim_secret.as_str();
+    if !secret.is_empty() {
+        common::wire::ClaimSecret::check(secret).map_err(|e| {
+            ApiError::BadRequest(format!("claim_secret: {e} (or empty to remove it)"))
+        })?;
+    }
+    let hash = if secret.is_empty() {
+        String::new()
+    } else {
+        crate::auth::hash_token(secret)
+    };
+    Ok(Json(
+        app.db(move |s| Ok(s.set_claim_secret(&name, &hash, now())?))
+            .await?,
+    ))
+}
+
 pub async fn edit_host(
     State(app): State<AppState>,
     Path(name): Path<String>,

@@ -11,7 +11,7 @@
 mod rows;
 pub mod sqlite;
 
-pub use crate::gate::RunFacts;
+pub use crate::gate::{ClaimKind, ClaimRefusal, RunFacts};
 pub use rows::{
     Breach, MetricsSnapshot, PassResult, PlotSeries, BREACHES_SHOWN, SENSOR_PLOT_KINDS,
     THROUGHPUT_PLOT_KINDS,
@@ -127,14 +127,49 @@ pub struct Claimed {
     pub overrides: Overrides,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimKind {
-    /// A queued run was claimed for the first time.
-    First,
-    /// The same boot claimed again; the token was re-issued.
-    SameBoot,
-    /// A new boot resumed a running run.
-    Resumed,
+/// A claim as the agent made it.
+#[derive(Debug, Clone)]
+pub struct ClaimAttempt {
+    pub macs: Vec<Mac>,
+    pub boot_id: String,
+    /// The hash of the token the claim hands out if it wins.
+    pub token_hash: String,
+    /// The hash of the claim secret the agent carried, if any.
+    pub secret_hash: Option<String>,
+    /// The protocol the agent speaks, and its version, as it said.
+    pub protocol_version: u32,
+    pub agent_version: Option<String>,
+    /// The caller's address, for a refusal's event.
+    pub caller: String,
+}
+
+impl ClaimAttempt {
+    /// A claim without a secret by an agent of this build's protocol.
+    pub fn new(macs: Vec<Mac>, boot_id: &str, token_hash: &str, caller: &str) -> Self {
+        Self {
+            macs,
+            boot_id: boot_id.into(),
+            token_hash: token_hash.into(),
+            caller: caller.into(),
+            secret_hash: None,
+            protocol_version: common::wire::PROTOCOL_VERSION,
+            agent_version: None,
+        }
+    }
+}
+
+/// What a claim came to.
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    Claimed(Box<Claimed>),
+    /// No queued or running run for any of the MACs.
+    NothingQueued,
+    /// Refused by the gate (`why`); the refusal's event was written.
+    Refused {
+        run_id: i64,
+        why: ClaimRefusal,
+        message: String,
+    },
 }
 
 /// The stage result after the gate, and the run it left behind.
@@ -215,6 +250,8 @@ pub trait Store: Send + Sync + 'static {
     fn host(&self, name: &str) -> StoreResult<Host>;
     /// Replaces the host's host-mode token hash.
     fn set_host_token(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Host>;
+    /// Sets the hash of the host's claim secret ('' removes it).
+    fn set_claim_secret(&self, name: &str, secret_hash: &str, now: Timestamp) -> StoreResult<Host>;
     /// Marks the host whose token hashes to `token_hash` as seen now; `None`
     /// when no host has that token.
     fn host_heartbeat(
@@ -252,13 +289,9 @@ pub trait Store: Send + Sync + 'static {
 
     // Agent side.
     fn agent_token_hash(&self, run_id: i64) -> StoreResult<String>;
-    fn claim(
-        &self,
-        macs: &[Mac],
-        boot_id: &str,
-        token_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<Option<Claimed>>;
+    /// Claims the run queued or running for the attempt's MACs, as the gate
+    /// decides. Claims for MACs with no such run take no write lock.
+    fn claim(&self, attempt: &ClaimAttempt, now: Timestamp) -> StoreResult<ClaimOutcome>;
     fn start_stage(
         &self,
         run_id: i64,

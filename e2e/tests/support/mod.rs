@@ -329,6 +329,7 @@ pub fn options(coord: &Coord, dir: &Path, mac: &str, disk: &str) -> BootOptions 
         claim_timeout: Duration::from_secs(30),
         macs: Some(vec![mac.parse().unwrap()]),
         boot_id: Some(format!("e2e-{mac}")),
+        claim_secret: None,
         kmsg: Some("/dev/kmsg".into()),
         // Never root's own file: a hold in a test uses the test's directory.
         hold: vet_agent::hold::HoldOptions {

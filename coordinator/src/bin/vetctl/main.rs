@@ -92,12 +92,22 @@ enum HostCmd {
         spec: Option<PathBuf>,
         #[arg(long)]
         notes: Option<String>,
+        /// File holding a claim secret: the host's runs are then claimed
+        /// only by an agent given it (`--claim-secret-file`, `vet.claim=`).
+        #[arg(long)]
+        claim_secret_file: Option<PathBuf>,
     },
-    /// Replace a host's spec.
+    /// Replace a host's spec, or set its claim secret.
     Edit {
         name: String,
+        #[arg(long, required_unless_present_any = ["claim_secret_file", "no_claim_secret"])]
+        spec: Option<PathBuf>,
+        /// File holding the host's new claim secret.
+        #[arg(long, conflicts_with = "no_claim_secret")]
+        claim_secret_file: Option<PathBuf>,
+        /// Remove the host's claim secret.
         #[arg(long)]
-        spec: PathBuf,
+        no_claim_secret: bool,
     },
     /// List hosts.
     List,
@@ -250,6 +260,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A claim secret from its file: one line, no spaces, never echoed.
+fn read_claim_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the claim secret {}", path.display()))?;
+    let secret = text.trim().to_string();
+    common::wire::ClaimSecret::check(&secret)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(secret)
+}
+
+fn set_claim_secret(
+    client: &Client,
+    name: &str,
+    claim_secret: String,
+) -> anyhow::Result<common::wire::Host> {
+    client.post(
+        &format!("/hosts/{name}/claim-secret"),
+        &common::wire::ClaimSecret { claim_secret },
+    )
+}
+
 /// `vetctl host …`.
 fn host(client: &Client, cmd: HostCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
@@ -259,9 +290,15 @@ fn host(client: &Client, cmd: HostCmd, json: bool) -> anyhow::Result<()> {
             wol_broadcast,
             spec,
             notes,
+            claim_secret_file,
         } => {
             let spec = spec.as_ref().map(read_spec).transpose()?;
-            let host: common::wire::Host = client.post(
+            // Read before anything changes: a bad file adds no host.
+            let secret = claim_secret_file
+                .as_deref()
+                .map(read_claim_secret)
+                .transpose()?;
+            let mut host: common::wire::Host = client.post(
                 "/hosts",
                 &HostCreate {
                     name,
@@ -271,16 +308,39 @@ fn host(client: &Client, cmd: HostCmd, json: bool) -> anyhow::Result<()> {
                     notes,
                 },
             )?;
+            if let Some(secret) = secret {
+                host = set_claim_secret(client, &host.name, secret)?;
+            }
             output::host(&host, json)
         }
-        HostCmd::Edit { name, spec } => {
-            let host: common::wire::Host = client.patch(
-                &format!("/hosts/{name}"),
-                &HostUpdate {
-                    expected_spec_yaml: read_spec(&spec)?,
-                },
-            )?;
-            output::host(&host, json)
+        HostCmd::Edit {
+            name,
+            spec,
+            claim_secret_file,
+            no_claim_secret,
+        } => {
+            let spec = spec.as_ref().map(read_spec).transpose()?;
+            let secret = match (claim_secret_file, no_claim_secret) {
+                (Some(f), _) => Some(read_claim_secret(&f)?),
+                (None, true) => Some(String::new()),
+                (None, false) => None,
+            };
+            let mut host: Option<common::wire::Host> = None;
+            if let Some(spec) = spec {
+                host = Some(client.patch(
+                    &format!("/hosts/{name}"),
+                    &HostUpdate {
+                        expected_spec_yaml: spec,
+                    },
+                )?);
+            }
+            if let Some(secret) = secret {
+                host = Some(set_claim_secret(client, &name, secret)?);
+            }
+            match host {
+                Some(h) => output::host(&h, json),
+                None => anyhow::bail!("nothing to change: give --spec or a claim secret option"),
+            }
         }
         HostCmd::List => output::hosts(&client.get::<Vec<common::wire::Host>>("/hosts")?, json),
         HostCmd::Show { name } => output::host(&client.get(&format!("/hosts/{name}"))?, json),

@@ -43,6 +43,8 @@ pub fn host(h: &Host, json: bool) -> anyhow::Result<()> {
     };
     writeln!(out, "  wol        {wol}")?;
     writeln!(out, "  last seen  {}", opt(&h.last_seen_at))?;
+    let secret = if h.claim_secret { "set" } else { "none" };
+    writeln!(out, "  claim secret {secret}")?;
     if h.expected_spec_yaml.trim().is_empty() {
         writeln!(out, "  spec       none")?;
     } else {

@@ -10,14 +10,17 @@ use crate::store::NewEvent;
 use common::event::{EventKind, EventLevel};
 use common::mac::Mac;
 use common::profile::Profile;
-use common::run_state::RunEvent;
+use common::run_state::{RunEvent, RunState};
 use common::stage::{Stage, StageState, DEFAULT_STAGE_ORDER};
 use common::time::Timestamp;
 use common::wire::{Overrides, StagePlan};
 
 use super::runs::{self, apply_transition, facts, state_of};
-use super::{insert_event, insert_plain_event, parse_col};
-use crate::store::{ClaimKind, Claimed, RunFacts, StoreError, StoreResult};
+use super::{insert_event, insert_plain_event, parse_col, ts_opt};
+use crate::gate;
+use crate::store::{
+    ClaimAttempt, ClaimKind, ClaimOutcome, Claimed, RunFacts, StoreError, StoreResult,
+};
 
 /// The initial state of each stage for a run of `profile`.
 fn seed_state(
@@ -50,68 +53,120 @@ fn stage_plan(tx: &Connection, run_id: i64) -> StoreResult<Vec<StagePlan>> {
     Ok(rows)
 }
 
-pub fn claim(
-    tx: &Connection,
-    macs: &[Mac],
-    boot_id: &str,
-    token_hash: &str,
-    now: Timestamp,
-) -> StoreResult<Option<Claimed>> {
+/// The run a claim is about.
+struct FoundRun {
+    id: i64,
+    state: RunState,
+    boot_id: Option<String>,
+    host_id: i64,
+    last_heartbeat: Option<Timestamp>,
+    profile: String,
+    /// The host's claim secret hash ('' = none).
+    secret_hash: String,
+}
+
+/// The run a claim for `macs` is about: a running one before a queued
+/// one, then the oldest.
+fn find_run(tx: &Connection, macs: &[Mac]) -> StoreResult<Option<FoundRun>> {
     let mut find = tx.prepare_cached(
-        "SELECT r.id, r.state, r.boot_id, r.host_id FROM runs r JOIN hosts h ON h.id = r.host_id
+        "SELECT r.id, r.state, r.boot_id, r.host_id, r.last_heartbeat_at, r.profile,
+                h.claim_secret_hash
+         FROM runs r JOIN hosts h ON h.id = r.host_id
          WHERE h.mac = ?1 AND r.state IN ('Queued', 'Running')
          ORDER BY r.state = 'Running' DESC, r.id ASC LIMIT 1",
     )?;
-    let mut found: Option<(i64, String, Option<String>, i64)> = None;
+    let mut found: Option<FoundRun> = None;
     for mac in macs {
-        if let Some(row) = find
+        let row = find
             .query_row([mac.to_string()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(FoundRun {
+                    id: r.get("id")?,
+                    state: parse_col(r, "state")?,
+                    boot_id: r.get("boot_id")?,
+                    host_id: r.get("host_id")?,
+                    last_heartbeat: ts_opt(r, "last_heartbeat_at")?,
+                    profile: r.get("profile")?,
+                    secret_hash: r.get("claim_secret_hash")?,
+                })
             })
-            .optional()?
-        {
-            if found
-                .as_ref()
-                .is_none_or(|f| f.1 != "Running" && row.1 == "Running")
-            {
+            .optional()?;
+        if let Some(row) = row {
+            let running = |f: &FoundRun| f.state == RunState::Running;
+            if found.as_ref().is_none_or(|f| !running(f) && running(&row)) {
                 found = Some(row);
             }
         }
     }
-    let Some((run_id, state, prev_boot, host_id)) = found else {
-        return Ok(None);
+    Ok(found)
+}
+
+/// Whether any of `macs` has a queued or running run (read-only).
+pub fn any_claimable(tx: &Connection, macs: &[Mac]) -> StoreResult<bool> {
+    Ok(find_run(tx, macs)?.is_some())
+}
+
+pub fn claim(tx: &Connection, attempt: &ClaimAttempt, now: Timestamp) -> StoreResult<ClaimOutcome> {
+    let boot_id = attempt.boot_id.as_str();
+    let Some(found) = find_run(tx, &attempt.macs)? else {
+        return Ok(ClaimOutcome::NothingQueued);
     };
-    let kind = if state == "Queued" {
-        apply_transition(tx, run_id, RunEvent::Claim, now)?;
-        let (profile, non_destructive): (String, bool) = tx.query_row(
-            "SELECT profile, non_destructive FROM runs WHERE id = ?1",
-            [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let profile: Profile = profile.parse().map_err(StoreError::Corrupt)?;
-        let mut insert = tx.prepare_cached("INSERT INTO stages (run_id, name, ordinal, state, summary_json) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for stage in DEFAULT_STAGE_ORDER {
-            let (st, why) = seed_state(profile, non_destructive, stage);
-            let summary = why.map(|w| {
-                serde_json::json!({"reasons": [crate::gate::skipped_reason(w)]}).to_string()
+    let (run_id, host_id) = (found.id, found.host_id);
+    let profile: Profile = found.profile.parse().map_err(StoreError::Corrupt)?;
+    let prev_boot = found.boot_id;
+    let decided = gate::claim(&gate::ClaimFacts {
+        state: found.state,
+        same_boot: prev_boot.as_deref() == Some(boot_id),
+        last_heartbeat: found.last_heartbeat,
+        heartbeat_interval_s: profile.definition().heartbeat_interval_s,
+        now,
+        caller: &attempt.caller,
+        host_secret_hash: &found.secret_hash,
+        claim_secret_hash: attempt.secret_hash.as_deref(),
+        protocol_version: attempt.protocol_version,
+        agent_version: attempt.agent_version.as_deref(),
+    });
+    let kind = match decided {
+        Err((why, refusal)) => {
+            let message = refusal.message.clone();
+            let (level, kind) = (refusal.level, refusal.kind);
+            insert_plain_event(tx, Some(run_id), host_id, level, kind, refusal.message, now)?;
+            return Ok(ClaimOutcome::Refused {
+                run_id,
+                why,
+                message,
             });
-            insert.execute((run_id, stage.name(), stage.ordinal(), st.as_str(), summary))?;
         }
-        tx.execute(
-            "UPDATE runs SET claimed_at = ?1 WHERE id = ?2",
-            (now.to_string(), run_id),
-        )?;
-        ClaimKind::First
-    } else if prev_boot.as_deref() == Some(boot_id) {
-        ClaimKind::SameBoot
-    } else {
-        apply_transition(tx, run_id, RunEvent::Resume, now)?;
-        tx.execute("UPDATE stages SET state = 'pending', started_at = NULL WHERE run_id = ?1 AND state = 'running'", [run_id])?;
-        ClaimKind::Resumed
+        Ok(kind) => kind,
     };
+    match kind {
+        ClaimKind::First => {
+            apply_transition(tx, run_id, RunEvent::Claim, now)?;
+            let non_destructive: bool = tx.query_row(
+                "SELECT non_destructive FROM runs WHERE id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )?;
+            let mut insert = tx.prepare_cached("INSERT INTO stages (run_id, name, ordinal, state, summary_json) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for stage in DEFAULT_STAGE_ORDER {
+                let (st, why) = seed_state(profile, non_destructive, stage);
+                let summary = why
+                    .map(|w| serde_json::json!({"reasons": [gate::skipped_reason(w)]}).to_string());
+                insert.execute((run_id, stage.name(), stage.ordinal(), st.as_str(), summary))?;
+            }
+            tx.execute(
+                "UPDATE runs SET claimed_at = ?1 WHERE id = ?2",
+                (now.to_string(), run_id),
+            )?;
+        }
+        ClaimKind::SameBoot => {}
+        ClaimKind::Resumed => {
+            apply_transition(tx, run_id, RunEvent::Resume, now)?;
+            tx.execute("UPDATE stages SET state = 'pending', started_at = NULL WHERE run_id = ?1 AND state = 'running'", [run_id])?;
+        }
+    }
     tx.execute(
         "UPDATE runs SET agent_token_hash = ?1, boot_id = ?2, last_heartbeat_at = ?3 WHERE id = ?4",
-        (token_hash, boot_id, now.to_string(), run_id),
+        (&attempt.token_hash, boot_id, now.to_string(), run_id),
     )?;
     let stages = stage_plan(tx, run_id)?;
     let resume_from = stages
@@ -120,10 +175,22 @@ pub fn claim(
         .map(|s| s.ordinal)
         .unwrap_or(DEFAULT_STAGE_ORDER.len() as u32);
     let (event_kind, message) = match kind {
-        ClaimKind::First => (EventKind::Claim, format!("claimed by boot {boot_id}")),
+        ClaimKind::First => (
+            EventKind::Claim,
+            format!(
+                "claimed by boot {boot_id} (agent {}, protocol {})",
+                attempt
+                    .agent_version
+                    .as_deref()
+                    .unwrap_or("of unknown version"),
+                attempt.protocol_version
+            ),
+        ),
         ClaimKind::SameBoot => (
             EventKind::Claim,
-            format!("claimed again by boot {boot_id}; token re-issued"),
+            format!(
+                "claimed again by boot {boot_id} after its heartbeat went stale; token re-issued"
+            ),
         ),
         ClaimKind::Resumed => (
             EventKind::Resume,
@@ -155,7 +222,7 @@ pub fn claim(
     let overrides: Overrides = overrides
         .and_then(|o| serde_json::from_str(&o).ok())
         .unwrap_or_default();
-    Ok(Some(Claimed {
+    Ok(ClaimOutcome::Claimed(Box::new(Claimed {
         run: runs::by_id(tx, run_id)?,
         kind,
         stages,
@@ -166,7 +233,7 @@ pub fn claim(
             .collect(),
         next_batch_seq: next_seq as u64,
         overrides,
-    }))
+    })))
 }
 
 pub fn heartbeat(tx: &Connection, run_id: i64, now: Timestamp) -> StoreResult<RunFacts> {

@@ -9,7 +9,7 @@ use common::wire::{Host, QueuedRun};
 use super::{insert_plain_event, ts_col, ts_opt};
 use crate::store::{NewHost, StoreError, StoreResult};
 
-const COLUMNS: &str = "id, name, mac, wol_broadcast_ip, wol_port, expected_spec_yaml, notes, created_at, updated_at, last_seen_at";
+const COLUMNS: &str = "id, name, mac, wol_broadcast_ip, wol_port, expected_spec_yaml, notes, created_at, updated_at, last_seen_at, claim_secret_hash != '' AS claim_secret";
 
 fn row_to_host(r: &rusqlite::Row<'_>) -> rusqlite::Result<Host> {
     Ok(Host {
@@ -23,6 +23,7 @@ fn row_to_host(r: &rusqlite::Row<'_>) -> rusqlite::Result<Host> {
         created_at: ts_col(r, "created_at")?,
         updated_at: ts_col(r, "updated_at")?,
         last_seen_at: ts_opt(r, "last_seen_at")?,
+        claim_secret: r.get("claim_secret")?,
     })
 }
 
@@ -59,6 +60,34 @@ pub fn create(tx: &Connection, host: &NewHost, now: Timestamp) -> StoreResult<Ho
         now,
     )?;
     by_id(tx, id)
+}
+
+/// Sets (or, with `hash` empty, removes) the host's claim secret hash.
+pub fn set_claim_secret(
+    tx: &Connection,
+    name: &str,
+    hash: &str,
+    now: Timestamp,
+) -> StoreResult<Host> {
+    let n = tx.execute(
+        "UPDATE hosts SET claim_secret_hash = ?1, updated_at = ?2 WHERE name = ?3",
+        (hash, now.to_string(), name),
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("host {name:?} not found")));
+    }
+    let host = by_name(tx, name)?;
+    let what = if hash.is_empty() { "removed" } else { "set" };
+    insert_plain_event(
+        tx,
+        None,
+        host.id,
+        EventLevel::Info,
+        EventKind::HostEdited,
+        format!("host {name}: claim secret {what}"),
+        now,
+    )?;
+    Ok(host)
 }
 
 pub fn update_spec(

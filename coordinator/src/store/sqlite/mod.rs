@@ -34,7 +34,6 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 use crate::store::NewEvent;
 use common::event::{EventKind, EventLevel};
 use common::inventory::FirmwareComponent;
-use common::mac::Mac;
 use common::run_state::{RunEvent, RunState};
 use common::time::Timestamp;
 use common::wire::{
@@ -43,8 +42,8 @@ use common::wire::{
 };
 
 use super::{
-    Claimed, ComputedDiffs, DueDelivery, NewArtifact, NewHost, NewRun, ReportInputs, RowCounts,
-    RunFacts, StageResult, Store, StoreError, StoreResult,
+    ClaimAttempt, ClaimOutcome, ComputedDiffs, DueDelivery, NewArtifact, NewHost, NewRun,
+    ReportInputs, RowCounts, RunFacts, StageResult, Store, StoreError, StoreResult,
 };
 
 /// Runs whose frozen thresholds are kept in memory at most.
@@ -250,6 +249,10 @@ impl Store for SqliteStore {
         self.write(|tx| hosts::set_token(tx, name, token_hash, now))
     }
 
+    fn set_claim_secret(&self, name: &str, secret_hash: &str, now: Timestamp) -> StoreResult<Host> {
+        self.write(|tx| hosts::set_claim_secret(tx, name, secret_hash, now))
+    }
+
     fn host_heartbeat(
         &self,
         token_hash: &str,
@@ -323,15 +326,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn claim(
-        &self,
-        macs: &[Mac],
-        boot_id: &str,
-        token_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<Option<Claimed>> {
-        let claimed = self.write(|tx| claim::claim(tx, macs, boot_id, token_hash, now))?;
-        Ok(claimed)
+    fn claim(&self, attempt: &ClaimAttempt, now: Timestamp) -> StoreResult<ClaimOutcome> {
+        // A flood of claims for unknown MACs must not stall the writer.
+        if !self.read(|tx| claim::any_claimable(tx, &attempt.macs))? {
+            return Ok(ClaimOutcome::NothingQueued);
+        }
+        self.write(|tx| claim::claim(tx, attempt, now))
     }
 
     fn start_stage(

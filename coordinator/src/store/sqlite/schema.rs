@@ -59,6 +59,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_measurements_run_id",
         include_str!("../migrations/0012_measurements_run_id.sql"),
     ),
+    (
+        "0013_claim_secrets",
+        include_str!("../migrations/0013_claim_secrets.sql"),
+    ),
 ];
 
 pub(super) const TABLES: &[&str] = &[

@@ -9,11 +9,13 @@ use crate::event::{EventKind, EventLevel};
 use crate::inventory::FirmwareComponent;
 use crate::mac::Mac;
 use crate::measurement::Sample;
-use crate::profile::{Durations, Profile};
+use crate::profile::Profile;
 use crate::run_state::{RunResult, RunState};
 use crate::stage::{Stage, StageState};
-use crate::threshold::Rule;
 use crate::time::Timestamp;
+
+mod claim;
+pub use claim::*;
 
 pub const API_PREFIX: &str = "/api/v1";
 
@@ -117,13 +119,6 @@ pub struct HostToken {
     pub token: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct ClaimRequest {
-    pub macs: Vec<Mac>,
-    pub boot_id: String,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Overrides {
@@ -147,29 +142,6 @@ pub struct Iperf3Servers {
     /// Address the agent connects to; `None` means the coordinator's own host.
     pub host: Option<String>,
     pub ports: Vec<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct ClaimResponse {
-    pub run_id: i64,
-    pub token: String,
-    pub host: String,
-    pub profile: Profile,
-    pub non_destructive: bool,
-    pub overrides: Overrides,
-    /// Every stage with its current state; the agent starts at `resume_from`.
-    pub stages: Vec<StagePlan>,
-    pub resume_from: u32,
-    pub durations: Durations,
-    pub thresholds: Vec<Rule>,
-    pub sidecar_interval_ms: u64,
-    pub heartbeat_interval_s: u64,
-    pub iperf3: Iperf3Servers,
-    /// The coordinator's clock at the answer; the agent corrects by it.
-    pub coordinator_time: Timestamp,
-    /// The number the next measurement batch must carry.
-    pub next_batch_seq: u64,
 }
 
 /// Outcome of a stage as the agent saw it. The coordinator decides the final
@@ -395,6 +367,9 @@ pub struct Host {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub last_seen_at: Option<Timestamp>,
+    /// The host has a claim secret (never the secret itself).
+    #[serde(default)]
+    pub claim_secret: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,66 @@
+//! Per-address rate limits at the HTTP edge: claims are limited per source
+//! address (`claim_rate` per second, bursts of `claim_burst`), so a claim
+//! flood from one address cannot crowd out the fleet.
+//!
+//! Never: limit before a request's shape is checked (a malformed claim is
+//! a 400 whatever its rate), or keep an address's state forever.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Addresses remembered before idle ones are forgotten.
+const PRUNE_ABOVE: usize = 10_000;
+
+pub struct PerAddress {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl PerAddress {
+    /// `rate` requests per second on average, `burst` at once.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        let period =
+            Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE)).max(Duration::from_nanos(1));
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Self {
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// `Ok` when `addr` may go on; otherwise how long it should wait.
+    pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > PRUNE_ABOVE {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&addr)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_the_rate_holds_and_addresses_are_apart() {
+        let limit = PerAddress::new(1.0, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limit.check(a).is_ok());
+        }
+        let wait = limit.check(a).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(limit.check(b).is_ok(), "another address has its own budget");
+    }
+}
