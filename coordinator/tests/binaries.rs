@@ -312,6 +312,37 @@ async fn vetctl_drives_hosts_and_runs() {
         &["host", "edit", "node-1", "--spec", bad.to_str().unwrap()],
     );
     assert_ne!(code, 0, "a bad spec changes nothing: {err}");
+    // A claim secret: a bad one is refused before anything changes; a good
+    // one is set and never printed.
+    let secret_file = dir.path().join("node-3.secret");
+    std::fs::write(&secret_file, "short\n").unwrap();
+    let sf = secret_file.to_str().unwrap();
+    let add3 = [
+        "host",
+        "add",
+        "node-3",
+        "--mac",
+        "52:54:00:00:00:03",
+        "--claim-secret-file",
+        sf,
+    ];
+    let (code, _, err) = vetctl(base, token, &add3);
+    assert_ne!(code, 0);
+    assert!(err.contains("16 to 256"), "{err}");
+    let (code, _, _) = vetctl(base, token, &["host", "show", "node-3"]);
+    assert_ne!(code, 0, "the refused secret added no host");
+    std::fs::write(&secret_file, "node-3-claim-secret-0123\n").unwrap();
+    let (code, out, err) = vetctl(base, token, &add3);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("claim secret set"), "{out}");
+    assert!(!out.contains("node-3-claim-secret-0123") && !err.contains("node-3-claim-secret-0123"));
+    let (code, out, err) = vetctl(
+        base,
+        token,
+        &["host", "edit", "node-3", "--no-claim-secret"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("claim secret none"), "{out}");
     // A host-mode token, written privately; an existing file is never overwritten.
     let token_file = dir.path().join("node-1.token");
     let tf = token_file.to_str().unwrap();
@@ -350,7 +381,8 @@ async fn vetctl_drives_hosts_and_runs() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        2,
+        "node-1 and node-3; the refused node-2 was never added"
     );
 
     let (code, _, err) = vetctl(
