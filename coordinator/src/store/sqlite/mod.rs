@@ -14,6 +14,7 @@ mod claim;
 mod holds;
 mod hosts;
 mod metrics;
+mod pool;
 mod report;
 mod runs;
 mod schema;
@@ -29,7 +30,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::store::NewEvent;
 use common::event::{EventKind, EventLevel};
@@ -58,8 +59,7 @@ pub(crate) struct FrozenRule {
 
 pub struct SqliteStore {
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
-    path: std::path::PathBuf,
+    readers: pool::ReadPool,
     thresholds: Mutex<HashMap<i64, Arc<Vec<FrozenRule>>>>,
 }
 
@@ -86,8 +86,7 @@ impl SqliteStore {
         migrate(&mut writer, now)?;
         Ok(Self {
             writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-            path: path.to_path_buf(),
+            readers: pool::ReadPool::new(path),
             thresholds: Mutex::new(HashMap::new()),
         })
     }
@@ -110,28 +109,10 @@ impl SqliteStore {
     /// Runs `f` on a read connection (a deferred transaction, so it sees one
     /// snapshot).
     fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
-        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&c)?;
-                c
-            }
-        };
-        let out = {
-            let tx = conn.transaction()?;
-            let out = f(&tx);
-            tx.finish()?;
-            out
-        };
-        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 8 {
-            pool.push(conn);
-        }
+        let mut conn = self.readers.get(configure)?;
+        let tx = conn.transaction()?;
+        let out = f(&tx);
+        tx.finish()?;
         out
     }
 
