@@ -87,7 +87,14 @@ pub async fn claim(
         protocol_version: req.protocol_version.unwrap_or(1),
         agent_version,
     };
-    let outcome = app.db(move |s| Ok(s.claim(&attempt, now())?)).await?;
+    let outcome = {
+        let _slot = app
+            .claim_slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Internal("the claim slots are closed".into()))?;
+        app.db(move |s| Ok(s.claim(&attempt, now())?)).await?
+    };
     let claimed = match outcome {
         ClaimOutcome::Claimed(c) => c,
         ClaimOutcome::NothingQueued => {

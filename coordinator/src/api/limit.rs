@@ -1,6 +1,9 @@
 //! Per-address rate limits at the HTTP edge: claims are limited per source
 //! address (`claim_rate` per second, bursts of `claim_burst`), so a claim
-//! flood from one address cannot crowd out the fleet.
+//! flood from one address cannot crowd out the fleet; and at most
+//! [`CLAIMS_AT_ONCE`] claims are looked up in the store at a time, so a
+//! flood from many addresses waits its turn instead of crowding out the
+//! measurement batches.
 //!
 //! Never: limit before a request's shape is checked (a malformed claim is
 //! a 400 whatever its rate), or keep an address's state forever.
@@ -11,6 +14,9 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Claims the store looks up at once, from all addresses together.
+pub const CLAIMS_AT_ONCE: usize = 2;
 
 /// Addresses remembered before idle ones are forgotten.
 const PRUNE_ABOVE: usize = 10_000;

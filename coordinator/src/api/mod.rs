@@ -41,6 +41,9 @@ pub struct AppState {
     pub sessions: Arc<dashboard::Sessions>,
     /// Claims per source address.
     pub claim_limit: Arc<limit::PerAddress>,
+    /// Claims looked up in the store at once: a flood of claims waits here
+    /// (cheaply) instead of filling the blocking pool ahead of batches.
+    pub claim_slots: Arc<tokio::sync::Semaphore>,
     operator_hash: Arc<str>,
 }
 
@@ -56,6 +59,7 @@ impl AppState {
             counters: Arc::default(),
             sessions: Arc::default(),
             claim_limit,
+            claim_slots: Arc::new(tokio::sync::Semaphore::new(limit::CLAIMS_AT_ONCE)),
             operator_hash: auth::hash_token(operator_token).into(),
         }
     }
