@@ -24,7 +24,12 @@ impl Drop for Daemon {
     }
 }
 
+/// The `vet-coordinator` beside this binary, or `VET_BENCH_COORDINATOR`
+/// (another build, e.g. an older commit's, to compare against).
 pub(crate) fn coordinator_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("VET_BENCH_COORDINATOR") {
+        return Ok(bin.into());
+    }
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()
@@ -55,6 +60,14 @@ pub(crate) fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub(crate) async fn start_daemon(http: &reqwest::Client) -> anyhow::Result<Daemon> {
+    start_daemon_with(http, &[]).await
+}
+
+/// [`start_daemon`] with extra `VET_*` settings in its environment.
+pub(crate) async fn start_daemon_with(
+    http: &reqwest::Client,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Daemon> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -68,6 +81,7 @@ pub(crate) async fn start_daemon(http: &reqwest::Client) -> anyhow::Result<Daemo
         ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;

@@ -3,6 +3,7 @@
 //!
 //! - `ingest` (ingest.rs): how fast measurements get into the store: (a)
 //!   bare SQLite, (b) the coordinator over HTTP unpaced, (c) a paced fleet.
+//! - `claims` (claims.rs): batch latency under a flood of claims.
 //! - `report` (report.rs): reports of a 24 h many-sensor soak.
 //! - `agent` (agent.rs): the agent's footprint while streaming, DiskPerf
 //!   wall time on loop devices.
@@ -13,6 +14,7 @@
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod claims;
 mod daemon;
 mod ingest;
 mod report;
@@ -50,6 +52,22 @@ enum Cmd {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
+    /// Batch latency of paced agents before and during a flood of claims
+    /// for unknown MACs (claim limit lifted, then the default limit).
+    Claims {
+        /// Agents sending a 20-sample batch every 100 ms.
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        /// Claims in the flood.
+        #[arg(long, default_value_t = 2000)]
+        claims: usize,
+        /// Claims in flight at once.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Seconds of batches before the flood.
+        #[arg(long, default_value_t = 5)]
+        quiet_secs: u64,
+    },
     /// Ingest throughput and latency: (a), (b), (c).
     Ingest {
         /// Samples per scenario in (a) and (b).
@@ -78,6 +96,37 @@ fn main() -> anyhow::Result<()> {
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(report_bench(samples, sensors, hours))
+        }
+        Cmd::Claims {
+            agents,
+            claims,
+            concurrency,
+            quiet_secs,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            for (lifted, what) in [(true, "limit lifted"), (false, "default limit")] {
+                let r = rt.block_on(claims::flood(
+                    agents,
+                    claims,
+                    concurrency,
+                    std::time::Duration::from_secs(quiet_secs),
+                    lifted,
+                ))?;
+                println!(
+                    "{agents} agents × 10 batches/s; {claims} claims of unknown MACs at concurrency {concurrency}, {what}: \
+                     quiet p50 {:.1} ms p99 {:.1} ms ({} batches); flood ({:.1} s) p50 {:.1} ms p99 {:.1} ms ({} batches); p99 ratio {:.2}; answers {:?}",
+                    r.quiet.p50_ms,
+                    r.quiet.p99_ms,
+                    r.quiet.batches,
+                    r.flood_secs,
+                    r.flood.p50_ms,
+                    r.flood.p99_ms,
+                    r.flood.batches,
+                    r.flood.p99_ms / r.quiet.p99_ms,
+                    r.answers
+                );
+            }
+            Ok(())
         }
         Cmd::Ingest {
             samples,
