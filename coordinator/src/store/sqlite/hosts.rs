@@ -62,6 +62,46 @@ pub fn create(tx: &Connection, host: &NewHost, now: Timestamp) -> StoreResult<Ho
     by_id(tx, id)
 }
 
+/// The columns an edit may set.
+#[derive(Clone, Copy)]
+enum Edited {
+    Spec,
+    ClaimSecret,
+}
+
+/// Sets one column of host `name` to `value`, with a `host_edited` event
+/// saying `what`.
+fn edit(
+    tx: &Connection,
+    name: &str,
+    col: Edited,
+    value: &str,
+    what: &str,
+    now: Timestamp,
+) -> StoreResult<Host> {
+    let sql = match col {
+        Edited::Spec => "UPDATE hosts SET expected_spec_yaml = ?1, updated_at = ?2 WHERE name = ?3",
+        Edited::ClaimSecret => {
+            "UPDATE hosts SET claim_secret_hash = ?1, updated_at = ?2 WHERE name = ?3"
+        }
+    };
+    if tx.execute(sql, (value, now.to_string(), name))? == 0 {
+        return Err(StoreError::NotFound(format!("host {name:?} not found")));
+    }
+    let host = by_name(tx, name)?;
+    let message = format!("host {name}: {what}");
+    insert_plain_event(
+        tx,
+        None,
+        host.id,
+        EventLevel::Info,
+        EventKind::HostEdited,
+        message,
+        now,
+    )?;
+    Ok(host)
+}
+
 /// Sets (or, with `hash` empty, removes) the host's claim secret hash.
 pub fn set_claim_secret(
     tx: &Connection,
@@ -69,25 +109,12 @@ pub fn set_claim_secret(
     hash: &str,
     now: Timestamp,
 ) -> StoreResult<Host> {
-    let n = tx.execute(
-        "UPDATE hosts SET claim_secret_hash = ?1, updated_at = ?2 WHERE name = ?3",
-        (hash, now.to_string(), name),
-    )?;
-    if n == 0 {
-        return Err(StoreError::NotFound(format!("host {name:?} not found")));
-    }
-    let host = by_name(tx, name)?;
-    let what = if hash.is_empty() { "removed" } else { "set" };
-    insert_plain_event(
-        tx,
-        None,
-        host.id,
-        EventLevel::Info,
-        EventKind::HostEdited,
-        format!("host {name}: claim secret {what}"),
-        now,
-    )?;
-    Ok(host)
+    let what = if hash.is_empty() {
+        "claim secret removed"
+    } else {
+        "claim secret set"
+    };
+    edit(tx, name, Edited::ClaimSecret, hash, what, now)
 }
 
 pub fn update_spec(
@@ -96,24 +123,7 @@ pub fn update_spec(
     spec_yaml: &str,
     now: Timestamp,
 ) -> StoreResult<Host> {
-    let n = tx.execute(
-        "UPDATE hosts SET expected_spec_yaml = ?1, updated_at = ?2 WHERE name = ?3",
-        (spec_yaml, now.to_string(), name),
-    )?;
-    if n == 0 {
-        return Err(StoreError::NotFound(format!("host {name:?} not found")));
-    }
-    let host = by_name(tx, name)?;
-    insert_plain_event(
-        tx,
-        None,
-        host.id,
-        EventLevel::Info,
-        EventKind::HostEdited,
-        format!("host {name} spec replaced"),
-        now,
-    )?;
-    Ok(host)
+    edit(tx, name, Edited::Spec, spec_yaml, "spec replaced", now)
 }
 
 pub fn list(tx: &Connection) -> StoreResult<Vec<Host>> {
