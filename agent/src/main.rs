@@ -122,6 +122,10 @@ struct HostArgs {
     /// File holding the host-mode token (`vetctl host token NAME --out FILE`).
     #[arg(long, env = "VET_HOST_TOKEN_FILE")]
     token_file: PathBuf,
+    /// File holding the host's claim secret, when it has one: the runs it
+    /// takes in place are claimed with it.
+    #[arg(long, env = "VET_CLAIM_SECRET_FILE")]
+    claim_secret_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -178,7 +182,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 claim_timeout: Duration::from_secs(60),
                 macs: None,
                 boot_id: None,
-                claim_secret: None,
+                claim_secret: match &a.claim_secret_file {
+                    Some(f) => claim_secret(Some(f))?,
+                    None => None,
+                },
                 kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions::root_default(work_dir.join("ssh")),
             };
