@@ -86,7 +86,7 @@ impl ApiError {
 
 /// Whole seconds to wait, at least one.
 fn retry_secs(d: std::time::Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
+    (d.as_secs_f64().ceil() as u64).max(1)
 }
 
 impl IntoResponse for ApiError {

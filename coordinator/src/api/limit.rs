@@ -26,14 +26,13 @@ pub struct PerAddress {
 }
 
 impl PerAddress {
-    /// `rate` requests per second on average, `burst` at once.
+    /// `rate` requests per second on average (held between one a
+    /// thousand seconds and a billion a second), `burst` at once.
     pub fn new(rate: f64, burst: u32) -> Self {
-        let period =
-            Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE)).max(Duration::from_nanos(1));
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let period = Duration::from_secs_f64(1.0 / rate.clamp(1e-3, 1e9));
         let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
+            .expect("a period of at least a nanosecond")
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         Self {
             limiter: RateLimiter::keyed(quota),
         }
