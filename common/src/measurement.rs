@@ -188,6 +188,55 @@ impl<'de> Deserialize<'de> for Finite {
     }
 }
 
+/// Longest series key, in bytes.
+pub const KEY_MAX_BYTES: usize = 128;
+
+/// Why a series key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("key is empty")]
+    Empty,
+    #[error("key is {0} bytes; at most 128")]
+    TooLong(usize),
+    #[error("key has {0:?} at byte {1}; keys are printable ASCII without \" \\ * ? [ ]")]
+    Char(char, usize),
+}
+
+/// A key may be printed, globbed and quoted without surprise: 1 to
+/// [`KEY_MAX_BYTES`] bytes of printable ASCII (space allowed), none of
+/// `"` `\` `*` `?` `[` `]` (the glob characters belong to threshold keys).
+pub fn check_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > KEY_MAX_BYTES {
+        return Err(KeyError::TooLong(key.len()));
+    }
+    match key.char_indices().find(|&(_, c)| !key_char(c)) {
+        Some((i, c)) => Err(KeyError::Char(c, i)),
+        None => Ok(()),
+    }
+}
+
+fn key_char(c: char) -> bool {
+    (c == ' ' || c.is_ascii_graphic()) && !matches!(c, '"' | '\\' | '*' | '?' | '[' | ']')
+}
+
+/// `key` made acceptable to [`check_key`]: each refused character becomes
+/// `_`, and it is cut to [`KEY_MAX_BYTES`]. For keys built from what the
+/// hardware names itself (sensor labels, attribute names).
+pub fn clean_key(key: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .map(|c| if key_char(c) { c } else { '_' })
+        .take(KEY_MAX_BYTES)
+        .collect();
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
 /// One measurement as the agent sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -207,6 +256,40 @@ pub struct Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_printable_ascii_without_quotes_or_globs() {
+        for good in [
+            "coretemp/Core 0",
+            "nvme0n1/5_Reallocated_Sector_Ct",
+            "a",
+            &"k".repeat(128),
+        ] {
+            assert_eq!(check_key(good), Ok(()), "{good}");
+        }
+        assert_eq!(check_key(""), Err(KeyError::Empty));
+        assert_eq!(check_key(&"k".repeat(129)), Err(KeyError::TooLong(129)));
+        for (bad, c) in [
+            ("a*b", '*'),
+            ("a?", '?'),
+            ("[x", '['),
+            ("x]", ']'),
+            ("q\"", '"'),
+            ("b\\s", '\\'),
+            ("t\tab", '\t'),
+            ("é", 'é'),
+            ("nl\n", '\n'),
+        ] {
+            assert!(
+                matches!(check_key(bad), Err(KeyError::Char(got, _)) if got == c),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(clean_key("fan*1\tx"), "fan_1_x");
+        assert_eq!(clean_key(""), "_");
+        assert_eq!(clean_key(&"é".repeat(200)).len(), 128);
+        assert_eq!(check_key(&clean_key("ünïcode [label]")), Ok(()));
+    }
 
     #[test]
     fn units_by_kind_and_key() {

@@ -435,9 +435,6 @@ pub fn directive_for(facts: &RunFacts, pass_power: Power) -> Directive {
         RunState::Failed => Directive::Release {
             power: facts.release_power.unwrap_or(Power::None),
         },
-        RunState::Aborted if facts.running_stage.is_some() => Directive::AbortStage {
-            reason: "run aborted".into(),
-        },
         RunState::Aborted | RunState::Cancelled => Directive::Done { power: Power::None },
     }
 }
@@ -695,10 +692,11 @@ mod tests {
             state: RunState::Aborted,
             ..base.clone()
         };
-        assert!(matches!(
+        // Its running stage ended with it; `done` stops the agent's work.
+        assert_eq!(
             directive_for(&aborted, Power::None),
-            Directive::AbortStage { .. }
-        ));
+            Directive::Done { power: Power::None }
+        );
         let cancelled = RunFacts {
             state: RunState::Cancelled,
             running_stage: None,

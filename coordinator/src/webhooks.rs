@@ -33,6 +33,25 @@ pub fn backoff(base: Duration, failures: u32, jitter: f64) -> Duration {
     full.mul_f64(jitter.clamp(0.5, 1.0))
 }
 
+/// `url` fit to log or show: user and password, query and fragment (where
+/// receivers take their credentials) each replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "(a webhook URL that does not parse)".into();
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("***");
+        let _ = u.set_password(None);
+    }
+    if u.query().is_some() {
+        u.set_query(Some("***"));
+    }
+    if u.fragment().is_some() {
+        u.set_fragment(Some("***"));
+    }
+    u.to_string()
+}
+
 /// One try: a 2xx answer is delivered, anything else is the error to keep.
 async fn attempt(client: &reqwest::Client, d: &DueDelivery) -> Result<(), String> {
     let resp = client
@@ -44,6 +63,8 @@ async fn attempt(client: &reqwest::Client, d: &DueDelivery) -> Result<(), String
         .send()
         .await
         .map_err(|e| {
+            // The URL may carry credentials: never in the error kept.
+            let e = e.without_url();
             let mut msg = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
@@ -105,11 +126,11 @@ pub async fn pass(
                     failures,
                     0.5 + rand::random::<f64>() / 2.0,
                 );
-                tracing::warn!(delivery = d.id, url = %d.url, %error, attempt = failures, retry_in = ?delay, "webhook delivery failed");
+                tracing::warn!(delivery = d.id, url = %redacted(&d.url), %error, attempt = failures, retry_in = ?delay, "webhook delivery failed");
                 Some(now().plus_millis(delay.as_millis() as i64))
             }
             Err(error) => {
-                tracing::error!(delivery = d.id, url = %d.url, %error, attempts = failures, "webhook delivery is a dead letter");
+                tracing::error!(delivery = d.id, url = %redacted(&d.url), %error, attempts = failures, "webhook delivery is a dead letter");
                 None
             }
             Ok(()) => None,
@@ -155,6 +176,17 @@ pub async fn run(store: Arc<dyn Store>, config: Arc<Config>, period: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_leave_a_redacted_url() {
+        assert_eq!(
+            redacted("https://u:p@hooks.example/x?key=s#frag"),
+            "https://***@hooks.example/x?***#***"
+        );
+        assert_eq!(redacted("https://:p@h/x"), "https://***@h/x");
+        assert_eq!(redacted("http://h:8080/hook"), "http://h:8080/hook");
+        assert_eq!(redacted("not a url p@ss"), "(a webhook URL that does not parse)");
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered() {

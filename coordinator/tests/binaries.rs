@@ -132,7 +132,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let samples: Vec<Value> = (0..PER_BATCH)
-                .map(|i| json!({"ts": "2026-11-23T09:15:43.123Z", "kind": "temp", "key": format!("s/{seq}/{i}"), "value": 40.0}))
+                .map(|i| json!({"ts": "2026-11-23T09:15:43.123Z", "kind": "temp", "key": format!("s/{i}"), "value": seq}))
                 .collect();
             let body = json!({"seq": seq, "samples": samples});
             loop {
@@ -196,7 +196,7 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         .unwrap();
     let distinct: i64 = db
         .query_row(
-            "SELECT COUNT(DISTINCT key) FROM measurements WHERE run_id = ?1",
+            "SELECT COUNT(*) FROM (SELECT DISTINCT key, value FROM measurements WHERE run_id = ?1)",
             [run],
             |r| r.get(0),
         )
@@ -448,6 +448,16 @@ async fn vetctl_drives_hosts_and_runs() {
         .await
         .unwrap();
     assert_eq!(claim.status(), StatusCode::OK);
+    let claim: Value = claim.json().await.unwrap();
+    // An agent's text may carry terminal escapes; vetctl prints none.
+    let ev = reqwest::Client::new()
+        .post(format!("{base}/api/v1/runs/{id}/events"))
+        .bearer_auth(claim["token"].as_str().unwrap())
+        .json(&json!({"kind": "kernel_error", "level": "warn", "message": "disk \u{1b}[2J\u{1b}]0;owned\u{7}gone\u{9b}31m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ev.status(), StatusCode::OK);
     let (code, out, _) = vetctl(base, token, &["run", "show", &id, "--json"]);
     assert_eq!(code, 0);
     let show: Value = serde_json::from_str(&out).unwrap();
@@ -464,6 +474,11 @@ async fn vetctl_drives_hosts_and_runs() {
     assert!(
         out.contains("stages:") && out.contains("SpecValidate") && out.contains("events:"),
         "{out}"
+    );
+    assert!(
+        out.contains("disk ?[2J?]0;owned?gone?31m")
+            && !out.chars().any(|c| c.is_control() && c != '\n'),
+        "{out:?}"
     );
 
     let (code, _, err) = vetctl(base, token, &["run", "cancel", &id]);

@@ -172,16 +172,20 @@ async fn operator_transitions_and_refusals() {
         ),
         (Some("Aborted"), None, Some("Inventory"))
     );
+    // The stage it ran ended with the run; `done` stops the agent's work.
     let (_, d) = agent.post("/heartbeat", json!({})).await;
     assert_eq!(
-        d["directive"]["directive"], "abort_stage",
+        d["directive"],
+        json!({"directive": "done", "power": "none"}),
         "the agent stops the stage it runs"
     );
-    let (_, v) = agent.finish_stage(0, StageOutcome::Passed, None).await;
-    assert_eq!(v["state"], "failed");
+    let detail = coord.run_detail(running).await;
+    assert_eq!(detail["stages"][0]["state"], "failed", "{detail}");
+    let (st, v) = agent.finish_stage(0, StageOutcome::Passed, None).await;
     assert_eq!(
-        v["directive"],
-        json!({"directive": "done", "power": "none"})
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("run_finished")),
+        "{v}"
     );
     let (st, _) = coord
         .op_post(&format!("/runs/{running}/abort"), json!({}))

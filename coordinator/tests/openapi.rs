@@ -67,7 +67,7 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 fn is_fallback(status: u16, body: &Value) -> bool {
     let msg = body["error"]["message"].as_str().unwrap_or("");
     (status == 404 && msg == "no such route")
-        || (status == 400 && msg == "method not allowed on this route")
+        || (status == 405 && body["error"]["code"] == "method_not_allowed")
 }
 
 async fn call(coord: &TestCoordinator, method: &str, path: &str) -> (u16, Value) {

@@ -331,6 +331,6 @@ async fn batches_are_idempotent_and_gaps_refused() {
     assert_eq!(mismatch["level"], "error");
     assert_eq!(
         mismatch["message"],
-        "agent produced 5 samples; coordinator stored 2"
+        "agent produced 5 samples (0 refused); coordinator stored 2"
     );
 }

@@ -235,8 +235,11 @@ fn vetctl(coord: &TestCoordinator, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_and_retried_with_vetctl() {
     let addr = free_port();
+    // The receiver's credentials ride in the URL: never shown or kept in errors.
     let coord = TestCoordinator::start_with(|c| {
-        c.webhooks = vec![format!("http://{addr}/hook")];
+        c.webhooks = vec![format!(
+            "http://hookuser:pa55word@{addr}/hook?token=t0ps3cret"
+        )];
         c.webhook_backoff = Duration::from_millis(100);
         c.webhook_max_attempts = 2;
     })
@@ -275,6 +278,21 @@ async fn dead_letters_are_listed_and_retried_with_vetctl() {
     assert_eq!(dead[0]["attempts"], 2);
     let error = dead[0]["last_error"].as_str().unwrap();
     assert!(!error.is_empty());
+    assert_eq!(dead[0]["url"], format!("http://***@{addr}/hook?***"));
+    let stored: String = coord
+        .db()
+        .query_row(
+            "SELECT last_error FROM webhook_deliveries WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    for secret in ["pa55word", "t0ps3cret", "hookuser"] {
+        assert!(
+            !stored.contains(secret) && !error.contains(secret),
+            "{stored}"
+        );
+    }
 
     let (ok, table, err) = vetctl(&coord, &["webhook", "list"]);
     assert!(ok, "{err}");

@@ -43,6 +43,10 @@ struct Inner {
     /// Wakes the sender (a batch was sealed).
     sealed: Notify,
     produced: AtomicU64,
+    /// Samples the coordinator refused because the run had ended.
+    refused: AtomicU64,
+    /// The coordinator said the run ended: nothing more is sent.
+    finished: std::sync::atomic::AtomicBool,
     /// Samples in acknowledged batches (resends counted once).
     acked_samples: watch::Sender<u64>,
     sealed_samples: AtomicU64,
@@ -102,6 +106,8 @@ impl Uplink {
             seal: Notify::new(),
             sealed: Notify::new(),
             produced: AtomicU64::new(leftover_samples),
+            refused: AtomicU64::new(0),
+            finished: Default::default(),
             acked_samples: watch::channel(0).0,
             sealed_samples: AtomicU64::new(leftover_samples),
             directive: watch::channel(None).0,
@@ -112,8 +118,13 @@ impl Uplink {
         Ok((Uplink { inner }, UplinkTasks { sealer, sender }))
     }
 
-    /// Queues a sample. Never blocks.
-    pub fn push(&self, sample: Sample) {
+    /// Queues a sample, its key made acceptable to the coordinator
+    /// ([`common::measurement::clean_key`]) if a sensor named itself oddly.
+    /// Never blocks.
+    pub fn push(&self, mut sample: Sample) {
+        if common::measurement::check_key(&sample.key).is_err() {
+            sample.key = common::measurement::clean_key(&sample.key);
+        }
         self.inner.produced.fetch_add(1, Ordering::SeqCst);
         let full = {
             let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,6 +139,11 @@ impl Uplink {
     /// Samples pushed so far (including any replayed from the spool).
     pub fn produced(&self) -> u64 {
         self.inner.produced.load(Ordering::SeqCst)
+    }
+
+    /// Samples never stored because the run had ended when they came.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::SeqCst)
     }
 
     /// Samples sealed into batches (and written to the spool) so far.
@@ -222,6 +238,10 @@ async fn sender(inner: Arc<Inner>) {
             inner.sealed.notified().await;
             continue;
         };
+        if inner.finished.load(Ordering::SeqCst) {
+            after_end(&inner, &batch).await;
+            continue;
+        }
         match inner.client.post::<_, BatchAck>("/batches", &batch).await {
             Ok(ack) => {
                 backoff.reset();
@@ -240,6 +260,14 @@ async fn sender(inner: Arc<Inner>) {
             }) if code == "batch_gap" && expected > batch.seq => {
                 // The coordinator already holds this batch (an ack we never saw).
                 acknowledged(&inner, batch.seq, batch.samples.len() as u64).await;
+            }
+            Err(UplinkError::Rejected { code, .. }) if code == "run_finished" => {
+                tracing::info!(
+                    seq = batch.seq,
+                    "the run has ended on the coordinator; samples from now on are not sent"
+                );
+                inner.finished.store(true, Ordering::SeqCst);
+                after_end(&inner, &batch).await;
             }
             Err(UplinkError::Rejected {
                 status, message, ..
@@ -270,6 +298,14 @@ async fn sender(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// Settles a batch the coordinator will not take because the run ended:
+/// out of the queue and the spool, its samples counted as refused.
+async fn after_end(inner: &Arc<Inner>, batch: &MeasurementBatch) {
+    let n = batch.samples.len() as u64;
+    inner.refused.fetch_add(n, Ordering::SeqCst);
+    acknowledged(inner, batch.seq, n).await;
 }
 
 async fn acknowledged(inner: &Arc<Inner>, seq: u64, samples: u64) {

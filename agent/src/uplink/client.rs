@@ -27,6 +27,14 @@ pub enum UplinkError {
     },
 }
 
+impl UplinkError {
+    /// The coordinator says the run has ended (`409 run_finished`): it
+    /// takes nothing more for it.
+    pub fn is_run_finished(&self) -> bool {
+        matches!(self, UplinkError::Rejected { code, .. } if code == "run_finished")
+    }
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,

@@ -296,11 +296,16 @@ pub struct EventAck {
     pub recorded: bool,
 }
 
-/// Sent once at the end: how many samples the agent produced in total.
+/// Sent once at the end: how many samples the agent produced in total, and
+/// how many of them the coordinator refused because the run had already
+/// ended (`run_finished`), which it therefore never stored. Any other
+/// difference from what was stored is a loss, an error event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunComplete {
     pub samples_produced: u64,
+    #[serde(default)]
+    pub samples_refused: u64,
 }
 
 /// The coordinator's count next to the agent's; a mismatch is an error event.

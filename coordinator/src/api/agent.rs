@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::body::Body;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures_util::StreamExt;
@@ -23,7 +23,7 @@ use common::wire::{
 };
 
 use super::caller::{HostCaller, RunCaller};
-use super::error::{ApiError, AppJson};
+use super::error::{ApiError, AppJson, AppQuery};
 use super::AppState;
 use crate::auth;
 use crate::lifecycle::{self, now};
@@ -216,6 +216,10 @@ pub async fn batch(
     AppJson(batch): AppJson<MeasurementBatch>,
 ) -> Result<Json<BatchAck>, ApiError> {
     let started = std::time::Instant::now();
+    for (i, s) in batch.samples.iter().enumerate() {
+        common::measurement::check_key(&s.key)
+            .map_err(|e| ApiError::BadRequest(format!("sample {i} ({}): {e}", s.kind)))?;
+    }
     let (mut ack, facts) = app
         .db(move |s| Ok(s.append_batch(run_id, &batch, now())?))
         .await?;
@@ -338,12 +342,13 @@ pub async fn complete(
     RunCaller(run_id): RunCaller,
     AppJson(body): AppJson<RunComplete>,
 ) -> Result<Json<CompleteAck>, ApiError> {
+    let produced = body.samples_produced;
     let (stored, facts) = app
-        .db(move |s| Ok(s.complete(run_id, body.samples_produced, now())?))
+        .db(move |s| Ok(s.complete(run_id, &body, now())?))
         .await?;
     let (facts, directive) = app.directive(facts).await?;
     Ok(Json(CompleteAck {
-        samples_produced: body.samples_produced,
+        samples_produced: produced,
         samples_stored: stored,
         state: facts.state,
         directive,
@@ -355,7 +360,7 @@ pub async fn complete(
 pub async fn artifact(
     State(app): State<AppState>,
     RunCaller(run_id): RunCaller,
-    Query(q): Query<HashMap<String, String>>,
+    AppQuery(q): AppQuery<HashMap<String, String>>,
     body: Body,
 ) -> Result<Json<ArtifactInfo>, ApiError> {
     use sha2::Digest;
@@ -376,6 +381,8 @@ pub async fn artifact(
         )));
     }
     let stage_ordinal = q.get("stage").map(|s| parse_ordinal(s)).transpose()?;
+    // Refused before a byte is written: a finished run, a full run.
+    app.db(move |s| Ok(s.check_agent_artifact(run_id)?)).await?;
     let limit = app.config.max_artifact_bytes;
     let dir = app.config.artifacts_dir();
     let tmp = dir.join(format!(".upload-{}.tmp", auth::new_token()));
@@ -421,11 +428,19 @@ pub async fn artifact(
         .db(move |s| {
             // The file and its row land together, never split by the janitor.
             let _files = lifecycle::artifact_files();
+            let existed = path.exists();
             if let Err(e) = std::fs::rename(&tmp, &path) {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(ApiError::Internal(format!("writing artifact: {e}")));
             }
-            Ok(s.record_artifact(&artifact, now())?)
+            s.record_agent_artifact(&artifact, now()).map_err(|e| {
+                // Refused after the check (the run ended meanwhile): the
+                // file goes unless another row already named it.
+                if !existed {
+                    let _ = std::fs::remove_file(&path);
+                }
+                ApiError::from(e)
+            })
         })
         .await?;
     Ok(Json(info))

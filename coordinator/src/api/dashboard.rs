@@ -13,7 +13,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -95,8 +97,9 @@ fn logged_in(app: &AppState, headers: &HeaderMap) -> bool {
         || app.require_operator(headers).is_ok()
 }
 
-/// An HTML answer with headers that keep it self-contained and uncached.
-fn page(status: StatusCode, html: String) -> Response {
+/// An HTML answer with headers that keep it self-contained and uncached
+/// (also the API's `report.html`).
+pub(crate) fn page(status: StatusCode, html: impl IntoResponse) -> Response {
     let mut resp = (status, html).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -277,7 +280,24 @@ async fn login_form() -> Response {
     page(StatusCode::OK, login_page(None))
 }
 
-async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if let Err(wait) = app.login_limit.check(peer.ip()) {
+        tracing::warn!(caller = %peer.ip(), "dashboard login throttled");
+        let secs = wait.as_secs().max(1);
+        let mut resp = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(Some(&format!(
+                "Too many login attempts from this address; try again in {secs} s."
+            ))),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     if !app.is_operator_token(form.token.trim()) {
         tracing::warn!("dashboard login with a wrong token");
         return page(

@@ -2,8 +2,9 @@
 //! renders `{"error": {"code", "message"}}`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::RETRY_AFTER;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -35,6 +36,8 @@ pub enum ApiError {
     },
     /// 429 `rate_limited`, with `Retry-After` in whole seconds.
     RateLimited { retry_after: std::time::Duration },
+    /// 405: the route exists, not with this method.
+    MethodNotAllowed,
     /// 413: body over the configured limit.
     TooLarge(String),
     /// 500: the cause goes to the log; the body says only "internal error".
@@ -71,6 +74,12 @@ impl ApiError {
                     "too many requests from this address; retry in {} s",
                     retry_secs(*retry_after)
                 ),
+                None,
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route".into(),
                 None,
             ),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m.clone(), None),
@@ -119,6 +128,16 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::BatchGap { got, expected } => ApiError::BatchGap { got, expected },
             StoreError::Invalid(m) => ApiError::BadRequest(m),
+            e @ StoreError::RunFinished { .. } => ApiError::Refused {
+                status: StatusCode::CONFLICT,
+                code: "run_finished",
+                message: e.to_string(),
+            },
+            StoreError::OverLimit { code, message } => ApiError::Refused {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                message,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -157,5 +176,24 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(req, state).await?;
         Ok(AppJson(value))
+    }
+}
+
+/// `Query` whose rejections (a malformed query string) come back in our
+/// error shape.
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::BadRequest(r.body_text()))?;
+        Ok(AppQuery(value))
     }
 }

@@ -18,6 +18,11 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// Claims the store looks up at once, from all addresses together.
 pub const CLAIMS_AT_ONCE: usize = 2;
 
+/// Dashboard login attempts per address: one every six seconds on
+/// average, five at once (a typo or two, not a guessing loop).
+pub const LOGIN_RATE: f64 = 1.0 / 6.0;
+pub const LOGIN_BURST: u32 = 5;
+
 /// Addresses remembered before idle ones are forgotten.
 const PRUNE_ABOVE: usize = 10_000;
 

@@ -41,6 +41,9 @@ pub struct AppState {
     pub sessions: Arc<dashboard::Sessions>,
     /// Claims per source address.
     pub claim_limit: Arc<limit::PerAddress>,
+    /// Dashboard logins per address: [`limit::LOGIN_RATE`], bursts of
+    /// [`limit::LOGIN_BURST`].
+    pub login_limit: Arc<limit::PerAddress>,
     /// Claims looked up in the store at once: a flood of claims waits here
     /// (cheaply) instead of filling the blocking pool ahead of batches.
     pub claim_slots: Arc<tokio::sync::Semaphore>,
@@ -59,6 +62,10 @@ impl AppState {
             counters: Arc::default(),
             sessions: Arc::default(),
             claim_limit,
+            login_limit: Arc::new(limit::PerAddress::new(
+                limit::LOGIN_RATE,
+                limit::LOGIN_BURST,
+            )),
             claim_slots: Arc::new(tokio::sync::Semaphore::new(limit::CLAIMS_AT_ONCE)),
             operator_hash: auth::hash_token(operator_token).into(),
         }
@@ -313,7 +320,15 @@ pub fn router(state: AppState) -> Router {
         .get(
             &p("/runs"),
             operator::list_runs,
-            Doc::new(A::Operator, "List runs, newest first").returns::<Vec<Run>>(),
+            Doc::new(A::Operator, "List runs, newest first, one page at a time")
+                .query("limit", "integer", false, "page size, 1 to 5000 (default 500)")
+                .query(
+                    "before",
+                    "integer",
+                    false,
+                    "only runs with a lower id (the last id of the page before)",
+                )
+                .returns::<Vec<Run>>(),
         )
         .post(
             &p("/runs"),
@@ -451,9 +466,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest("method not allowed on this route".into())
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 
@@ -14,7 +14,7 @@ use common::wire::{
 };
 
 use super::caller::Operator;
-use super::error::{ApiError, AppJson};
+use super::error::{ApiError, AppJson, AppQuery};
 use super::{parse_id, AppState};
 use crate::lifecycle::{self, now};
 use crate::store::{MeasurementPage, NewHost};
@@ -138,11 +138,32 @@ pub async fn edit_host(
     ))
 }
 
+/// Runs per page of `GET /runs` when the request names no `limit`, and the most.
+const RUNS_PAGE: u32 = 500;
+const RUNS_PAGE_MAX: u32 = 5_000;
+
+/// `GET /runs?limit=&before=`: one page of runs, newest first.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    limit: Option<u32>,
+    /// Only runs with an id below this (the last id of the page before).
+    before: Option<i64>,
+}
+
 pub async fn list_runs(
     State(app): State<AppState>,
     _: Operator,
+    AppQuery(q): AppQuery<RunsQuery>,
 ) -> Result<Json<Vec<Run>>, ApiError> {
-    Ok(Json(app.db(|s| Ok(s.list_runs()?)).await?))
+    let limit = q.limit.unwrap_or(RUNS_PAGE);
+    if !(1..=RUNS_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {RUNS_PAGE_MAX}, got {limit}"
+        )));
+    }
+    let before = q.before;
+    Ok(Json(app.db(move |s| Ok(s.runs_page(before, limit)?)).await?))
 }
 
 pub async fn create_run(
@@ -264,7 +285,7 @@ pub async fn report_html(
     let html = app
         .db(move |s| Ok(crate::report::writer::render_html(s, run_id)?))
         .await?;
-    Ok(typed("text/html; charset=utf-8", html))
+    Ok(super::dashboard::page(axum::http::StatusCode::OK, html))
 }
 
 /// `GET /metrics` (outside `/api/v1`): Prometheus text; the operator token
@@ -328,7 +349,7 @@ const MEASUREMENTS_PAGE_MAX: u32 = 100_000;
 pub async fn measurements(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    AppQuery(q): AppQuery<HashMap<String, String>>,
     _: Operator,
 ) -> Result<Json<Vec<common::wire::Measurement>>, ApiError> {
     let run_id = parse_id(&id, "run id")?;
@@ -378,7 +399,7 @@ pub async fn series(
 /// `GET /webhooks?state=`: deliveries, newest first.
 pub async fn webhooks(
     State(app): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    AppQuery(q): AppQuery<HashMap<String, String>>,
     _: Operator,
 ) -> Result<Json<Vec<WebhookDelivery>>, ApiError> {
     let state = match q.get("state").map(String::as_str) {
@@ -390,10 +411,13 @@ pub async fn webhooks(
             )))
         }
     };
-    Ok(Json(
-        app.db(move |s| Ok(s.webhook_deliveries(state.as_deref())?))
-            .await?,
-    ))
+    let mut rows = app
+        .db(move |s| Ok(s.webhook_deliveries(state.as_deref())?))
+        .await?;
+    for d in &mut rows {
+        d.url = crate::webhooks::redacted(&d.url);
+    }
+    Ok(Json(rows))
 }
 
 /// `POST /webhooks/{id}/retry`: a dead letter becomes pending, due now.
@@ -403,7 +427,7 @@ pub async fn retry_webhook(
     _: Operator,
 ) -> Result<Json<WebhookDelivery>, ApiError> {
     let id = parse_id(&id, "delivery id")?;
-    Ok(Json(
-        app.db(move |s| Ok(s.webhook_retry(id, now())?)).await?,
-    ))
+    let mut d = app.db(move |s| Ok(s.webhook_retry(id, now())?)).await?;
+    d.url = crate::webhooks::redacted(&d.url);
+    Ok(Json(d))
 }

@@ -42,6 +42,12 @@ pub enum StoreError {
     BatchGap { got: u64, expected: u64 },
     #[error("{0}")]
     Invalid(String),
+    /// A write for a run that has ended (Passed, Failed, Aborted, Cancelled).
+    #[error("run {run_id} is {state}; a finished run takes nothing more")]
+    RunFinished { run_id: i64, state: RunState },
+    /// A per-run limit (series, artifacts) would be passed; `code` names it.
+    #[error("{message}")]
+    OverLimit { code: &'static str, message: String },
     /// The database failed (I/O, a constraint, a lock held too long); the
     /// backend's own error is the source.
     #[error("database: {0}")]
@@ -263,6 +269,8 @@ pub trait Store: Send + Sync + 'static {
     // Runs, operator side.
     fn create_run(&self, run: &NewRun, now: Timestamp) -> StoreResult<Run>;
     fn list_runs(&self) -> StoreResult<Vec<Run>>;
+    /// Newest first: at most `limit` runs with an id below `before`.
+    fn runs_page(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<Run>>;
     fn run(&self, run_id: i64) -> StoreResult<Run>;
     fn run_detail(&self, run_id: i64) -> StoreResult<RunDetail>;
     /// Cancel, abort or release. `power` goes with release.
@@ -356,6 +364,15 @@ pub trait Store: Send + Sync + 'static {
         rendered_at: RunState,
         now: Timestamp,
     ) -> StoreResult<()>;
+    /// An agent's upload: [`StoreError::RunFinished`] once the run ended,
+    /// [`StoreError::OverLimit`] past 1,000 artifacts.
+    fn record_agent_artifact(
+        &self,
+        artifact: &NewArtifact,
+        now: Timestamp,
+    ) -> StoreResult<common::wire::ArtifactInfo>;
+    /// Whether [`Store::record_agent_artifact`] would take one more now.
+    fn check_agent_artifact(&self, run_id: i64) -> StoreResult<()>;
     fn record_artifact(
         &self,
         artifact: &NewArtifact,
@@ -398,11 +415,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The SSH port the held host reported, if any.
     fn hold_ssh_port(&self, run_id: i64) -> StoreResult<Option<u16>>;
-    /// The agent's total of produced samples; a mismatch is an error event.
+    /// The agent's closing count: produced minus refused must match what
+    /// was stored, else an error event. Taken once, also just after the run
+    /// ended (the agent counts after the verdict); a repeat changes nothing
+    /// and, once the run ended, is [`StoreError::RunFinished`].
     fn complete(
         &self,
         run_id: i64,
-        samples_produced: u64,
+        count: &common::wire::RunComplete,
         now: Timestamp,
     ) -> StoreResult<(u64, RunFacts)>;
     /// Aborts running runs whose agent has been silent since `cutoff`.

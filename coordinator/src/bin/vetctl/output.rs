@@ -5,6 +5,36 @@ use std::io::Write;
 
 use common::wire::{Host, IgnoreDiffAck, Run, RunDetail, WebhookDelivery};
 
+/// Standard output for people: every control character but newline and
+/// tab (an agent's text may carry terminal escapes) printed as `?`.
+pub fn stdout() -> Clean<std::io::StdoutLock<'static>> {
+    Clean(std::io::stdout().lock())
+}
+
+pub struct Clean<W>(pub W);
+
+impl<W: Write> Write for Clean<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let clean: String = text
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        self.0.write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
@@ -33,7 +63,7 @@ pub fn host(h: &Host, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(h);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     writeln!(out, "host {} (id {})", h.name, h.id)?;
     writeln!(out, "  mac        {}", h.mac)?;
     let wol = if h.wol_broadcast_ip.is_empty() {
@@ -60,7 +90,7 @@ pub fn hosts(list: &[Host], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&list);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     writeln!(
         out,
         "{:<5} {:<20} {:<18} {:<22} LAST SEEN",
@@ -89,7 +119,7 @@ pub fn run(r: &Run, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(r);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     writeln!(
         out,
         "run {} on {}: {} (profile {}{}) result {} failed stage {}",
@@ -112,7 +142,7 @@ pub fn runs(list: &[Run], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&list);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     writeln!(
         out,
         "{:<5} {:<16} {:<14} {:<7} {:<6} {:<13} STARTED",
@@ -138,7 +168,7 @@ pub fn webhooks(list: &[WebhookDelivery], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&list);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     if list.is_empty() {
         writeln!(out, "no deliveries")?;
         return Ok(());
@@ -175,7 +205,7 @@ pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
         return print_json(d);
     }
     run(&d.run, false)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     if let Some(ip) = &d.run.hold_ip {
         writeln!(
             out,
@@ -258,7 +288,7 @@ pub fn run_detail(d: &RunDetail, json: bool) -> anyhow::Result<()> {
 pub fn report_summary(bytes: &[u8]) -> anyhow::Result<()> {
     let r: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| anyhow::anyhow!("the coordinator sent a report that is not JSON: {e}"))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     writeln!(
         out,
         "run {} on {}: verdict {} (state {}, profile {})",

@@ -12,7 +12,7 @@ use common::time::Timestamp;
 use common::wire::ArtifactInfo;
 
 use super::insert_event;
-use super::runs::state_of;
+use super::runs::{open_state_of, state_of};
 use super::stages::stage_row;
 use crate::store::{NewArtifact, StoreError, StoreResult};
 
@@ -27,6 +27,35 @@ fn row_to_artifact(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactInfo> {
         blake3: r.get("blake3")?,
         size_bytes: r.get("size_bytes")?,
     })
+}
+
+/// Most artifacts an agent may upload for one run.
+pub const MAX_AGENT_ARTIFACTS: i64 = 1000;
+
+/// An agent's upload: only while the run is open, at most
+/// [`MAX_AGENT_ARTIFACTS`] per run.
+pub fn record_agent_artifact(
+    tx: &Connection,
+    a: &NewArtifact,
+    now: Timestamp,
+) -> StoreResult<ArtifactInfo> {
+    check_agent_artifact(tx, a.run_id)?;
+    record_artifact(tx, a, now)
+}
+
+/// Whether the run takes one more upload from its agent.
+pub fn check_agent_artifact(tx: &Connection, run_id: i64) -> StoreResult<()> {
+    open_state_of(tx, run_id)?;
+    let n: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM artifacts WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get(0))?;
+    if n >= MAX_AGENT_ARTIFACTS {
+        return Err(StoreError::OverLimit {
+            code: "too_many_artifacts",
+            message: format!("run {run_id} has {n} artifacts; at most {MAX_AGENT_ARTIFACTS}"),
+        });
+    }
+    Ok(())
 }
 
 pub fn record_artifact(
@@ -128,7 +157,7 @@ pub fn record_firmware(
     components: &[FirmwareComponent],
     _now: Timestamp,
 ) -> StoreResult<()> {
-    let (state, _) = state_of(tx, run_id)?;
+    let (state, _) = open_state_of(tx, run_id)?;
     if !state.is_active() {
         return Err(StoreError::Conflict(format!(
             "run {run_id} is {state}; firmware is recorded while it runs"

@@ -18,6 +18,44 @@ use super::runs::state_of;
 use super::{parse_col, FrozenRule};
 use crate::store::{RunFacts, StoreError, StoreResult};
 
+/// Most distinct series (kind, key) one run may hold.
+pub const MAX_SERIES_PER_RUN: usize = 10_000;
+
+/// Refuses a batch that would take the run past [`MAX_SERIES_PER_RUN`].
+fn check_series_limit(tx: &Connection, run_id: i64, batch: &MeasurementBatch) -> StoreResult<()> {
+    let mut exists = tx.prepare_cached(
+        "SELECT 1 FROM series_stats WHERE run_id = ?1 AND kind = ?2 AND key = ?3",
+    )?;
+    let mut new = std::collections::HashSet::new();
+    for s in &batch.samples {
+        if !new.contains(&(s.kind, s.key.as_str()))
+            && exists
+                .query_row((run_id, s.kind.as_str(), &s.key), |_| Ok(()))
+                .optional()?
+                .is_none()
+        {
+            new.insert((s.kind, s.key.as_str()));
+        }
+    }
+    if new.is_empty() {
+        return Ok(());
+    }
+    let held: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM series_stats WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get(0))?;
+    let total = held as usize + new.len();
+    if total > MAX_SERIES_PER_RUN {
+        return Err(StoreError::OverLimit {
+            code: "too_many_series",
+            message: format!(
+                "batch {} would give run {run_id} {total} series (kind, key); at most {MAX_SERIES_PER_RUN}",
+                batch.seq
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn append(
     tx: &Connection,
     run_id: i64,
@@ -26,7 +64,7 @@ pub fn append(
     now: Timestamp,
 ) -> StoreResult<(BatchAck, RunFacts)> {
     let (state, _) = state_of(tx, run_id)?;
-    if matches!(state, RunState::Queued | RunState::Cancelled) {
+    if state == RunState::Queued {
         return Err(StoreError::Conflict(format!(
             "run {run_id} is {state}; it takes measurements once claimed"
         )));
@@ -63,12 +101,18 @@ pub fn append(
         };
         return Ok((ack, facts));
     }
+    // A resend is acknowledged even after the run ended (it changes
+    // nothing); anything new is refused.
+    if state.is_terminal() {
+        return Err(StoreError::RunFinished { run_id, state });
+    }
     if seq != last + 1 {
         return Err(StoreError::BatchGap {
             got: batch.seq,
             expected: (last + 1) as u64,
         });
     }
+    check_series_limit(tx, run_id, batch)?;
 
     // (stage id, stage, is running) by ordinal.
     let mut stages: Vec<Option<(i64, Stage, bool)>> =

@@ -13,7 +13,7 @@ use common::profile::Profile;
 use common::run_state::{RunEvent, RunState};
 use common::stage::{Stage, StageState, DEFAULT_STAGE_ORDER};
 use common::time::Timestamp;
-use common::wire::{Overrides, StagePlan};
+use common::wire::{Overrides, RunComplete, StagePlan};
 
 use super::runs::{self, apply_transition, facts, state_of};
 use super::{insert_event, insert_plain_event, parse_col, ts_opt};
@@ -247,21 +247,35 @@ pub fn heartbeat(tx: &Connection, run_id: i64, now: Timestamp) -> StoreResult<Ru
 pub fn complete(
     tx: &Connection,
     run_id: i64,
-    produced: u64,
+    count: &RunComplete,
     now: Timestamp,
 ) -> StoreResult<(u64, RunFacts)> {
-    let (_, host_id) = state_of(tx, run_id)?;
+    let (state, host_id) = state_of(tx, run_id)?;
     let stored: i64 = tx.query_row(
         "SELECT COALESCE(SUM(sample_count), 0) FROM batches WHERE run_id = ?1",
         [run_id],
         |r| r.get(0),
     )?;
     let stored = stored as u64;
+    let reported: Option<i64> = tx.query_row(
+        "SELECT samples_reported FROM runs WHERE id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    if reported.is_some() {
+        if state.is_terminal() {
+            return Err(StoreError::RunFinished { run_id, state });
+        }
+        // A resend whose answer was lost: counted once.
+        return Ok((stored, facts(tx, run_id)?));
+    }
+    let produced = count.samples_produced;
     tx.execute(
         "UPDATE runs SET samples_reported = ?1 WHERE id = ?2",
         (produced as i64, run_id),
     )?;
-    if stored != produced {
+    let refused = count.samples_refused.min(produced);
+    if stored != produced - refused {
         insert_event(
             tx,
             &NewEvent {
@@ -269,8 +283,8 @@ pub fn complete(
                 host_id: Some(host_id),
                 level: EventLevel::Error,
                 kind: EventKind::SampleCountMismatch,
-                message: format!("agent produced {produced} samples; coordinator stored {stored}"),
-                data: Some(serde_json::json!({"produced": produced, "stored": stored})),
+                message: format!("agent produced {produced} samples ({refused} refused); coordinator stored {stored}"),
+                data: Some(serde_json::json!({"produced": produced, "refused": refused, "stored": stored})),
             },
             now,
         )?;

@@ -10,7 +10,7 @@ use common::time::Timestamp;
 use common::wire::HoldReport;
 
 use super::artifacts::record_artifact;
-use super::runs::{facts, state_of};
+use super::runs::{facts, open_state_of};
 use super::{insert_event, insert_plain_event};
 use crate::store::{NewArtifact, RunFacts, StoreError, StoreResult};
 
@@ -21,7 +21,7 @@ pub fn set_hold_key(
     key: &NewArtifact,
     now: Timestamp,
 ) -> StoreResult<RunFacts> {
-    let (state, host_id) = state_of(tx, run_id)?;
+    let (state, host_id) = open_state_of(tx, run_id)?;
     if state != RunState::FailedHolding {
         return Err(StoreError::Conflict(format!(
             "run {run_id} is {state}; only a held run gets a hold key"
@@ -58,7 +58,7 @@ pub fn report_hold_ip(
     now: Timestamp,
 ) -> StoreResult<RunFacts> {
     let ip = report.hold_ip.as_str();
-    let (state, host_id) = state_of(tx, run_id)?;
+    let (state, host_id) = open_state_of(tx, run_id)?;
     if state != RunState::FailedHolding {
         return Err(StoreError::Conflict(format!(
             "run {run_id} is {state}; only a held host reports hold_ip"

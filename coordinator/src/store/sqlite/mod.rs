@@ -250,6 +250,10 @@ impl Store for SqliteStore {
         self.read(|tx| runs::list(tx))
     }
 
+    fn runs_page(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<Run>> {
+        self.read(|tx| runs::page(tx, before, limit))
+    }
+
     fn run(&self, run_id: i64) -> StoreResult<Run> {
         self.read(|tx| runs::by_id(tx, run_id))
     }
@@ -427,6 +431,18 @@ impl Store for SqliteStore {
         self.write(|tx| artifacts::record_artifact(tx, artifact, now))
     }
 
+    fn record_agent_artifact(
+        &self,
+        artifact: &NewArtifact,
+        now: Timestamp,
+    ) -> StoreResult<ArtifactInfo> {
+        self.write(|tx| artifacts::record_agent_artifact(tx, artifact, now))
+    }
+
+    fn check_agent_artifact(&self, run_id: i64) -> StoreResult<()> {
+        self.read(|tx| artifacts::check_agent_artifact(tx, run_id))
+    }
+
     fn latest_artifact(&self, run_id: i64, kind: &str) -> StoreResult<Option<ArtifactInfo>> {
         self.read(|tx| artifacts::latest_artifact(tx, run_id, kind))
     }
@@ -458,7 +474,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         self.write(|tx| {
-            let (_, host_id) = runs::state_of(tx, run_id)?;
+            let (_, host_id) = runs::open_state_of(tx, run_id)?;
             let event = NewEvent {
                 run_id: Some(run_id),
                 host_id: Some(host_id),
@@ -493,10 +509,10 @@ impl Store for SqliteStore {
     fn complete(
         &self,
         run_id: i64,
-        samples_produced: u64,
+        count: &common::wire::RunComplete,
         now: Timestamp,
     ) -> StoreResult<(u64, RunFacts)> {
-        self.write(|tx| claim::complete(tx, run_id, samples_produced, now))
+        self.write(|tx| claim::complete(tx, run_id, count, now))
     }
 
     fn expire_silent_agents(&self, cutoff: Timestamp, now: Timestamp) -> StoreResult<Vec<i64>> {

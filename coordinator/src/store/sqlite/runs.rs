@@ -102,6 +102,17 @@ pub fn list(tx: &Connection) -> StoreResult<Vec<Run>> {
     Ok(rows)
 }
 
+/// Newest first: at most `limit` runs with an id below `before`.
+pub fn page(tx: &Connection, before: Option<i64>, limit: u32) -> StoreResult<Vec<Run>> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id WHERE r.id < ?1 ORDER BY r.id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map((before.unwrap_or(i64::MAX), limit), row_to_run)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 pub fn by_id(tx: &Connection, run_id: i64) -> StoreResult<Run> {
     tx.query_row(
         &format!("SELECT {COLUMNS} FROM runs r JOIN hosts h ON h.id = r.host_id WHERE r.id = ?1"),
@@ -110,6 +121,16 @@ pub fn by_id(tx: &Connection, run_id: i64) -> StoreResult<Run> {
     )
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))
+}
+
+/// [`state_of`] for an agent's write: a run that has ended is
+/// [`StoreError::RunFinished`].
+pub fn open_state_of(tx: &Connection, run_id: i64) -> StoreResult<(RunState, i64)> {
+    let (state, host_id) = state_of(tx, run_id)?;
+    if state.is_terminal() {
+        return Err(StoreError::RunFinished { run_id, state });
+    }
+    Ok((state, host_id))
 }
 
 pub fn state_of(tx: &Connection, run_id: i64) -> StoreResult<(RunState, i64)> {
@@ -205,6 +226,15 @@ pub fn apply_transition(
         tx.execute(
             "UPDATE runs SET held_at = ?1 WHERE id = ?2",
             (now.to_string(), run_id),
+        )?;
+    }
+    if to.is_terminal() && !from.is_terminal() {
+        // A finished run takes no stage report: the stage it was running
+        // ends with it.
+        let reasons = gate::stage_after_run_ended(to).reasons;
+        tx.execute(
+            "UPDATE stages SET state = 'failed', completed_at = ?1, summary_json = ?2 WHERE run_id = ?3 AND state = 'running'",
+            (now.to_string(), serde_json::json!({"reasons": reasons}).to_string(), run_id),
         )?;
     }
     tx.execute(

@@ -14,7 +14,7 @@ use common::threshold::Op;
 use common::time::Timestamp;
 use common::wire::StageFinish;
 
-use super::runs::{apply_transition, facts, state_of};
+use super::runs::{apply_transition, facts, open_state_of};
 use super::{insert_event, parse_col};
 use crate::gate::{self, Breach, StageDecision, StageFacts, SubStepDecision};
 use crate::store::{ComputedDiffs, RunFacts, StageResult, StoreError, StoreResult};
@@ -39,7 +39,7 @@ pub fn start_stage(
     at: Timestamp,
     now: Timestamp,
 ) -> StoreResult<RunFacts> {
-    let (state, _) = state_of(tx, run_id)?;
+    let (state, _) = open_state_of(tx, run_id)?;
     if state != RunState::Running {
         return Err(StoreError::Conflict(format!(
             "run {run_id} is {state}; no stage can start"
@@ -182,7 +182,7 @@ pub fn finish_stage(
     diffs: Option<ComputedDiffs>,
     now: Timestamp,
 ) -> StoreResult<StageResult> {
-    let (run_state, _) = state_of(tx, run_id)?;
+    let (run_state, _) = open_state_of(tx, run_id)?;
     let (stage_id, name, st) = stage_row(tx, run_id, ordinal)?;
     let stage = Stage::from_ordinal(ordinal)
         .ok_or_else(|| StoreError::NotFound(format!("no stage {ordinal}")))?;

@@ -1,6 +1,9 @@
 //! Bad input gets a 4xx JSON error and changes nothing: every case compares
 //! the row count of every table before and after.
 
+mod closed;
+mod edge;
+
 use testkit as support;
 
 use reqwest::{Method, StatusCode};

@@ -11,8 +11,6 @@
 //! running once `boot` has returned (by any path, an error included), or
 //! power anything off unless started with `--power exec`.
 
-use common::event::{EventKind, EventLevel};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +20,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use common::mac::Mac;
-use common::measurement::{Finite, Sample};
 use common::run_state::RunState;
 use common::stage::{Stage, StageState};
 use common::wire::{
@@ -30,10 +27,10 @@ use common::wire::{
     StageFinish, StageStart, StageVerdict,
 };
 
+mod tasks;
+
 use crate::host::{self, Roots, Selector};
-use crate::sensors::Sidecar;
 use crate::stages::{self, Clock, StageAbort, StageCtx, StageReport};
-use crate::tools::kmsg::{KernelError, Record};
 use crate::uplink::batcher::UplinkTasks;
 use crate::uplink::retry::Backoff;
 use crate::uplink::{Client, Uplink, UplinkError};
@@ -211,13 +208,13 @@ impl RunSession {
         let (stage, _) = watch::channel(None);
         let (hb_tx, from_heartbeat) = watch::channel(None);
         let mut tasks = JoinSet::new();
-        tasks.spawn(heartbeat(
+        tasks.spawn(tasks::heartbeat(
             client.clone(),
             Duration::from_secs(claim.heartbeat_interval_s.max(1)),
             stage.subscribe(),
             hb_tx,
         ));
-        tasks.spawn(sidecar(
+        tasks.spawn(tasks::sidecar(
             uplink.clone(),
             clock,
             opts.sensors_root.clone(),
@@ -234,7 +231,7 @@ impl RunSession {
                 tracing::warn!(error = %e, "cannot follow the kernel log; kernel errors will not be seen")
             }
             Some(Ok(rx)) => {
-                tasks.spawn(kernel_watch(
+                tasks.spawn(tasks::kernel_watch(
                     rx,
                     uplink.clone(),
                     client.clone(),
@@ -275,13 +272,16 @@ impl RunSession {
             let start = StageStart {
                 at: Some(self.clock.now()),
             };
-            let started: DirectiveResponse = post_with_retry(
+            let started: DirectiveResponse = match post_with_retry(
                 &self.client,
                 &format!("/stages/{}/start", plan.ordinal),
                 &start,
             )
             .await
-            .with_context(|| format!("starting {stage}"))?;
+            {
+                Err(e) if e.is_run_finished() => return Ok(self.ended().await),
+                r => r.with_context(|| format!("starting {stage}"))?,
+            };
             if started.directive != Directive::Continue {
                 return Ok(started.directive);
             }
@@ -315,12 +315,16 @@ impl RunSession {
                 summary: Some(report.summary.clone()),
                 sub_steps: report.sub_steps.clone(),
             };
-            let verdict: StageVerdict = post_with_retry(
+            let verdict: StageVerdict = match post_with_retry(
                 &self.client,
                 &format!("/stages/{}/finish", plan.ordinal),
                 &finish,
             )
-            .await?;
+            .await
+            {
+                Err(e) if e.is_run_finished() => return Ok(self.ended().await),
+                r => r.with_context(|| format!("reporting {stage}"))?,
+            };
             tracing::info!(stage = %stage, state = %verdict.state, reasons = ?verdict.reasons, "stage finished");
             if verdict.directive != Directive::Continue {
                 return Ok(verdict.directive);
@@ -348,12 +352,26 @@ impl RunSession {
                     Err(_) => { heartbeat_open = false; None }
                 },
             };
-            if let Some(Directive::AbortStage { reason }) = answer {
-                if ctx.abort.fire(reason.clone()) {
-                    tracing::warn!(%reason, "abort_stage: killing the running stage");
+            // A run that ended under the stage (an operator's abort, a
+            // release) ends the stage too.
+            let reason = match answer {
+                Some(Directive::AbortStage { reason }) => reason,
+                Some(Directive::Done { .. } | Directive::Release { .. }) => {
+                    "the run has ended on the coordinator".to_string()
                 }
+                _ => continue,
+            };
+            if ctx.abort.fire(reason.clone()) {
+                tracing::warn!(%reason, "killing the running stage");
             }
         }
+    }
+
+    /// The run ended under the agent (an operator's abort): what the
+    /// coordinator says to do now.
+    async fn ended(&self) -> Directive {
+        tracing::warn!("the run has ended on the coordinator; stopping");
+        self.ask(Directive::Done { power: Power::None }).await
     }
 
     /// Asks the coordinator what to do now (`fallback` when it cannot answer).
@@ -438,9 +456,11 @@ impl RunSession {
         self.uplink.flush().await;
         let complete = common::wire::RunComplete {
             samples_produced: produced,
+            samples_refused: self.uplink.refused(),
         };
-        let _: common::wire::CompleteAck =
-            post_with_retry(&self.client, "/complete", &complete).await?;
+        let _: common::wire::CompleteAck = post_with_retry(&self.client, "/complete", &complete)
+            .await
+            .context("reporting the sample count")?;
         let state = self
             .client
             .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
@@ -452,119 +472,6 @@ impl RunSession {
     }
 }
 
-/// Posts a heartbeat every `every` with the running stage; publishes each answer.
-async fn heartbeat(
-    client: Arc<Client>,
-    every: Duration,
-    stage: watch::Receiver<Option<u32>>,
-    answers: watch::Sender<Option<Directive>>,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let stage = *stage.borrow();
-        match client
-            .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage })
-            .await
-        {
-            Ok(d) => {
-                answers.send_replace(Some(d.directive));
-            }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-        }
-    }
-}
-
-/// Samples the sensors every `every` into the uplink.
-async fn sidecar(
-    uplink: Uplink,
-    clock: Clock,
-    root: PathBuf,
-    every: Duration,
-    stage: watch::Receiver<Option<u32>>,
-) {
-    let mut sensors = Sidecar::new(&root);
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let stage = *stage.borrow();
-        let ts = clock.now();
-        for r in sensors.read() {
-            if let Ok(value) = Finite::new(r.value) {
-                let unit = r.kind.unit_for_key(&r.key).unwrap_or("").to_string();
-                uplink.push(Sample {
-                    ts,
-                    kind: r.kind,
-                    key: r.key,
-                    value,
-                    unit,
-                    stage,
-                });
-            }
-        }
-    }
-}
-
-/// Kernel log: each hardware failure is a `kmsg` sample (the count of its
-/// key within the stage) and a `kernel_error` event with the line. A failing
-/// link can log thousands of AER lines a second: every line counts, but only
-/// the first few per key and stage become events, then one saying the rest
-/// are counted only.
-async fn kernel_watch(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Record, KernelError)>,
-    uplink: Uplink,
-    client: Arc<Client>,
-    clock: Clock,
-    stage: watch::Receiver<Option<u32>>,
-) {
-    const EVENTS_PER_KEY: u32 = 5;
-    let mut counts: HashMap<(Option<u32>, String), (f64, u32)> = HashMap::new();
-    while let Some((record, err)) = rx.recv().await {
-        let stage = *stage.borrow();
-        let key = err.key();
-        let (n, lines) = counts.entry((stage, key.clone())).or_default();
-        *n += err.count as f64;
-        *lines += 1;
-        let lines = *lines;
-        if let Ok(value) = Finite::new(*n) {
-            uplink.push(Sample {
-                ts: clock.now(),
-                kind: common::measurement::Kind::Kmsg,
-                key: key.clone(),
-                value,
-                unit: "count".into(),
-                stage,
-            });
-        }
-        if lines > EVENTS_PER_KEY + 1 {
-            continue;
-        }
-        let message = if lines > EVENTS_PER_KEY {
-            format!("{key}: more lines like this in this stage are counted in the kmsg measurement, not listed")
-        } else {
-            format!(
-                "{key}: {}",
-                record.message.chars().take(1500).collect::<String>()
-            )
-        };
-        let event = common::wire::AgentEvent {
-            kind: EventKind::KernelError,
-            level: if err.is_critical() {
-                EventLevel::Error
-            } else {
-                EventLevel::Warn
-            },
-            message,
-        };
-        if let Err(e) = client
-            .post::<_, common::wire::EventAck>("/events", &event)
-            .await
-        {
-            tracing::warn!(error = %e, "could not report a kernel error event");
-        }
-    }
-}
-
 /// Posts a run-token request, retrying while the coordinator is away. Every
 /// such request is idempotent on the coordinator (a resent stage start or
 /// report gets the same answer).
@@ -572,7 +479,7 @@ async fn post_with_retry<B: serde::Serialize + ?Sized, T: serde::de::Deserialize
     client: &Client,
     path: &str,
     body: &B,
-) -> anyhow::Result<T> {
+) -> Result<T, UplinkError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match client.post(path, body).await {
@@ -582,7 +489,7 @@ async fn post_with_retry<B: serde::Serialize + ?Sized, T: serde::de::Deserialize
                 tracing::warn!(path, error = %e, ?d, "coordinator unreachable, retrying");
                 tokio::time::sleep(d).await;
             }
-            Err(e) => return Err(anyhow::anyhow!("{path} refused: {e}")),
+            Err(e) => return Err(e),
         }
     }
 }

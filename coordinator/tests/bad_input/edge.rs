@@ -1,0 +1,89 @@
+//! The HTTP edge's own refusals: a wrong method, a malformed query, a
+//! login guessing loop; and report.html served like the dashboard.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use testkit::TestCoordinator;
+
+#[tokio::test]
+async fn a_wrong_method_is_405_in_the_error_shape() {
+    let coord = TestCoordinator::start().await;
+    for (method, path) in [
+        (Method::DELETE, "/hosts"),
+        (Method::GET, "/claim"),
+        (Method::PUT, "/runs/1/batches"),
+    ] {
+        let before = coord.row_counts();
+        let resp = coord
+            .http
+            .request(method.clone(), coord.url(path))
+            .bearer_auth(&coord.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+        assert_eq!(coord.row_counts(), before);
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_query_is_400_in_the_error_shape() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-q", "52:54:00:00:20:01", None).await;
+    coord.start_run("node-q", serde_json::json!({})).await;
+    for path in ["/runs?limit=many", "/runs?before=-3x", "/runs?limit=0"] {
+        let (st, body) = coord.op_get(path).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn report_html_carries_the_dashboards_policy() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-r", "52:54:00:00:20:02", None).await;
+    let run = coord.start_run("node-r", serde_json::json!({})).await;
+    let resp = coord
+        .http
+        .get(coord.url(&format!("/runs/{run}/report.html")))
+        .bearer_auth(&coord.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+}
+
+#[tokio::test]
+async fn dashboard_logins_are_throttled_per_address() {
+    let coord = TestCoordinator::start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |token: &str| {
+        http.post(format!("{}/ui/login", coord.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    // Five guesses pass to the check; the sixth is refused before it.
+    for i in 0..5 {
+        let resp = login(&format!("guess-{i}")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let resp = login(&coord.token).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=6).contains(&wait), "{wait}");
+    assert!(resp.headers().get("set-cookie").is_none(), "no session while throttled");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Too many login attempts"), "{page}");
+}
