@@ -55,7 +55,8 @@ pub async fn run(
     opts: HostModeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<HostModeEnd, HostModeError> {
-    let client = Client::new(&opts.coordinator).map_err(|e| HostModeError::Setup(e.to_string()))?;
+    let client = Client::new(&opts.coordinator, &opts.runs.trust)
+        .map_err(|e| HostModeError::Setup(e.to_string()))?;
     client.set_token(&opts.token);
     let hb = HostHeartbeat {
         boot_id: opts

@@ -17,6 +17,7 @@ use vet_agent::host::{Roots, Selector};
 use vet_agent::host_mode::{self, HostModeOptions};
 use vet_agent::run::{boot, BootOptions};
 use vet_agent::tools::{self, judge};
+use vet_agent::uplink::trust::Trust;
 
 /// `vet.<name>=VALUE` from /proc/cmdline, if the kernel was given it.
 fn kernel_cmdline_value(name: &str) -> anyhow::Result<Option<String>> {
@@ -44,6 +45,34 @@ fn claim_secret(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>
         anyhow::bail!("the claim secret is empty");
     }
     Ok(secret)
+}
+
+/// Whom to trust over HTTPS: `--ca-sha256`, else `--ca-file`, else
+/// `vet.ca_sha256=` on the kernel command line, else the system's roots.
+fn trust(tls: &TlsArgs) -> anyhow::Result<Trust> {
+    if let Some(pin) = &tls.ca_sha256 {
+        return Trust::pin(pin).map_err(|e| anyhow::anyhow!("--ca-sha256: {e}"));
+    }
+    if let Some(f) = &tls.ca_file {
+        let pem = std::fs::read(f).with_context(|| format!("reading --ca-file {}", f.display()))?;
+        return Ok(Trust::CaFile(pem));
+    }
+    match kernel_cmdline_value("ca_sha256").unwrap_or(None) {
+        Some(pin) => Trust::pin(&pin).map_err(|e| anyhow::anyhow!("vet.ca_sha256=: {e}")),
+        None => Ok(Trust::System),
+    }
+}
+
+/// How the agent checks an HTTPS coordinator.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Trust only the coordinator certificate with this SHA-256 (its
+    /// `tls/cert.sha256`); default: `vet.ca_sha256=` on the kernel command line.
+    #[arg(long, env = "VET_CA_SHA256", conflicts_with = "ca_file")]
+    ca_sha256: Option<String>,
+    /// Trust only certificates from this PEM CA file.
+    #[arg(long, env = "VET_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// `vet.coordinator=URL` from /proc/cmdline (what the live image passes).
@@ -113,6 +142,8 @@ struct BootArgs {
     /// --claim-secret-file`); default: `vet.claim=` on the kernel command line.
     #[arg(long, env = "VET_CLAIM_SECRET_FILE")]
     claim_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +157,8 @@ struct HostArgs {
     /// takes in place are claimed with it.
     #[arg(long, env = "VET_CLAIM_SECRET_FILE")]
     claim_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -186,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(f) => claim_secret(Some(f))?,
                     None => None,
                 },
+                trust: trust(&a.tls)?,
                 kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions::root_default(work_dir.join("ssh")),
             };
@@ -231,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 macs: None,
                 boot_id: None,
                 claim_secret: claim_secret(a.claim_secret_file.as_deref())?,
+                trust: trust(&a.tls)?,
                 kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions {
                     authorized_keys: a.authorized_keys,

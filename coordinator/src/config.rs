@@ -43,6 +43,16 @@ pub struct RawConfig {
     pub claim_rate: Option<f64>,
     /// Claims one source address may make at once.
     pub claim_burst: Option<u32>,
+    /// Serve HTTPS only.
+    pub tls: Option<bool>,
+    /// PEM certificate (chain) and key; without them a self-signed pair is
+    /// made under `<data-dir>/tls/` on first start.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Extra names (DNS or IP) for the self-signed certificate.
+    pub tls_san: Option<Vec<String>>,
+    /// Open connections at most; more wait in the listen queue.
+    pub max_connections: Option<usize>,
 }
 
 impl RawConfig {
@@ -124,6 +134,31 @@ impl RawConfig {
         if let Some(v) = get("VET_CLAIM_BURST") {
             self.claim_burst = Some(num("VET_CLAIM_BURST", v)?);
         }
+        if let Some(v) = get("VET_TLS") {
+            self.tls = Some(match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => anyhow::bail!("VET_TLS={v:?}: want true or false"),
+            });
+        }
+        if let Some(v) = get("VET_TLS_CERT") {
+            self.tls_cert = Some(v.into());
+        }
+        if let Some(v) = get("VET_TLS_KEY") {
+            self.tls_key = Some(v.into());
+        }
+        if let Some(v) = get("VET_TLS_SAN") {
+            self.tls_san = Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            );
+        }
+        if let Some(v) = get("VET_MAX_CONNECTIONS") {
+            self.max_connections = Some(num("VET_MAX_CONNECTIONS", v)?);
+        }
         if let Some(v) = get("VET_IPERF3_HOST") {
             self.iperf3_host = Some(v);
         }
@@ -156,6 +191,19 @@ pub struct Config {
     pub claim_rate: f64,
     /// Claims per source address at once.
     pub claim_burst: u32,
+    /// HTTPS only, with this identity; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Open connections at most (the daemon raises its open-file limit).
+    pub max_connections: usize,
+}
+
+/// `serve --tls`: the operator's certificate and key, or (both `None`) a
+/// self-signed pair with these extra names.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub sans: Vec<String>,
 }
 
 impl Config {
@@ -178,6 +226,8 @@ impl Config {
             webhook_backoff: Duration::from_secs(5),
             claim_rate: 20.0,
             claim_burst: 100,
+            tls: None,
+            max_connections: 4096,
         }
     }
 
@@ -252,6 +302,24 @@ impl Config {
         if let Some(b) = raw.claim_burst {
             anyhow::ensure!(b >= 1, "claim_burst: must be at least 1");
             c.claim_burst = b;
+        }
+        if let Some(n) = raw.max_connections {
+            anyhow::ensure!(n >= 16, "max_connections: {n} is below the minimum of 16");
+            c.max_connections = n;
+        }
+        let given = raw.tls_cert.is_some() || raw.tls_key.is_some() || raw.tls_san.is_some();
+        if raw.tls.unwrap_or(false) {
+            anyhow::ensure!(
+                raw.tls_cert.is_some() == raw.tls_key.is_some(),
+                "tls_cert and tls_key: give both or neither (neither makes a self-signed pair)"
+            );
+            c.tls = Some(TlsConfig {
+                cert: raw.tls_cert,
+                key: raw.tls_key,
+                sans: raw.tls_san.unwrap_or_default(),
+            });
+        } else {
+            anyhow::ensure!(!given, "tls_cert, tls_key and tls_san need tls (--tls)");
         }
         Ok(c)
     }

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod report;
 pub mod store;
 pub mod sweep;
+pub mod tls;
 pub mod webhooks;
 pub mod wol;
 

@@ -185,7 +185,10 @@ mod tests {
         );
         assert_eq!(redacted("https://:p@h/x"), "https://***@h/x");
         assert_eq!(redacted("http://h:8080/hook"), "http://h:8080/hook");
-        assert_eq!(redacted("not a url p@ss"), "(a webhook URL that does not parse)");
+        assert_eq!(
+            redacted("not a url p@ss"),
+            "(a webhook URL that does not parse)"
+        );
     }
 
     #[test]

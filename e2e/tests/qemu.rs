@@ -49,7 +49,9 @@ struct Vm {
 }
 
 impl Vm {
-    fn boot(dir: &Path, coord_port: u16, mac: &str, ssh_port: u16, disks: &[Nvme]) -> Vm {
+    /// `coordinator`: the `vet.coordinator=` (and `vet.ca_sha256=`) words
+    /// of the kernel command line.
+    fn boot(dir: &Path, coordinator: &str, mac: &str, ssh_port: u16, disks: &[Nvme]) -> Vm {
         let image = image_dir();
         let console = dir.join("console.log");
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -70,7 +72,7 @@ impl Vm {
             // 60 s) outlasted the interlock's 60 s wipefs probe, so the disk
             // under test was refused; at 8 s the guest recovers in 16 s.
             .arg(format!(
-                "console=ttyS0 panic=-1 nvme_core.io_timeout=8 vet.coordinator=http://10.0.2.2:{coord_port}"
+                "console=ttyS0 panic=-1 nvme_core.io_timeout=8 {coordinator}"
             ))
             .arg("-netdev")
             .arg(format!("user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
@@ -260,14 +262,16 @@ fn qemu_version() -> String {
 async fn a_healthy_node_boots_the_image_and_passes() {
     let dir = scratch();
     let port = free_port();
-    let coord = Coord::spawn_binary(dir.path(), port, &[free_port()]).await;
+    // Over HTTPS, the agent pinning the certificate from the command line.
+    let (coord, pin) = Coord::spawn_binary_tls(dir.path(), port, &[free_port()]).await;
+    let kernel = format!("vet.coordinator=https://10.0.2.2:{port} vet.ca_sha256={pin}");
     let mac = "52:54:00:76:e7:01";
     let run = queue(&coord, "qemu-healthy", mac, true).await;
     let disk = dir.path().join("nvme0.img");
     sparse_file(&disk, 1 << 30);
     let vm = Vm::boot(
         dir.path(),
-        port,
+        &kernel,
         mac,
         free_port(),
         &[Nvme {
@@ -364,7 +368,7 @@ async fn a_failing_nvme_is_held_reachable_over_ssh_and_powered_off_on_release() 
     let ssh_port = free_port();
     let mut vm = Vm::boot(
         dir.path(),
-        port,
+        &format!("vet.coordinator=http://10.0.2.2:{port}"),
         mac,
         ssh_port,
         &[Nvme {
@@ -470,7 +474,7 @@ async fn bad_sectors_are_caught_and_a_disk_with_a_filesystem_is_left_alone() {
 
     let mut vm = Vm::boot(
         dir.path(),
-        port,
+        &format!("vet.coordinator=http://10.0.2.2:{port}"),
         mac,
         free_port(),
         &[

@@ -100,7 +100,7 @@ async fn a_coordinator_crash_mid_stream_loses_and_duplicates_nothing() {
     let coord = start(dir.path(), port).await;
     let mac: Mac = "52:54:00:e2:e0:01".parse().unwrap();
     queued_run(&coord, &mac.to_string()).await;
-    let client = Arc::new(Client::new(&coord.base).unwrap());
+    let client = Arc::new(Client::new(&coord.base, &Default::default()).unwrap());
     let claim = client
         .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await
@@ -162,7 +162,7 @@ async fn batches_spooled_while_the_coordinator_is_away_survive_an_agent_restart(
     let coord = start(dir.path(), port).await;
     let mac: Mac = "52:54:00:e2:e0:02".parse().unwrap();
     queued_run(&coord, &mac.to_string()).await;
-    let client = Arc::new(Client::new(&coord.base).unwrap());
+    let client = Arc::new(Client::new(&coord.base, &Default::default()).unwrap());
     let claim = client
         .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await
@@ -188,7 +188,7 @@ async fn batches_spooled_while_the_coordinator_is_away_survive_an_agent_restart(
     // one's heartbeat is stale, claims again and replays the spool first.
     let coord = start(dir.path(), port).await;
     testkit::silence(&dir.path().join("vetting.db"), claim.run_id, 60);
-    let client = Arc::new(Client::new(&coord.base).unwrap());
+    let client = Arc::new(Client::new(&coord.base, &Default::default()).unwrap());
     let claim = client
         .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await
@@ -212,7 +212,7 @@ async fn a_live_breach_reaches_the_agent_as_abort_stage() {
     let coord = start(dir.path(), free_port()).await;
     let mac: Mac = "52:54:00:e2:e0:03".parse().unwrap();
     queued_run(&coord, &mac.to_string()).await;
-    let client = Arc::new(Client::new(&coord.base).unwrap());
+    let client = Arc::new(Client::new(&coord.base, &Default::default()).unwrap());
     let claim = client
         .claim(&ClaimRequest::new(vec![mac], "b1", "test"))
         .await

@@ -52,12 +52,28 @@ impl TestCoordinator {
         let addr = listener.local_addr().unwrap();
         let mut config = Config::for_data_dir(dir.path());
         tweak(&mut config);
+        let tls = config.tls.is_some();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(coordinator::serve(listener, config, async {
             stopped.await.ok();
         }));
-        let base = format!("http://{addr}");
-        let http = reqwest::Client::new();
+        let (base, http) = if tls {
+            // The pin is written last: the certificate is in place then.
+            let pin = dir.path().join("tls/cert.sha256");
+            wait_until("the TLS certificate", Duration::from_secs(20), || {
+                let pin = pin.clone();
+                async move { pin.exists().then_some(()) }
+            })
+            .await;
+            let pem = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();
+            let http = reqwest::Client::builder()
+                .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+                .build()
+                .unwrap();
+            (format!("https://{addr}"), http)
+        } else {
+            (format!("http://{addr}"), reqwest::Client::new())
+        };
         let token_path = dir.path().join("operator.token");
         let token = wait_until(
             "operator token and /health",

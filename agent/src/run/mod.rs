@@ -54,6 +54,8 @@ pub struct BootOptions {
     pub boot_id: Option<String>,
     /// The host's claim secret, when its host has one.
     pub claim_secret: Option<String>,
+    /// Whom to trust as the coordinator over HTTPS.
+    pub trust: crate::uplink::trust::Trust,
     /// Where a hold installs its key and which port its SSH server uses.
     pub hold: crate::hold::HoldOptions,
     /// The kernel log to follow (`/dev/kmsg`); `None` follows nothing.
@@ -68,6 +70,9 @@ pub struct RunEnd {
     pub power: Power,
     pub samples_produced: u64,
 }
+
+/// How often a claim is tried again after the pin refused the server.
+const UNTRUSTED_RETRY: Duration = Duration::from_secs(30);
 
 async fn claim(client: &Client, opts: &BootOptions) -> anyhow::Result<ClaimResponse> {
     let macs = match &opts.macs {
@@ -86,6 +91,7 @@ async fn claim(client: &Client, opts: &BootOptions) -> anyhow::Result<ClaimRespo
     let mut req = ClaimRequest::new(macs.clone(), boot_id, env!("CARGO_PKG_VERSION"));
     req.claim_secret = opts.claim_secret.clone();
     let deadline = Instant::now() + opts.claim_timeout;
+    let mut untrusted: Option<String> = None;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
     loop {
         let why = match client.claim(&req).await {
@@ -113,6 +119,24 @@ async fn claim(client: &Client, opts: &BootOptions) -> anyhow::Result<ClaimRespo
                 format!("the host's claim secret does not match: {message}")
             }
             Err(UplinkError::Transient(e)) => format!("coordinator unreachable: {e}"),
+            // Nothing was sent. Said once per certificate; asked again slowly
+            // (the operator may be fixing the pin or the server).
+            Err(e @ UplinkError::Untrusted { .. }) => {
+                let line = e.to_string();
+                if untrusted.as_deref() != Some(line.as_str()) {
+                    tracing::error!("{line}");
+                    eprintln!("vet-agent: {line}");
+                    untrusted = Some(line);
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no run claimed within {:?}: {}",
+                    opts.claim_timeout,
+                    untrusted.as_deref().unwrap_or_default()
+                );
+                tokio::time::sleep(UNTRUSTED_RETRY).await;
+                continue;
+            }
             Err(e) => return Err(e).context("claim refused"),
         };
         anyhow::ensure!(
@@ -156,7 +180,8 @@ fn local_ip_towards(base: &str) -> Option<String> {
 pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
     std::fs::create_dir_all(&opts.work_dir)
         .with_context(|| format!("creating {}", opts.work_dir.display()))?;
-    let client = Arc::new(Client::new(&opts.coordinator).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let client =
+        Arc::new(Client::new(&opts.coordinator, &opts.trust).map_err(|e| anyhow::anyhow!("{e}"))?);
     let claim = Arc::new(claim(&client, &opts).await?);
     tracing::info!(run = claim.run_id, host = %claim.host, profile = %claim.profile, resume_from = claim.resume_from, "claimed");
     let mut session = RunSession::start(client, claim.clone(), &opts)?;

@@ -248,7 +248,8 @@ async fn sender(inner: Arc<Inner>) {
                 acknowledged(&inner, batch.seq, batch.samples.len() as u64).await;
                 inner.directive.send_replace(Some(ack.directive));
             }
-            Err(UplinkError::Transient(why)) => {
+            Err(e @ (UplinkError::Transient(_) | UplinkError::Untrusted { .. })) => {
+                let why = e.to_string();
                 let delay = backoff.next_delay();
                 tracing::warn!(seq = batch.seq, %why, ?delay, "coordinator unreachable; batch kept, retrying");
                 tokio::time::sleep(delay).await;

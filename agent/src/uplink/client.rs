@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::trust::Trust;
+
 use common::wire::{
     ClaimRequest, ClaimResponse, ErrorBody, HostHeartbeat, HostHeartbeatAck, API_PREFIX,
 };
@@ -17,6 +19,9 @@ pub enum UplinkError {
     /// Worth retrying: the coordinator was unreachable or busy.
     #[error("coordinator unreachable or busy: {0}")]
     Transient(String),
+    /// The server's certificate is not the pinned one: nothing was sent.
+    #[error("{server} presented a certificate with SHA-256 {sha256}, not the pinned one; nothing was sent")]
+    Untrusted { server: String, sha256: String },
     /// The coordinator refused the request; retrying will not help.
     #[error("coordinator refused ({status}): {message}")]
     Rejected {
@@ -37,30 +42,49 @@ impl UplinkError {
 
 pub struct Client {
     http: reqwest::Client,
+    /// The certificate a pin refused last (SHA-256), if any.
+    refused: super::trust::Refused,
     base: String,
     token: RwLock<String>,
     run_id: RwLock<i64>,
 }
 
 impl Client {
-    pub fn new(base: &str) -> Result<Client, UplinkError> {
-        let http = reqwest::Client::builder()
+    pub fn new(base: &str, trust: &Trust) -> Result<Client, UplinkError> {
+        let refused = super::trust::Refused::default();
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| {
-                // reqwest's own text is only "builder error"; the cause
-                // (e.g. no CA certificates on this system) is in the chain.
-                let mut text = format!("building HTTP client: {e}");
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    text.push_str(&format!(": {c}"));
-                    cause = c.source();
-                }
-                UplinkError::Transient(text)
-            })?;
+            // Below the coordinator's 10 s idle close, so a pooled
+            // connection is not reused just as the server drops it.
+            .pool_idle_timeout(Duration::from_secs(8));
+        let builder = match trust {
+            Trust::System => builder,
+            Trust::Pin(pin) => {
+                let config = super::trust::pinned_config(*pin, refused.clone())
+                    .map_err(UplinkError::Transient)?;
+                builder.tls_backend_preconfigured(config)
+            }
+            Trust::CaFile(pem) => {
+                let roots = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| UplinkError::Transient(format!("reading the CA file: {e}")))?;
+                builder.tls_certs_only(roots)
+            }
+        };
+        let http = builder.build().map_err(|e| {
+            // reqwest's own text is only "builder error"; the cause
+            // (e.g. no CA certificates on this system) is in the chain.
+            let mut text = format!("building HTTP client: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            UplinkError::Transient(text)
+        })?;
         Ok(Client {
             http,
+            refused,
             base: base.trim_end_matches('/').to_string(),
             token: RwLock::new(String::new()),
             run_id: RwLock::new(0),
@@ -120,10 +144,28 @@ impl Client {
             .json(req)
             .send()
             .await;
-        let claim: ClaimResponse = Self::answer(resp).await?;
+        let claim: ClaimResponse = match Self::answer(resp).await {
+            Err(UplinkError::Transient(why)) => {
+                return Err(self.untrusted().unwrap_or(UplinkError::Transient(why)))
+            }
+            other => other?,
+        };
         *self.token.write().unwrap_or_else(|p| p.into_inner()) = claim.token.clone();
         *self.run_id.write().unwrap_or_else(|p| p.into_inner()) = claim.run_id;
         Ok(claim)
+    }
+
+    /// The pin refused the server's certificate since the last call.
+    pub fn untrusted(&self) -> Option<UplinkError> {
+        let got = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        Some(UplinkError::Untrusted {
+            server: self.base.clone(),
+            sha256: got,
+        })
     }
 
     /// Uses `token` (a host-mode token) for the host routes.
@@ -143,7 +185,12 @@ impl Client {
             .json(hb)
             .send()
             .await;
-        Self::answer(resp).await
+        match Self::answer(resp).await {
+            Err(UplinkError::Transient(why)) => {
+                Err(self.untrusted().unwrap_or(UplinkError::Transient(why)))
+            }
+            other => other,
+        }
     }
 
     fn run_url(&self, path: &str) -> String {

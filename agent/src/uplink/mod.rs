@@ -4,6 +4,7 @@ pub mod batcher;
 pub mod client;
 pub mod retry;
 pub mod spool;
+pub mod trust;
 
 pub use batcher::Uplink;
 pub use client::{Client, UplinkError};

@@ -306,8 +306,14 @@ async fn login(
         );
     }
     let id = app.sessions.create();
+    // Over HTTPS the browser must never send it in clear.
+    let secure = if app.config.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         SESSION_TTL.as_secs()
     );
     let mut resp = Redirect::to("/ui").into_response();

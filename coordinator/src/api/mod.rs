@@ -7,6 +7,7 @@
 mod agent;
 mod caller;
 pub mod dashboard;
+pub mod edge;
 pub mod error;
 mod limit;
 mod openapi;
@@ -516,11 +517,29 @@ pub async fn serve(
     if let Some(retention) = config.artifact_retention {
         background.spawn("janitor", crate::janitor::run(store, retention));
     }
-    tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "coordinator listening");
-    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let tls = match &config.tls {
+        Some(t) => {
+            let id = crate::tls::load_or_make(&config, t).context("setting up TLS")?;
+            tracing::info!(
+                cert = %id.cert_path.display(),
+                sha256 = %id.sha256,
+                made = id.made,
+                "TLS certificate; agents pin it with --ca-sha256 or vet.ca_sha256="
+            );
+            Some(id.acceptor)
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listener.local_addr()?, scheme, data_dir = %config.data_dir.display(), max_connections = config.max_connections, "coordinator listening");
+    let result = edge::serve(
+        listener,
+        router(state),
+        tls,
+        config.max_connections,
+        shutdown,
+    )
+    .await;
     background.shutdown().await;
     result.context("serving HTTP")
 }

@@ -163,7 +163,9 @@ pub async fn list_runs(
         )));
     }
     let before = q.before;
-    Ok(Json(app.db(move |s| Ok(s.runs_page(before, limit)?)).await?))
+    Ok(Json(
+        app.db(move |s| Ok(s.runs_page(before, limit)?)).await?,
+    ))
 }
 
 pub async fn create_run(

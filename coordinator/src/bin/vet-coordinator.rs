@@ -33,6 +33,23 @@ enum Command {
         /// Optional TOML config file (env VET_CONFIG).
         #[arg(long, env = "VET_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve HTTPS only (env VET_TLS). Without --tls-cert/--tls-key a
+        /// self-signed certificate is made on first start in <data-dir>/tls/;
+        /// its SHA-256 pin goes to <data-dir>/tls/cert.sha256 and the log.
+        #[arg(long)]
+        tls: bool,
+        /// PEM certificate chain to serve (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Another name (DNS or IP) for the self-signed certificate; repeatable.
+        #[arg(long = "tls-san")]
+        tls_san: Vec<String>,
+        /// Open connections at most (default 4096).
+        #[arg(long)]
+        max_connections: Option<usize>,
     },
 }
 
@@ -58,6 +75,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         listen,
         data_dir,
         config,
+        tls,
+        tls_cert,
+        tls_key,
+        tls_san,
+        max_connections,
     } = cli.command;
     let raw = match &config {
         Some(path) => RawConfig::from_toml_file(path)?,
@@ -70,7 +92,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if data_dir.is_some() {
         raw.data_dir = data_dir;
     }
+    if tls {
+        raw.tls = Some(true);
+    }
+    if tls_cert.is_some() {
+        raw.tls_cert = tls_cert;
+        raw.tls_key = tls_key;
+    }
+    if !tls_san.is_empty() {
+        raw.tls_san = Some(tls_san);
+    }
+    if max_connections.is_some() {
+        raw.max_connections = max_connections;
+    }
     let config = Config::resolve(raw)?;
+    if let Some(limit) = coordinator::api::edge::raise_open_files() {
+        tracing::debug!(limit, "open-file limit");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)

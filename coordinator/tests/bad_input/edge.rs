@@ -22,7 +22,11 @@ async fn a_wrong_method_is_405_in_the_error_shape() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
         assert_eq!(coord.row_counts(), before);
@@ -81,9 +85,16 @@ async fn dashboard_logins_are_throttled_per_address() {
     }
     let resp = login(&coord.token).await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=6).contains(&wait), "{wait}");
-    assert!(resp.headers().get("set-cookie").is_none(), "no session while throttled");
+    assert!(
+        resp.headers().get("set-cookie").is_none(),
+        "no session while throttled"
+    );
     let page = resp.text().await.unwrap();
     assert!(page.contains("Too many login attempts"), "{page}");
 }

@@ -215,6 +215,18 @@ impl Coord {
 
     /// Starts the real `vet-coordinator serve` binary on `port`.
     pub async fn spawn_binary(dir: &Path, port: u16, iperf3_ports: &[u16]) -> Coord {
+        Self::spawn_binary_with(dir, port, iperf3_ports, false).await
+    }
+
+    /// Starts the real `vet-coordinator serve --tls` on `port`; returns it
+    /// with the pin it wrote (`tls/cert.sha256`).
+    pub async fn spawn_binary_tls(dir: &Path, port: u16, iperf3_ports: &[u16]) -> (Coord, String) {
+        let coord = Self::spawn_binary_with(dir, port, iperf3_ports, true).await;
+        let pin = std::fs::read_to_string(dir.join("tls/cert.sha256")).unwrap();
+        (coord, pin.trim().to_string())
+    }
+
+    async fn spawn_binary_with(dir: &Path, port: u16, iperf3_ports: &[u16], tls: bool) -> Coord {
         let mut cmd = Command::new(coordinator_binary());
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("VET_")) {
             cmd.env_remove(k);
@@ -228,13 +240,29 @@ impl Coord {
                 "--data-dir",
             ])
             .arg(dir)
+            .args(tls.then_some("--tls"))
             .env("VET_IPERF3_PORTS", ports.join(","))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let (base, http) = if tls {
+            // The pin is written last: the certificate is in place then.
+            let pin = dir.join("tls/cert.sha256");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !pin.exists() {
+                assert!(Instant::now() < deadline, "no {} appeared", pin.display());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let pem = std::fs::read(dir.join("tls/cert.pem")).unwrap();
+            let http = reqwest::Client::builder()
+                .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+                .build()
+                .unwrap();
+            (format!("https://127.0.0.1:{port}"), http)
+        } else {
+            (format!("http://127.0.0.1:{port}"), reqwest::Client::new())
+        };
         let token = wait_healthy(&http, &base, dir).await;
         Coord {
             base,
@@ -330,6 +358,7 @@ pub fn options(coord: &Coord, dir: &Path, mac: &str, disk: &str) -> BootOptions 
         macs: Some(vec![mac.parse().unwrap()]),
         boot_id: Some(format!("e2e-{mac}")),
         claim_secret: None,
+        trust: Default::default(),
         kmsg: Some("/dev/kmsg".into()),
         // Never root's own file: a hold in a test uses the test's directory.
         hold: vet_agent::hold::HoldOptions {

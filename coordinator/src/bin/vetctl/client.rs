@@ -14,16 +14,30 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
+    /// `ca_cert`: a PEM file trusted instead of the system's roots (the
+    /// coordinator's `tls/cert.pem`).
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Client> {
         let base = base.trim_end_matches('/').to_string();
         anyhow::ensure!(
             base.starts_with("http://") || base.starts_with("https://"),
             "coordinator URL {base:?} must start with http:// or https://"
         );
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .context("building HTTP client")?;
+            .connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+            builder = builder.tls_certs_only(roots);
+        }
+        let http = builder.build().context("building HTTP client")?;
         Ok(Client { base, token, http })
     }
 

@@ -36,6 +36,10 @@ struct Cli {
     /// Operator token (the content of <data-dir>/operator.token).
     #[arg(long, env = "VET_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificate to trust for an https:// coordinator (its
+    /// <data-dir>/tls/cert.pem) instead of the system's roots.
+    #[arg(long, env = "VET_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -251,7 +255,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.coordinator, cli.token.clone())?;
+    let client = Client::new(&cli.coordinator, cli.token.clone(), cli.ca_cert.as_deref())?;
     let json = cli.json;
     match cli.command {
         Command::Host(cmd) => host(&client, cmd, json),
