@@ -51,6 +51,10 @@ string_enum!(
         ToolMissing => "tool_missing",
         /// A tool outlived its timeout and was killed.
         ToolTimeout => "tool_timeout",
+        /// The coordinator lost batches it had acknowledged (a power cut, a
+        /// restore from backup); the agent says which and renumbers. The
+        /// run can then pass only incompletely.
+        DataLost => "data_lost",
     }
 );
 
@@ -60,6 +64,7 @@ impl EventKind {
         EventKind::KernelError,
         EventKind::ToolMissing,
         EventKind::ToolTimeout,
+        EventKind::DataLost,
     ];
 
     pub fn is_from_agent(self) -> bool {

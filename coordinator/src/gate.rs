@@ -114,6 +114,9 @@ pub struct StageFacts<'a> {
     /// Interlock refusals recorded by the run's earlier stages (counted
     /// only when this is the last stage, the only time it is read).
     pub refused_before: i64,
+    /// Why the run, though every stage passed, was not fully tested besides
+    /// refused disks (data the coordinator lost); read for the last stage.
+    pub incomplete: &'a [String],
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,11 +229,18 @@ fn stage_events(facts: &StageFacts<'_>, run_event: Option<RunEvent>) -> Vec<Gate
         message: format!("{name}: {why}"),
     }));
     let refused = facts.refused_before + facts.untested.len() as i64;
-    if run_event == Some(RunEvent::AllStagesPassed) && refused > 0 {
+    if run_event == Some(RunEvent::AllStagesPassed) && (refused > 0 || !facts.incomplete.is_empty())
+    {
+        let mut why: Vec<String> = facts.incomplete.to_vec();
+        if refused > 0 {
+            why.push(format!(
+                "{refused} disk pass(es) refused by the interlock (see interlock_refused events)"
+            ));
+        }
         events.push(GateEvent {
             level: EventLevel::Warn,
             kind: EventKind::PassIncomplete,
-            message: format!("passed, not fully tested: {refused} disk pass(es) refused by the interlock (see interlock_refused events)"),
+            message: format!("passed, not fully tested: {}", why.join("; ")),
         });
     }
     events
@@ -469,6 +479,7 @@ mod tests {
             untested: &[],
             require_all_disks: false,
             refused_before: 0,
+            incomplete: &[],
         }
     }
 

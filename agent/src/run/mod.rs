@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -23,10 +23,11 @@ use common::mac::Mac;
 use common::run_state::RunState;
 use common::stage::{Stage, StageState};
 use common::wire::{
-    ClaimRequest, ClaimResponse, Directive, DirectiveResponse, Heartbeat, HoldReport, Power,
-    StageFinish, StageStart, StageVerdict,
+    ClaimResponse, Directive, DirectiveResponse, Heartbeat, HoldReport, Power, StageFinish,
+    StagePlan, StageStart, StageVerdict,
 };
 
+mod claim;
 mod tasks;
 
 use crate::host::{self, Roots, Selector};
@@ -71,85 +72,6 @@ pub struct RunEnd {
     pub samples_produced: u64,
 }
 
-/// How often a claim is tried again after the pin refused the server.
-const UNTRUSTED_RETRY: Duration = Duration::from_secs(30);
-
-async fn claim(client: &Client, opts: &BootOptions) -> anyhow::Result<ClaimResponse> {
-    let macs = match &opts.macs {
-        Some(m) => m.clone(),
-        None => host::macs(&opts.roots),
-    };
-    anyhow::ensure!(
-        !macs.is_empty(),
-        "no network interface with a MAC address: nothing to claim with"
-    );
-    let boot_id = opts
-        .boot_id
-        .clone()
-        .or_else(|| host::boot_id(&opts.roots))
-        .unwrap_or_else(|| "unknown-boot".into());
-    let mut req = ClaimRequest::new(macs.clone(), boot_id, env!("CARGO_PKG_VERSION"));
-    req.claim_secret = opts.claim_secret.clone();
-    let deadline = Instant::now() + opts.claim_timeout;
-    let mut untrusted: Option<String> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
-    loop {
-        let why = match client.claim(&req).await {
-            Ok(c) => return Ok(c),
-            Err(UplinkError::Rejected { status: 404, .. }) => {
-                "nothing queued for this machine yet".to_string()
-            }
-            // The run's previous agent (an earlier boot, or a process that
-            // just died) still counts as alive; it is ours once it is silent.
-            Err(UplinkError::Rejected {
-                status: 409,
-                code,
-                message,
-                ..
-            }) if code == "claim_conflict" => {
-                format!("the run is still held by an agent that heartbeats: {message}")
-            }
-            // The operator may still set the secret this agent carries.
-            Err(UplinkError::Rejected {
-                status: 403,
-                code,
-                message,
-                ..
-            }) if code == "claim_secret_mismatch" => {
-                format!("the host's claim secret does not match: {message}")
-            }
-            Err(UplinkError::Transient(e)) => format!("coordinator unreachable: {e}"),
-            // Nothing was sent. Said once per certificate; asked again slowly
-            // (the operator may be fixing the pin or the server).
-            Err(e @ UplinkError::Untrusted { .. }) => {
-                let line = e.to_string();
-                if untrusted.as_deref() != Some(line.as_str()) {
-                    tracing::error!("{line}");
-                    eprintln!("vet-agent: {line}");
-                    untrusted = Some(line);
-                }
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "no run claimed within {:?}: {}",
-                    opts.claim_timeout,
-                    untrusted.as_deref().unwrap_or_default()
-                );
-                tokio::time::sleep(UNTRUSTED_RETRY).await;
-                continue;
-            }
-            Err(e) => return Err(e).context("claim refused"),
-        };
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no run claimed within {:?}: {why}",
-            opts.claim_timeout
-        );
-        let delay = backoff.next_delay().max(Duration::from_millis(200));
-        tracing::info!(%why, ?delay, macs = ?macs.iter().map(|m| m.to_string()).collect::<Vec<_>>(), "claim: retrying");
-        tokio::time::sleep(delay).await;
-    }
-}
-
 /// The address the coordinator can reach us at (the local end of a route
 /// to it; no packet is sent).
 fn local_ip_towards(base: &str) -> Option<String> {
@@ -182,7 +104,7 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
         .with_context(|| format!("creating {}", opts.work_dir.display()))?;
     let client =
         Arc::new(Client::new(&opts.coordinator, &opts.trust).map_err(|e| anyhow::anyhow!("{e}"))?);
-    let claim = Arc::new(claim(&client, &opts).await?);
+    let claim = Arc::new(claim::claim(&client, &opts).await?);
     tracing::info!(run = claim.run_id, host = %claim.host, profile = %claim.profile, resume_from = claim.resume_from, "claimed");
     let mut session = RunSession::start(client, claim.clone(), &opts)?;
     let last = session.run_stages(&opts).await?;
@@ -203,6 +125,9 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
 /// dropping it (when `boot` returns, fails part-way, or its future is
 /// dropped) aborts them all, so nothing posts for a run after it.
 struct RunSession {
+    /// Each stage this agent reported finished, with its report: what it
+    /// reports again when the coordinator lost data.
+    reported: Vec<(u32, StageStart, StageFinish)>,
     client: Arc<Client>,
     claim: Arc<ClaimResponse>,
     clock: Clock,
@@ -217,6 +142,8 @@ struct RunSession {
     stage: watch::Sender<Option<u32>>,
     from_batches: watch::Receiver<Option<Directive>>,
     from_heartbeat: watch::Receiver<Option<Directive>>,
+    /// The uplink found the coordinator lost acknowledged batches.
+    lost: watch::Receiver<bool>,
 }
 
 impl RunSession {
@@ -266,6 +193,8 @@ impl RunSession {
             }
         }
         Ok(Self {
+            reported: Vec::new(),
+            lost: uplink.data_lost(),
             from_batches: uplink.directives(),
             client,
             claim,
@@ -297,14 +226,16 @@ impl RunSession {
             let start = StageStart {
                 at: Some(self.clock.now()),
             };
-            let started: DirectiveResponse = match post_with_retry(
-                &self.client,
-                &format!("/stages/{}/start", plan.ordinal),
-                &start,
-            )
-            .await
-            {
+            let started: DirectiveResponse = match self.start_stage(plan.ordinal, &start).await {
                 Err(e) if e.is_run_finished() => return Ok(self.ended().await),
+                Err(e) if is_out_of_step(&e) => {
+                    if let Some(d) = self.resync().await? {
+                        return Ok(d);
+                    }
+                    self.start_stage(plan.ordinal, &start)
+                        .await
+                        .with_context(|| format!("starting {stage} after re-synchronising"))?
+                }
                 r => r.with_context(|| format!("starting {stage}"))?,
             };
             if started.directive != Directive::Continue {
@@ -340,16 +271,27 @@ impl RunSession {
                 summary: Some(report.summary.clone()),
                 sub_steps: report.sub_steps.clone(),
             };
-            let verdict: StageVerdict = match post_with_retry(
-                &self.client,
-                &format!("/stages/{}/finish", plan.ordinal),
-                &finish,
-            )
-            .await
+            if *self.lost.borrow_and_update() {
+                // The coordinator lost data: bring its stages up to date first.
+                if let Some(d) = self.resync().await? {
+                    return Ok(d);
+                }
+            }
+            let verdict: StageVerdict = match self.finish_stage(plan.ordinal, &start, &finish).await
             {
                 Err(e) if e.is_run_finished() => return Ok(self.ended().await),
+                Err(e) if is_out_of_step(&e) => {
+                    if let Some(d) = self.resync().await? {
+                        return Ok(d);
+                    }
+                    self.finish_stage(plan.ordinal, &start, &finish)
+                        .await
+                        .with_context(|| format!("reporting {stage} after re-synchronising"))?
+                }
                 r => r.with_context(|| format!("reporting {stage}"))?,
             };
+            self.reported
+                .push((plan.ordinal, start.clone(), finish.clone()));
             tracing::info!(stage = %stage, state = %verdict.state, reasons = ?verdict.reasons, "stage finished");
             if verdict.directive != Directive::Continue {
                 return Ok(verdict.directive);
@@ -390,6 +332,62 @@ impl RunSession {
                 tracing::warn!(%reason, "killing the running stage");
             }
         }
+    }
+
+    async fn start_stage(
+        &self,
+        ordinal: u32,
+        start: &StageStart,
+    ) -> Result<DirectiveResponse, UplinkError> {
+        post_with_retry(&self.client, &format!("/stages/{ordinal}/start"), start).await
+    }
+
+    /// Reports a finished stage, starting it first if the coordinator
+    /// (after losing data) has it pending.
+    async fn finish_stage(
+        &self,
+        ordinal: u32,
+        start: &StageStart,
+        finish: &StageFinish,
+    ) -> Result<StageVerdict, UplinkError> {
+        let path = format!("/stages/{ordinal}/finish");
+        match post_with_retry(&self.client, &path, finish).await {
+            Err(e) if is_out_of_step(&e) => {
+                let _: DirectiveResponse = self.start_stage(ordinal, start).await?;
+                post_with_retry(&self.client, &path, finish).await
+            }
+            r => r,
+        }
+    }
+
+    /// After the coordinator lost data (restored from a backup, a power
+    /// cut): reads its stage states and reports again every stage this
+    /// agent finished that it no longer has finished, in order. Returns
+    /// the answer when one of them is not `continue`.
+    async fn resync(&mut self) -> anyhow::Result<Option<Directive>> {
+        let plan: Vec<StagePlan> = self
+            .client
+            .get("/stages")
+            .await
+            .context("reading the run's stages to re-synchronise")?;
+        tracing::warn!("re-synchronising the run's stages with the coordinator");
+        for (ordinal, start, finish) in &self.reported {
+            let Some(p) = plan.iter().find(|p| p.ordinal == *ordinal) else {
+                continue;
+            };
+            if !matches!(p.state, StageState::Pending | StageState::Running) {
+                continue;
+            }
+            tracing::warn!(stage = %p.name, state = %p.state, "reporting a stage again the coordinator no longer has");
+            let verdict = self
+                .finish_stage(*ordinal, start, finish)
+                .await
+                .with_context(|| format!("reporting {} again", p.name))?;
+            if verdict.directive != Directive::Continue {
+                return Ok(Some(verdict.directive));
+            }
+        }
+        Ok(None)
     }
 
     /// The run ended under the agent (an operator's abort): what the
@@ -495,6 +493,12 @@ impl RunSession {
         self.tasks.shutdown().await;
         Ok((state, produced))
     }
+}
+
+/// The coordinator's stages are not where this agent left them (`409
+/// conflict` on a stage start or report): it lost data.
+fn is_out_of_step(e: &UplinkError) -> bool {
+    matches!(e, UplinkError::Rejected { status: 409, code, .. } if code == "conflict")
 }
 
 /// Posts a run-token request, retrying while the coordinator is away. Every

@@ -51,6 +51,11 @@ struct Inner {
     acked_samples: watch::Sender<u64>,
     sealed_samples: AtomicU64,
     directive: watch::Sender<Option<Directive>>,
+    /// Held while a batch is sealed or the batches are renumbered, so a
+    /// batch is never numbered under one scheme and queued under the other.
+    numbering: tokio::sync::Mutex<()>,
+    /// Set once the coordinator lost batches it had acknowledged.
+    lost: watch::Sender<bool>,
 }
 
 /// Handle to the uplink. Cheap to clone.
@@ -111,6 +116,8 @@ impl Uplink {
             acked_samples: watch::channel(0).0,
             sealed_samples: AtomicU64::new(leftover_samples),
             directive: watch::channel(None).0,
+            numbering: tokio::sync::Mutex::new(()),
+            lost: watch::channel(false).0,
         });
         let sealer = tokio::spawn(sealer(inner.clone()));
         let sender = tokio::spawn(sender(inner.clone()));
@@ -163,6 +170,12 @@ impl Uplink {
         }
     }
 
+    /// Becomes true once the coordinator lost batches it had acknowledged
+    /// (the run's stages then need re-synchronising).
+    pub fn data_lost(&self) -> watch::Receiver<bool> {
+        self.inner.lost.subscribe()
+    }
+
     /// Directives carried by batch acknowledgements.
     pub fn directives(&self) -> watch::Receiver<Option<Directive>> {
         self.inner.directive.subscribe()
@@ -171,6 +184,7 @@ impl Uplink {
 
 /// Seals the current batch into the spool and the pending queue.
 async fn seal_now(inner: &Arc<Inner>) {
+    let _numbering = inner.numbering.lock().await;
     let batch = {
         let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.current.is_empty() {
@@ -262,6 +276,13 @@ async fn sender(inner: Arc<Inner>) {
                 // The coordinator already holds this batch (an ack we never saw).
                 acknowledged(&inner, batch.seq, batch.samples.len() as u64).await;
             }
+            Err(UplinkError::Rejected {
+                code,
+                expected_seq: Some(expected),
+                ..
+            }) if code == "batch_gap" && expected < batch.seq => {
+                renumber_after_loss(&inner, expected, batch.seq).await;
+            }
             Err(UplinkError::Rejected { code, .. }) if code == "run_finished" => {
                 tracing::info!(
                     seq = batch.seq,
@@ -299,6 +320,54 @@ async fn sender(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// The coordinator expects `expected` though it had acknowledged every
+/// batch below `seq`: it lost `expected..seq` (a power cut, a restore from
+/// backup). Says so once (event `data_lost`), then numbers the batches not
+/// yet acknowledged from `expected` on, in memory and in the spool.
+async fn renumber_after_loss(inner: &Arc<Inner>, expected: u64, seq: u64) {
+    let _numbering = inner.numbering.lock().await;
+    let down = seq - expected;
+    {
+        let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        for b in st.pending.iter_mut() {
+            b.seq -= down;
+        }
+        st.next_seq -= down;
+    }
+    let spool = inner.spool.clone();
+    let renumbered = tokio::task::spawn_blocking(move || {
+        spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .renumber(down)
+    })
+    .await;
+    if !matches!(renumbered, Ok(Ok(()))) {
+        tracing::error!(
+            ?renumbered,
+            "renumbering the spool failed; a restart would resend under the old numbers"
+        );
+    }
+    let message = format!(
+        "the coordinator lost batches {expected} to {} that it had acknowledged; their measurements are gone, later batches are renumbered from {expected}",
+        seq - 1
+    );
+    tracing::error!("{message}");
+    let event = common::wire::AgentEvent {
+        kind: common::event::EventKind::DataLost,
+        level: common::event::EventLevel::Error,
+        message,
+    };
+    if let Err(e) = inner
+        .client
+        .post::<_, common::wire::EventAck>("/events", &event)
+        .await
+    {
+        tracing::warn!(error = %e, "could not report the data loss");
+    }
+    inner.lost.send_replace(true);
 }
 
 /// Settles a batch the coordinator will not take because the run ended:

@@ -216,6 +216,16 @@ impl Client {
         Self::answer(resp).await
     }
 
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, UplinkError> {
+        let resp = self
+            .http
+            .get(self.run_url(path))
+            .bearer_auth(self.token())
+            .send()
+            .await;
+        Self::answer(resp).await
+    }
+
     pub async fn upload<T: DeserializeOwned>(
         &self,
         path_and_query: &str,

@@ -16,7 +16,9 @@
 //! A torn record at the tail (a crash mid-write) fails its length or CRC and
 //! is cut off at open. When nothing is unacknowledged the file is truncated.
 //!
-//! Never: renumber or reorder batches, or drop one silently.
+//! Never: reorder batches or drop one silently; renumber them only when the
+//! coordinator lost batches it had acknowledged (then all at once, the new
+//! file in place by rename before it counts).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -128,6 +130,39 @@ impl Spool {
         Ok(())
     }
 
+    /// Numbers every unacknowledged batch `down` lower (the coordinator
+    /// lost that many acknowledged batches). The rewritten spool replaces the
+    /// old one by rename, synced, so a crash leaves one or the other.
+    pub fn renumber(&mut self, down: u64) -> io::Result<()> {
+        let batches: Vec<MeasurementBatch> = self
+            .unacked
+            .values()
+            .map(|b| MeasurementBatch {
+                seq: b.seq.saturating_sub(down),
+                samples: b.samples.clone(),
+            })
+            .collect();
+        let tmp = self.path.with_extension("renumbered");
+        {
+            let mut f = File::create(&tmp)?;
+            for b in &batches {
+                let payload = serde_json::to_vec(b).map_err(io::Error::other)?;
+                f.write_all(&record(b'B', &payload))?;
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        self.unacked = batches.into_iter().map(|b| (b.seq, b)).collect();
+        Ok(())
+    }
+
     pub fn unacked(&self) -> usize {
         self.unacked.len()
     }
@@ -175,6 +210,26 @@ mod tests {
             0,
             "emptied once all are acknowledged"
         );
+    }
+
+    #[test]
+    fn renumbering_survives_a_reopen_and_later_appends_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let (mut s, _) = Spool::open(&path).unwrap();
+        for seq in 7..=9 {
+            s.append(&batch(seq, 2)).unwrap();
+        }
+        s.ack(7).unwrap();
+        s.renumber(4).unwrap();
+        s.append(&batch(6, 1)).unwrap();
+        s.ack(4).unwrap();
+        drop(s);
+        let (_, pending) = Spool::open(&path).unwrap();
+        assert_eq!(pending.iter().map(|b| b.seq).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(pending[0].samples, batch(9, 2).samples);
+        assert_eq!(pending[1].samples.len(), 1);
+        assert!(!path.with_extension("renumbered").exists());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use common::stage::Stage;
 use common::wire::{
     AgentEvent, ArtifactInfo, BatchAck, ClaimRequest, ClaimResponse, CompleteAck,
     DirectiveResponse, EventAck, FirmwareAck, FirmwareReport, Health, HoldReport, HostHeartbeat,
-    HostHeartbeatAck, Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StageStart,
-    StageVerdict,
+    HostHeartbeatAck, Iperf3Servers, MeasurementBatch, RunComplete, StageFinish, StagePlan,
+    StageStart, StageVerdict,
 };
 
 use super::caller::{HostCaller, RunCaller};
@@ -290,6 +290,14 @@ pub async fn host_heartbeat(
         interval_s: (app.config.heartbeat_timeout.as_secs() / 4).max(1),
         queued_run,
     }))
+}
+
+/// The run's stages as the coordinator has them now.
+pub async fn stages(
+    State(app): State<AppState>,
+    RunCaller(run_id): RunCaller,
+) -> Result<Json<Vec<StagePlan>>, ApiError> {
+    Ok(Json(app.db(move |s| Ok(s.stage_plan(run_id)?)).await?))
 }
 
 pub async fn directive(

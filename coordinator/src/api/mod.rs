@@ -208,6 +208,15 @@ pub fn router(state: AppState) -> Router {
             Doc::new(A::Run, "Heartbeat; answers the directive").returns::<DirectiveResponse>(),
         )
         .get(
+            &p("/runs/{id}/stages"),
+            agent::stages,
+            Doc::new(
+                A::Run,
+                "The run's stages as the coordinator has them (an agent re-synchronises after data_lost)",
+            )
+            .returns::<Vec<StagePlan>>(),
+        )
+        .get(
             &p("/runs/{id}/directive"),
             agent::directive,
             Doc::new(A::Run, "The run's current directive").returns::<DirectiveResponse>(),

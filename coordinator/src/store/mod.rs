@@ -299,6 +299,9 @@ pub trait Store: Send + Sync + 'static {
     fn agent_token_hash(&self, run_id: i64) -> StoreResult<String>;
     /// Claims the run queued or running for the attempt's MACs, as the gate
     /// decides. Claims for MACs with no such run take no write lock.
+    /// The run's stages as the coordinator has them (what an agent
+    /// re-synchronises with after the coordinator lost data).
+    fn stage_plan(&self, run_id: i64) -> StoreResult<Vec<common::wire::StagePlan>>;
     fn claim(&self, attempt: &ClaimAttempt, now: Timestamp) -> StoreResult<ClaimOutcome>;
     fn start_stage(
         &self,

@@ -37,7 +37,7 @@ fn seed_state(
     }
 }
 
-fn stage_plan(tx: &Connection, run_id: i64) -> StoreResult<Vec<StagePlan>> {
+pub fn stage_plan(tx: &Connection, run_id: i64) -> StoreResult<Vec<StagePlan>> {
     let mut stmt = tx.prepare_cached(
         "SELECT ordinal, name, state FROM stages WHERE run_id = ?1 ORDER BY ordinal",
     )?;

@@ -431,6 +431,13 @@ impl Store for SqliteStore {
         self.write(|tx| artifacts::record_artifact(tx, artifact, now))
     }
 
+    fn stage_plan(&self, run_id: i64) -> StoreResult<Vec<common::wire::StagePlan>> {
+        self.read(|tx| {
+            runs::state_of(tx, run_id)?;
+            claim::stage_plan(tx, run_id)
+        })
+    }
+
     fn record_agent_artifact(
         &self,
         artifact: &NewArtifact,

@@ -297,6 +297,7 @@ struct StageFactRows {
     untested: Vec<String>,
     require_all_disks: bool,
     refused_before: i64,
+    incomplete: Vec<String>,
 }
 
 impl StageFactRows {
@@ -329,7 +330,13 @@ impl StageFactRows {
                 |r| r.get(0),
             )?
         };
+        let incomplete = if later_pending {
+            Vec::new()
+        } else {
+            incomplete_reasons(tx, run_id)?
+        };
         Ok(StageFactRows {
+            incomplete,
             breaches: critical_breaches(tx, run_id, name)?,
             diffs: critical_diffs(tx, run_id, stage)?,
             later_pending,
@@ -355,8 +362,25 @@ impl StageFactRows {
             untested: &self.untested,
             require_all_disks: self.require_all_disks,
             refused_before: self.refused_before,
+            incomplete: &self.incomplete,
         }
     }
+}
+
+/// Why a run whose stages all pass was still not fully tested, apart from
+/// refused disks: measurements the coordinator lost after acknowledging
+/// them (`data_lost`).
+fn incomplete_reasons(tx: &Connection, run_id: i64) -> StoreResult<Vec<String>> {
+    let lost: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = ?2",
+        (run_id, EventKind::DataLost.as_str()),
+        |r| r.get(0),
+    )?;
+    Ok(if lost > 0 {
+        vec!["the coordinator lost measurements it had acknowledged (see data_lost events)".into()]
+    } else {
+        Vec::new()
+    })
 }
 
 /// The stage a decision is applied to.
