@@ -62,6 +62,7 @@ pub(crate) fn prepared_store(path: &Path) -> anyhow::Result<(SqliteStore, i64)> 
         store.start_stage(run.id, o, now, now)?;
         let finish = StageFinish {
             outcome: StageOutcome::Passed,
+            absent: false,
             reason: None,
             at: None,
             summary: None,

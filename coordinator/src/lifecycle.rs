@@ -326,6 +326,7 @@ pub(crate) mod tests {
         store.start_stage(run.id, 0, now, now).unwrap();
         let failed = StageFinish {
             outcome: StageOutcome::Failed,
+            absent: false,
             reason: Some("test".into()),
             at: None,
             summary: None,

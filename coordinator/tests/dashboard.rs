@@ -44,6 +44,7 @@ async fn held_run(coord: &TestCoordinator) -> i64 {
             4,
             StageFinish {
                 outcome: StageOutcome::Passed,
+                absent: false,
                 reason: None,
                 at: None,
                 summary: None,

@@ -58,6 +58,7 @@ async fn critical_breach_halts_and_holds() {
             4,
             StageFinish {
                 outcome: StageOutcome::Passed,
+                absent: false,
                 reason: None,
                 at: None,
                 summary: Some(json!({"bogo_ops_per_s": 1234.5})),
@@ -209,6 +210,7 @@ async fn bad_blocks_the_agent_found_fail_that_disks_sub_step_in_the_gate() {
             surface,
             StageFinish {
                 outcome: StageOutcome::Passed,
+                absent: false,
                 reason: None,
                 at: None,
                 summary: None,
@@ -241,4 +243,102 @@ async fn bad_blocks_the_agent_found_fail_that_disks_sub_step_in_the_gate() {
         "{subs:?}"
     );
     assert_eq!(subs[1]["state"], "passed", "the clean disk: {subs:?}");
+}
+
+/// Runs every stage to a pass except those in `skips`, each skipped with
+/// its reason and whether there was nothing to test; returns the verdict
+/// `GET /runs/{id}/report` gives and the pass_incomplete events' messages.
+async fn run_with_skips(
+    name: &str,
+    mac: &str,
+    skips: &[(u32, &str, bool)],
+) -> (String, Vec<String>) {
+    let coord = TestCoordinator::start().await;
+    coord.add_host(name, mac, None).await;
+    let run = coord
+        .start_run(name, json!({"non_destructive": false}))
+        .await;
+    let agent = coord.agent(mac, "boot-s").await;
+    for ordinal in 0..12 {
+        match skips.iter().find(|(o, _, _)| *o == ordinal) {
+            Some((_, reason, absent)) => {
+                agent.start_stage(ordinal).await;
+                let (st, v) = agent
+                    .finish_with(
+                        ordinal,
+                        StageFinish {
+                            outcome: StageOutcome::Skipped,
+                            absent: *absent,
+                            reason: Some(reason.to_string()),
+                            at: None,
+                            summary: None,
+                            sub_steps: Vec::new(),
+                        },
+                    )
+                    .await;
+                assert_eq!(
+                    (st, v["state"].as_str()),
+                    (StatusCode::OK, Some("skipped")),
+                    "{v}"
+                );
+            }
+            None => support::pass_stage(&agent, ordinal).await,
+        }
+    }
+    let (_, report) = coord.op_get(&format!("/runs/{run}/report")).await;
+    let detail = coord.run_detail(run).await;
+    let incomplete = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "pass_incomplete")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    (report["verdict"].as_str().unwrap().to_string(), incomplete)
+}
+
+#[tokio::test]
+async fn a_skip_passes_the_run_only_where_there_was_nothing_to_test() {
+    // No GPU on the bus: nothing to test, a clean pass. (The runs are
+    // destructive; a non-destructive run's plan skips two stages, which
+    // `pass_stage` cannot pass.)
+    let (verdict, why) =
+        run_with_skips("node-nogpu", "52:54:00:00:40:01", &[(10, "no GPU", true)]).await;
+    assert_eq!((verdict.as_str(), why.len()), ("pass", 0), "{why:?}");
+
+    // Every disk unreadable for SMART, and no iperf3 server: there was
+    // something to test, so the pass is incomplete and says why; the
+    // absent GPU is not named.
+    let (verdict, why) = run_with_skips(
+        "node-blind",
+        "52:54:00:00:40:02",
+        &[
+            (3, "every sub-step skipped", false),
+            (9, "the coordinator assigned no iperf3 server", false),
+            (10, "no GPU", true),
+        ],
+    )
+    .await;
+    assert_eq!(verdict, "pass-incomplete");
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(
+        why[0].contains("SMART skipped: every sub-step skipped")
+            && why[0].contains("Network skipped: the coordinator assigned no iperf3 server")
+            && !why[0].contains("GPU"),
+        "{}",
+        why[0]
+    );
+
+    // The last stage's own skip counts too.
+    let (verdict, why) = run_with_skips(
+        "node-noburn",
+        "52:54:00:00:40:03",
+        &[(11, "stress-ng is not installed", false)],
+    )
+    .await;
+    assert_eq!(verdict, "pass-incomplete");
+    assert!(
+        why[0].contains("Burn skipped: stress-ng is not installed"),
+        "{why:?}"
+    );
 }

@@ -372,6 +372,7 @@ impl TestAgent {
     ) -> (StatusCode, Value) {
         let body = StageFinish {
             outcome,
+            absent: false,
             reason: reason.map(Into::into),
             at: None,
             summary: None,
@@ -524,6 +525,7 @@ pub fn refused_write() -> StageFinish {
         };
     StageFinish {
         outcome: StageOutcome::Passed,
+        absent: false,
         reason: None,
         at: None,
         summary: None,

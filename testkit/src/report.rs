@@ -87,6 +87,7 @@ pub async fn fail_hot(agent: &mut TestAgent) {
             4,
             StageFinish {
                 outcome: StageOutcome::Passed,
+                absent: false,
                 reason: None,
                 at: None,
                 summary: None,

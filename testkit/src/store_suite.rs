@@ -128,6 +128,7 @@ fn claimed(store: &dyn Store, m: Mac, pass_until: u32) {
 fn finish(store: &dyn Store, run: i64, ordinal: u32, outcome: StageOutcome) -> StageState {
     let report = StageFinish {
         outcome,
+        absent: false,
         reason: None,
         at: None,
         summary: None,

@@ -266,6 +266,7 @@ impl RunSession {
             self.stage.send_replace(None);
             let finish = StageFinish {
                 outcome: report.outcome,
+                absent: report.absent,
                 reason: report.reason.clone(),
                 at: Some(self.clock.now()),
                 summary: Some(report.summary.clone()),

@@ -18,7 +18,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         })
         .collect();
     if gpus.is_empty() {
-        return StageReport::skipped("no GPU (no NVIDIA or AMD display controller on the PCI bus)");
+        return StageReport::absent("no GPU (no NVIDIA or AMD display controller on the PCI bus)");
     }
     if gpus.iter().any(|(_, v)| v == "0x1002") && gpus.iter().all(|(_, v)| v == "0x1002") {
         return StageReport::failed("AMD GPU found but no AMD GPU test in this build; install rocm-smi and use a newer agent");

@@ -204,6 +204,9 @@ pub fn report_every(secs: u64) -> u64 {
 #[derive(Debug, Clone)]
 pub struct StageReport {
     pub outcome: StageOutcome,
+    /// Skipped because there is nothing to test or the plan leaves it out
+    /// (see [`common::wire::StageFinish::absent`]).
+    pub absent: bool,
     pub reason: Option<String>,
     pub summary: serde_json::Value,
     pub sub_steps: Vec<SubStepReport>,
@@ -213,6 +216,7 @@ impl StageReport {
     pub fn passed(summary: serde_json::Value) -> Self {
         Self {
             outcome: StageOutcome::Passed,
+            absent: false,
             reason: None,
             summary,
             sub_steps: Vec::new(),
@@ -222,18 +226,30 @@ impl StageReport {
     pub fn failed(reason: impl Into<String>) -> Self {
         Self {
             outcome: StageOutcome::Failed,
+            absent: false,
             reason: Some(reason.into()),
             summary: serde_json::json!({}),
             sub_steps: Vec::new(),
         }
     }
 
+    /// Skipped for a reason that leaves the run not fully tested.
     pub fn skipped(reason: impl Into<String>) -> Self {
         Self {
             outcome: StageOutcome::Skipped,
+            absent: false,
             reason: Some(reason.into()),
             summary: serde_json::json!({}),
             sub_steps: Vec::new(),
+        }
+    }
+
+    /// Skipped because there is nothing of the kind here, or the run's
+    /// plan leaves the stage out: the run can still pass.
+    pub fn absent(reason: impl Into<String>) -> Self {
+        Self {
+            absent: true,
+            ..Self::skipped(reason)
         }
     }
 
@@ -265,6 +281,8 @@ impl StageReport {
         };
         Self {
             outcome,
+            // No sub-step at all: no disk or NIC was selected.
+            absent: sub_steps.is_empty(),
             reason,
             summary,
             sub_steps,
@@ -308,7 +326,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         Stage::DiskPerf => disk_perf::run(ctx).await,
         Stage::DiskSurface if !ctx.claim.non_destructive => disk_surface::run(ctx).await,
         Stage::WipeProbe if !ctx.claim.non_destructive => wipe_probe::run(ctx).await,
-        Stage::DiskSurface | Stage::WipeProbe => StageReport::skipped("the run is non-destructive"),
+        Stage::DiskSurface | Stage::WipeProbe => StageReport::absent("the run is non-destructive"),
         Stage::Network => network::run(ctx).await,
         Stage::Gpu => gpu::run(ctx).await,
         Stage::Burn => burn::run(ctx).await,

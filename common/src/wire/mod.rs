@@ -207,6 +207,12 @@ pub struct StageStart {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StageFinish {
     pub outcome: StageOutcome,
+    /// A skip because there is nothing of the kind to test (no GPU, no disk
+    /// or NIC selected) or the run's plan leaves the stage out (a
+    /// non-destructive run). Any other skip (every disk unreadable, no
+    /// iperf3 server) leaves the run at best `pass-incomplete`.
+    #[serde(default)]
+    pub absent: bool,
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]

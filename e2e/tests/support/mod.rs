@@ -131,6 +131,8 @@ pub struct Coord {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
+    /// The certificate to trust when it serves HTTPS.
+    pub ca_cert: Option<PathBuf>,
     backend: Backend,
 }
 
@@ -209,6 +211,7 @@ impl Coord {
             base,
             token,
             http,
+            ca_cert: None,
             backend: Backend::InProcess(task),
         }
     }
@@ -268,6 +271,7 @@ impl Coord {
             base,
             token,
             http,
+            ca_cert: tls.then(|| dir.join("tls/cert.pem")),
             backend: Backend::Binary(child),
         }
     }
@@ -325,12 +329,14 @@ impl Drop for Coord {
 
 /// Runs the real `vetctl` against `coord` with its operator token.
 pub fn vetctl(coord: &Coord, args: &[&str]) -> std::process::Output {
-    Command::new(workspace_binary("vetting-coordinator", "vetctl"))
-        .args(args)
+    let mut cmd = Command::new(workspace_binary("vetting-coordinator", "vetctl"));
+    cmd.args(args)
         .env("VET_COORDINATOR", &coord.base)
-        .env("VET_TOKEN", &coord.token)
-        .output()
-        .unwrap()
+        .env("VET_TOKEN", &coord.token);
+    if let Some(ca) = &coord.ca_cert {
+        cmd.env("VET_CA_CERT", ca);
+    }
+    cmd.output().unwrap()
 }
 
 /// A power control that records what it was asked to do.

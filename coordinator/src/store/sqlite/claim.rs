@@ -150,7 +150,11 @@ pub fn claim(tx: &Connection, attempt: &ClaimAttempt, now: Timestamp) -> StoreRe
             for stage in DEFAULT_STAGE_ORDER {
                 let (st, why) = seed_state(profile, non_destructive, stage);
                 let summary = why
-                    .map(|w| serde_json::json!({"reasons": [gate::skipped_reason(w)]}).to_string());
+                    // Left out by the run's plan: no loss of coverage.
+                    .map(|w| {
+                        serde_json::json!({"reasons": [gate::skipped_reason(w)], "absent": true})
+                            .to_string()
+                    });
                 insert.execute((run_id, stage.name(), stage.ordinal(), st.as_str(), summary))?;
             }
             tx.execute(

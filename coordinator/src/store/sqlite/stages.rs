@@ -12,7 +12,7 @@ use common::run_state::{RunEvent, RunState};
 use common::stage::{Stage, StageState};
 use common::threshold::Op;
 use common::time::Timestamp;
-use common::wire::StageFinish;
+use common::wire::{StageFinish, StageOutcome};
 
 use super::runs::{apply_transition, facts, open_state_of};
 use super::{insert_event, parse_col};
@@ -333,7 +333,11 @@ impl StageFactRows {
         let incomplete = if later_pending {
             Vec::new()
         } else {
-            incomplete_reasons(tx, run_id)?
+            let mut why = incomplete_reasons(tx, run_id)?;
+            if report.outcome == StageOutcome::Skipped && !report.absent {
+                why.push(skip_reason(name, report.reason.as_deref()));
+            }
+            why
         };
         Ok(StageFactRows {
             incomplete,
@@ -368,19 +372,41 @@ impl StageFactRows {
 }
 
 /// Why a run whose stages all pass was still not fully tested, apart from
-/// refused disks: measurements the coordinator lost after acknowledging
-/// them (`data_lost`).
+/// refused disks: stages skipped with something there to test (every disk
+/// unreadable, no iperf3 server), and measurements the coordinator lost
+/// after acknowledging them (`data_lost`).
 fn incomplete_reasons(tx: &Connection, run_id: i64) -> StoreResult<Vec<String>> {
+    let mut why = Vec::new();
+    let mut stmt = tx.prepare_cached(
+        "SELECT name, summary_json FROM stages WHERE run_id = ?1 AND state = 'skipped' ORDER BY ordinal",
+    )?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+    })?;
+    for row in rows {
+        let (name, summary) = row?;
+        let summary: serde_json::Value = summary
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        if summary["absent"].as_bool() != Some(true) {
+            why.push(skip_reason(&name, summary["reason"].as_str()));
+        }
+    }
     let lost: i64 = tx.query_row(
         "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind = ?2",
         (run_id, EventKind::DataLost.as_str()),
         |r| r.get(0),
     )?;
-    Ok(if lost > 0 {
-        vec!["the coordinator lost measurements it had acknowledged (see data_lost events)".into()]
-    } else {
-        Vec::new()
-    })
+    if lost > 0 {
+        why.push(
+            "the coordinator lost measurements it had acknowledged (see data_lost events)".into(),
+        );
+    }
+    Ok(why)
+}
+
+fn skip_reason(stage: &str, reason: Option<&str>) -> String {
+    format!("{stage} skipped: {}", reason.unwrap_or("no reason given"))
 }
 
 /// The stage a decision is applied to.
@@ -413,7 +439,7 @@ fn apply_decision(
         let event = NewEvent::new(Some(run_id), None, e.level, e.kind, e.message.clone());
         insert_event(tx, &event, now)?;
     }
-    let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons});
+    let summary = serde_json::json!({"agent": report.summary, "reason": report.reason, "reasons": decision.reasons, "absent": report.absent});
     tx.execute(
         "UPDATE stages SET state = ?1, completed_at = ?2, summary_json = ?3 WHERE id = ?4",
         (
