@@ -94,6 +94,7 @@ pub async fn run(
                         o.power = crate::power::log_only();
                         o.macs = Some(hb.macs.clone());
                         o.boot_id = Some(format!("{}-host-run-{}", hb.boot_id, q.run_id));
+                        o.host_mode_run = Some(q.run_id);
                         tokio::select! {
                             _ = &mut shutdown => return Ok(end),
                             r = boot(o) => match r {

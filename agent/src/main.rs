@@ -220,6 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None => None,
                 },
                 trust: trust(&a.tls)?,
+                host_mode_run: None,
                 kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions::root_default(work_dir.join("ssh")),
             };
@@ -266,6 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 boot_id: None,
                 claim_secret: claim_secret(a.claim_secret_file.as_deref())?,
                 trust: trust(&a.tls)?,
+                host_mode_run: None,
                 kmsg: Some("/dev/kmsg".into()),
                 hold: vet_agent::hold::HoldOptions {
                     authorized_keys: a.authorized_keys,

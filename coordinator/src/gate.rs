@@ -285,6 +285,9 @@ pub enum ClaimRefusal {
     /// The agent speaks a protocol this coordinator does not serve
     /// (`409 agent_incompatible`).
     Incompatible,
+    /// A host-mode agent asked for one non-destructive run and found
+    /// another, or a destructive one (`409 claim_mismatch`).
+    NotTheNamedRun,
 }
 
 /// The facts a claim of a found run is decided from.
@@ -306,6 +309,11 @@ pub struct ClaimFacts<'a> {
     /// The protocol the agent speaks, and its version as it said.
     pub protocol_version: u32,
     pub agent_version: Option<&'a str>,
+    /// The run found, and whether it is non-destructive.
+    pub run_id: i64,
+    pub non_destructive: bool,
+    /// The run a host-mode agent's claim is for.
+    pub host_mode_run: Option<i64>,
 }
 
 /// Decides a claim: an agent whose protocol this coordinator does not
@@ -336,6 +344,24 @@ pub fn claim(facts: &ClaimFacts<'_>) -> Result<ClaimKind, (ClaimRefusal, GateEve
                 served.end()
             ),
         );
+    }
+    if let Some(named) = facts.host_mode_run {
+        if named != facts.run_id || !facts.non_destructive {
+            let what = if named != facts.run_id {
+                format!(
+                    "host mode asked for run {named} and would get run {}",
+                    facts.run_id
+                )
+            } else {
+                format!("run {named} is destructive; host mode runs only non-destructive runs")
+            };
+            let event = GateEvent {
+                level: EventLevel::Warn,
+                kind: EventKind::HostModeRefused,
+                message: format!("claim from {} refused: {what}", facts.caller),
+            };
+            return Err((ClaimRefusal::NotTheNamedRun, event));
+        }
     }
     if !facts.host_secret_hash.is_empty() && facts.claim_secret_hash != Some(facts.host_secret_hash)
     {
@@ -770,6 +796,9 @@ mod tests {
             claim_secret_hash: None,
             protocol_version: common::wire::PROTOCOL_VERSION,
             agent_version: Some("0.1.0"),
+            run_id: 7,
+            non_destructive: false,
+            host_mode_run: None,
         };
         assert_eq!(
             claim(&f(RunState::Queued, false, None)),
@@ -810,8 +839,23 @@ mod tests {
             claim_secret_hash: Some("abc"),
             protocol_version: 1,
             agent_version: None,
+            run_id: 7,
+            non_destructive: true,
+            host_mode_run: None,
         };
         assert_eq!(claim(&base), Ok(ClaimKind::First));
+        // Host mode takes the run its heartbeat named, non-destructive only.
+        let named = |run, non_destructive| ClaimFacts {
+            host_mode_run: Some(run),
+            non_destructive,
+            ..base.clone()
+        };
+        assert_eq!(claim(&named(7, true)), Ok(ClaimKind::First));
+        for (run, nd) in [(8, true), (7, false)] {
+            let (why, event) = claim(&named(run, nd)).unwrap_err();
+            assert_eq!(why, ClaimRefusal::NotTheNamedRun);
+            assert_eq!(event.kind, EventKind::HostModeRefused);
+        }
         for given in [None, Some("abd")] {
             let f = ClaimFacts {
                 claim_secret_hash: given,

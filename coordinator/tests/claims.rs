@@ -241,3 +241,55 @@ async fn a_host_with_a_claim_secret_is_claimed_only_with_it() {
     );
     assert!(!d.to_string().contains(secret), "never in events");
 }
+
+/// A host-mode agent claims only the non-destructive run its heartbeat
+/// named: anything else is `409 claim_mismatch`, a `host_mode_refused`
+/// event, and the run stays queued for a boot agent.
+#[tokio::test]
+async fn host_mode_claims_only_the_named_non_destructive_run() {
+    let coord = TestCoordinator::start().await;
+    let mac = "52:54:00:00:50:01";
+    coord.add_host("node-h", mac, None).await;
+    let destructive = coord
+        .start_run("node-h", json!({"non_destructive": false}))
+        .await;
+    let claim = |run: i64| {
+        let body = json!({"macs": [mac], "boot_id": "host-b", "host_mode_run": run});
+        coord.http.post(coord.url("/claim")).json(&body).send()
+    };
+    for (asked, why) in [
+        (destructive, "is destructive"),
+        (destructive + 1, "would get run"),
+    ] {
+        let (st, body) = support::read(claim(asked).await.unwrap()).await;
+        assert_eq!(st, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "claim_mismatch", "{body}");
+        let detail = coord.run_detail(destructive).await;
+        assert_eq!(detail["state"], "Queued");
+        let refused = detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "host_mode_refused")
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            refused["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{refused}"
+        );
+    }
+    // The same claim for a non-destructive run it names is taken.
+    coord
+        .op_post(&format!("/runs/{destructive}/cancel"), json!({}))
+        .await;
+    let gentle = coord
+        .start_run("node-h", json!({"non_destructive": true}))
+        .await;
+    let (st, body) = support::read(claim(gentle).await.unwrap()).await;
+    assert_eq!(
+        (st, body["run_id"].as_i64()),
+        (StatusCode::OK, Some(gentle)),
+        "{body}"
+    );
+}

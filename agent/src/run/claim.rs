@@ -35,6 +35,7 @@ pub(super) async fn claim(client: &Client, opts: &BootOptions) -> anyhow::Result
         .unwrap_or_else(|| "unknown-boot".into());
     let mut req = ClaimRequest::new(macs.clone(), boot_id, env!("CARGO_PKG_VERSION"));
     req.claim_secret = opts.claim_secret.clone();
+    req.host_mode_run = opts.host_mode_run;
     let deadline = Instant::now() + opts.claim_timeout;
     let mut untrusted: Option<String> = None;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));

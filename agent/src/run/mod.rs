@@ -57,6 +57,9 @@ pub struct BootOptions {
     pub claim_secret: Option<String>,
     /// Whom to trust as the coordinator over HTTPS.
     pub trust: crate::uplink::trust::Trust,
+    /// Host mode: claim only this run, and only while it is
+    /// non-destructive (the coordinator refuses anything else).
+    pub host_mode_run: Option<i64>,
     /// Where a hold installs its key and which port its SSH server uses.
     pub hold: crate::hold::HoldOptions,
     /// The kernel log to follow (`/dev/kmsg`); `None` follows nothing.

@@ -30,6 +30,10 @@ pub struct ClaimRequest {
     /// The host's claim secret, when its host has one. Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_secret: Option<String>,
+    /// A host-mode agent's claim: only this run, and only while it is
+    /// non-destructive (the run its heartbeat answer named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mode_run: Option<i64>,
 }
 
 impl ClaimRequest {
@@ -41,6 +45,7 @@ impl ClaimRequest {
             agent_version: Some(agent_version.to_string()),
             protocol_version: Some(PROTOCOL_VERSION),
             claim_secret: None,
+            host_mode_run: None,
         }
     }
 }

@@ -86,6 +86,7 @@ pub async fn claim(
         secret_hash: req.claim_secret.as_deref().map(auth::hash_token),
         protocol_version: req.protocol_version.unwrap_or(1),
         agent_version,
+        host_mode_run: req.host_mode_run,
     };
     let outcome = {
         let _slot = app
@@ -113,6 +114,7 @@ pub async fn claim(
                 ClaimRefusal::Conflict => (StatusCode::CONFLICT, "claim_conflict"),
                 ClaimRefusal::SecretMismatch => (StatusCode::FORBIDDEN, "claim_secret_mismatch"),
                 ClaimRefusal::Incompatible => (StatusCode::CONFLICT, "agent_incompatible"),
+                ClaimRefusal::NotTheNamedRun => (StatusCode::CONFLICT, "claim_mismatch"),
             };
             return Err(ApiError::Refused {
                 status,

@@ -147,6 +147,8 @@ pub struct ClaimAttempt {
     pub agent_version: Option<String>,
     /// The caller's address, for a refusal's event.
     pub caller: String,
+    /// A host-mode agent's claim: only this run, non-destructive.
+    pub host_mode_run: Option<i64>,
 }
 
 impl ClaimAttempt {
@@ -160,6 +162,7 @@ impl ClaimAttempt {
             secret_hash: None,
             protocol_version: common::wire::PROTOCOL_VERSION,
             agent_version: None,
+            host_mode_run: None,
         }
     }
 }

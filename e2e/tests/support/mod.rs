@@ -365,6 +365,7 @@ pub fn options(coord: &Coord, dir: &Path, mac: &str, disk: &str) -> BootOptions 
         boot_id: Some(format!("e2e-{mac}")),
         claim_secret: None,
         trust: Default::default(),
+        host_mode_run: None,
         kmsg: Some("/dev/kmsg".into()),
         // Never root's own file: a hold in a test uses the test's directory.
         hold: vet_agent::hold::HoldOptions {

@@ -61,6 +61,7 @@ struct FoundRun {
     host_id: i64,
     last_heartbeat: Option<Timestamp>,
     profile: String,
+    non_destructive: bool,
     /// The host's claim secret hash ('' = none).
     secret_hash: String,
 }
@@ -70,7 +71,7 @@ struct FoundRun {
 fn find_run(tx: &Connection, macs: &[Mac]) -> StoreResult<Option<FoundRun>> {
     let mut find = tx.prepare_cached(
         "SELECT r.id, r.state, r.boot_id, r.host_id, r.last_heartbeat_at, r.profile,
-                h.claim_secret_hash
+                r.non_destructive, h.claim_secret_hash
          FROM runs r JOIN hosts h ON h.id = r.host_id
          WHERE h.mac = ?1 AND r.state IN ('Queued', 'Running')
          ORDER BY r.state = 'Running' DESC, r.id ASC LIMIT 1",
@@ -86,6 +87,7 @@ fn find_run(tx: &Connection, macs: &[Mac]) -> StoreResult<Option<FoundRun>> {
                     host_id: r.get("host_id")?,
                     last_heartbeat: ts_opt(r, "last_heartbeat_at")?,
                     profile: r.get("profile")?,
+                    non_destructive: r.get("non_destructive")?,
                     secret_hash: r.get("claim_secret_hash")?,
                 })
             })
@@ -124,6 +126,9 @@ pub fn claim(tx: &Connection, attempt: &ClaimAttempt, now: Timestamp) -> StoreRe
         claim_secret_hash: attempt.secret_hash.as_deref(),
         protocol_version: attempt.protocol_version,
         agent_version: attempt.agent_version.as_deref(),
+        run_id,
+        non_destructive: found.non_destructive,
+        host_mode_run: attempt.host_mode_run,
     });
     let kind = match decided {
         Err((why, refusal)) => {
