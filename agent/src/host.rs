@@ -49,6 +49,21 @@ impl Selector {
 
 const VIRTUAL_DISKS: [&str; 7] = ["loop", "ram", "zram", "sr", "dm-", "md", "nbd"];
 
+/// `nvme<X>c<Y>n<Z>`: a path of a multipath NVMe namespace.
+fn is_nvme_path(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(rest) = name.strip_prefix("nvme") else {
+        return false;
+    };
+    let Some((ctrl, rest)) = rest.split_once('c') else {
+        return false;
+    };
+    let Some((path, ns)) = rest.split_once('n') else {
+        return false;
+    };
+    digits(ctrl) && digits(path) && digits(ns)
+}
+
 /// Disks to test and the ones left out, with reasons.
 pub fn disks(roots: &Roots, select: Option<&Selector>) -> (Vec<DiskInfo>, Vec<Excluded>) {
     let block = roots.sys.join("class/block");
@@ -73,6 +88,14 @@ pub fn disks(roots: &Roots, select: Option<&Selector>) -> (Vec<DiskInfo>, Vec<Ex
             class: "disk".into(),
             reason,
         };
+        // One path of a multipath namespace: the same disk as its head
+        // nvmeXnY, never tested (nor written) twice, whatever --disks says.
+        if is_nvme_path(&name) {
+            left.push(exclude(
+                "an NVMe multipath path device; its nvmeXnY head is the disk".into(),
+            ));
+            continue;
+        }
         match select {
             Some(sel) if !sel.matches(&name) => {
                 left.push(exclude("not selected by --disks".into()));
@@ -300,6 +323,8 @@ mod tests {
         for (name, size) in [
             ("sda", "1000"),
             ("nvme0n1", "2000"),
+            ("nvme0c0n1", "2000"),
+            ("nvme0c1n1", "2000"),
             ("loop0", "100"),
             ("ram0", "10"),
             ("sr0", "0"),
@@ -319,6 +344,17 @@ mod tests {
         let (chosen, left) = disks(&roots, None);
         let names: Vec<_> = chosen.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["nvme0n1", "sda"]);
+        // A multipath path is never a disk, even when --disks names it.
+        let all = Selector::new("nvme*").unwrap();
+        let (by_glob, left_sel) = disks(&roots, Some(&all));
+        let names: Vec<_> = by_glob.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["nvme0n1"]);
+        assert!(left_sel
+            .iter()
+            .any(|e| e.name == "nvme0c1n1" && e.reason.contains("multipath")));
+        assert!(
+            is_nvme_path("nvme12c3n45") && !is_nvme_path("nvme1n1") && !is_nvme_path("nvme0cXn1")
+        );
         assert_eq!(chosen[1].model, "SAMSUNG MZ7LH960");
         assert_eq!(chosen[1].size_bytes, 512_000);
         let reasons: Vec<_> = left

@@ -7,6 +7,12 @@
 //! the run has `wipe`: a disk with a partition table or a filesystem
 //! signature (`wipefs --json`, read-only). `wipe` lifts only that refusal.
 //!
+//! A [`WriteGrant`] holds the disk open with `O_EXCL` from before the
+//! check until it is dropped after the last write, so nobody can mount it
+//! or assemble it into md/dm meanwhile; before each write
+//! [`WriteGrant::recheck`] makes sure `/dev/<disk>` is still the device
+//! checked (same device number and serial).
+//!
 //! Never: write anything itself, or answer "allowed" when it could not look
 //! (an unreadable mount table or a failed probe is a refusal).
 
@@ -107,6 +113,11 @@ fn holders(roots: &Roots, disk: &str) -> Vec<String> {
 #[derive(Debug)]
 pub struct WriteGrant {
     disk: String,
+    /// The disk, held with `O_EXCL` (none in unit tests of commands).
+    hold: Option<File>,
+    /// `major:minor` and serial at the check.
+    dev: String,
+    serial: String,
 }
 
 impl WriteGrant {
@@ -120,11 +131,86 @@ impl WriteGrant {
         format!("/dev/{}", self.disk)
     }
 
+    /// Checks, right before a write, that `/dev/<disk>` is still the device
+    /// the interlock checked and holds: same device number (of the node,
+    /// of the held descriptor, in sysfs) and same serial.
+    pub fn recheck(&self, roots: &Roots) -> Result<(), Refusal> {
+        use std::os::unix::fs::MetadataExt;
+        let (dev, serial) = identity(roots, &self.disk);
+        if dev != self.dev || serial != self.serial {
+            return Err(Refusal::hard(format!(
+                "{} changed since the check (device {dev:?} serial {serial:?}, was {:?} {:?})",
+                self.disk, self.dev, self.serial
+            )));
+        }
+        let node = std::fs::metadata(self.device())
+            .map_err(|e| Refusal::hard(format!("cannot stat {}: {e}", self.device())))?
+            .rdev();
+        let held = match &self.hold {
+            Some(f) => f
+                .metadata()
+                .map_err(|e| Refusal::hard(format!("cannot stat the held disk: {e}")))?
+                .rdev(),
+            None => node,
+        };
+        if node != held || majmin(node) != self.dev {
+            return Err(Refusal::hard(format!(
+                "{} is not the device checked (node {}, held {}, checked {})",
+                self.device(),
+                majmin(node),
+                majmin(held),
+                self.dev
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens the disk for writing (the grant already holds it exclusively).
+    pub fn open_for_write(&self, direct: bool) -> std::io::Result<File> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true);
+        if direct {
+            opts.custom_flags(nix::libc::O_DIRECT);
+        }
+        opts.open(self.device())
+    }
+
     /// A grant for tests of the commands that take one.
     #[cfg(test)]
     pub(crate) fn for_test(disk: &str) -> Self {
-        Self { disk: disk.into() }
+        Self {
+            disk: disk.into(),
+            hold: None,
+            dev: String::new(),
+            serial: String::new(),
+        }
     }
+}
+
+fn majmin(rdev: u64) -> String {
+    format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    )
+}
+
+/// A disk's `major:minor` and serial (NVMe/SCSI serial or WWID, a loop
+/// device's backing file) as sysfs says now.
+fn identity(roots: &Roots, disk: &str) -> (String, String) {
+    let base = roots.sys.join("block").join(disk);
+    let read = |p: &str| {
+        std::fs::read_to_string(base.join(p))
+            .map(|s| s.trim().to_string())
+            .ok()
+    };
+    let dev = read("dev").unwrap_or_default();
+    let serial = read("device/serial")
+        .or_else(|| read("device/wwid"))
+        .or_else(|| read("wwid"))
+        .or_else(|| read("loop/backing_file"))
+        .unwrap_or_default();
+    (dev, serial)
 }
 
 /// Why no grant was given.
@@ -147,14 +233,51 @@ pub async fn grant(
     if !destructive {
         return Err(NoGrant::NonDestructive);
     }
-    check(roots, disk, wipe).await.map_err(NoGrant::Refused)?;
-    Ok(WriteGrant { disk: disk.into() })
+    if disk.is_empty() || disk.contains('/') || !roots.sys.join("block").join(disk).exists() {
+        return Err(NoGrant::Refused(Refusal::hard(format!(
+            "{disk:?} is not a whole disk under /sys/block"
+        ))));
+    }
+    // Held from before the check to the end of the writes. When the kernel
+    // will not give it, the check names why (mounted, swap, holders).
+    let hold = match open_exclusive(Path::new(&format!("/dev/{disk}")), false, false) {
+        Ok(f) => f,
+        Err(e) => {
+            check_held(roots, disk, wipe)
+                .await
+                .map_err(NoGrant::Refused)?;
+            return Err(NoGrant::Refused(Refusal::hard(format!(
+                "the kernel refuses exclusive access: {e}"
+            ))));
+        }
+    };
+    let (dev, serial) = identity(roots, disk);
+    check_held(roots, disk, wipe)
+        .await
+        .map_err(NoGrant::Refused)?;
+    let grant = WriteGrant {
+        disk: disk.into(),
+        hold: Some(hold),
+        dev,
+        serial,
+    };
+    grant.recheck(roots).map_err(NoGrant::Refused)?;
+    Ok(grant)
 }
 
 /// Decides whether `disk` (a /sys/block name) may be written, `wipe` being
 /// the run's override. Reads /proc and /sys under `roots` and probes the
 /// device read-only.
 pub async fn check(roots: &Roots, disk: &str, wipe: bool) -> Result<(), Refusal> {
+    check_held(roots, disk, wipe).await?;
+    let dev = format!("/dev/{disk}");
+    open_exclusive(Path::new(&dev), false, false)
+        .map(drop)
+        .map_err(|e| Refusal::hard(format!("the kernel refuses exclusive access: {e}")))
+}
+
+/// [`check`] for a disk this process already holds with `O_EXCL`.
+async fn check_held(roots: &Roots, disk: &str, wipe: bool) -> Result<(), Refusal> {
     if disk.is_empty() || disk.contains('/') || !roots.sys.join("block").join(disk).exists() {
         return Err(Refusal::hard(format!(
             "{disk:?} is not a whole disk under /sys/block"
@@ -188,11 +311,6 @@ pub async fn check(roots: &Roots, disk: &str, wipe: bool) -> Result<(), Refusal>
         )));
     }
     let dev = format!("/dev/{disk}");
-    if let Err(e) = open_exclusive(Path::new(&dev), false, false) {
-        return Err(Refusal::hard(format!(
-            "the kernel refuses exclusive access: {e}"
-        )));
-    }
     let probe = wipefs::probe(&dev);
     let out = exec::run(&probe, &CancellationToken::new(), String::new)
         .await

@@ -175,3 +175,43 @@ async fn the_interlock_refuses_every_disk_in_use_and_signatures_unless_wiped() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// A grant holds the disk from the check to the end of the write: while it
+/// lives, the disk cannot be mounted (nor claimed by md/dm).
+#[tokio::test]
+async fn a_grant_holds_the_disk_until_the_write_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = Roots::default();
+    let disk = Loop::new(dir.path(), "held", 32);
+    sh(&format!(
+        "mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 {}",
+        disk.dev
+    ));
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = || {
+        Command::new("mount")
+            .args(["-o", "ro"])
+            .arg(&disk.dev)
+            .arg(&mnt)
+            .output()
+            .unwrap()
+    };
+    let held = grant(&roots, disk.name(), true, true)
+        .await
+        .expect("a clean ext4 loop device with wipe");
+    held.recheck(&roots).expect("still the device checked");
+    let tried = mount();
+    assert!(
+        !tried.status.success(),
+        "mounted while the agent held it for writing"
+    );
+    drop(held);
+    let after = mount();
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    sh(&format!("umount {}", mnt.display()));
+}

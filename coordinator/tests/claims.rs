@@ -270,8 +270,7 @@ async fn host_mode_claims_only_the_named_non_destructive_run() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["kind"] == "host_mode_refused")
-            .last()
+            .rfind(|e| e["kind"] == "host_mode_refused")
             .cloned()
             .unwrap_or_default();
         assert!(

@@ -61,7 +61,11 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         let write = match super::write_grant(ctx, d).await {
             Err(None) => None,
             Err(Some(refused)) => Some(refused),
-            Ok(grant) => Some(fio_pass(ctx, &d.name, write_job(&grant, secs)).await),
+            // The grant holds the disk until the pass ends.
+            Ok(grant) => Some(match super::recheck(ctx, &grant) {
+                Err(refused) => refused,
+                Ok(()) => fio_pass(ctx, &d.name, write_job(&grant, secs)).await,
+            }),
         };
         if let Some((state, summary)) = write {
             subs.push(sub_step(

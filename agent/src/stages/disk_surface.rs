@@ -38,6 +38,9 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
             .join(format!("badblocks-{}-{i}-{r}.txt", d.name));
         let _ = std::fs::remove_file(&out_file);
         let (first, last) = (offset / BLOCK, (offset + len) / BLOCK - 1);
+        if let Err(refused) = super::recheck(ctx, &grant) {
+            return refused;
+        }
         let cmd = badblocks::write_test(&grant, first, last, &out_file);
         let out = match ctx.run_tool(&cmd).await {
             Ok(o) => o,

@@ -379,6 +379,21 @@ pub async fn write_grant(
     }
 }
 
+/// Right before a write: the disk is still the one the grant checked and
+/// holds; otherwise the write's sub-step is skipped as an interlock refusal.
+pub fn recheck(ctx: &StageCtx, grant: &WriteGrant) -> Result<(), (StageState, serde_json::Value)> {
+    grant.recheck(&ctx.roots).map_err(|r| {
+        (
+            StageState::Skipped,
+            SubStepReport::interlock_refusal_summary(&format!(
+                "interlock refused {}: {}",
+                grant.disk(),
+                r.reason
+            )),
+        )
+    })
+}
+
 /// [`write_grant`] for a stage that only runs destructively.
 pub async fn destructive_grant(
     ctx: &StageCtx,

@@ -11,7 +11,6 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use serde_json::json;
 
@@ -22,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::destructive::{disk_bytes, regions, regions_json};
 use super::{StageCtx, StageReport};
-use crate::interlock;
 
 /// Bytes per write and read.
 const CHUNK: u64 = 4 << 20;
@@ -181,7 +179,11 @@ async fn one(ctx: &StageCtx, d: &DiskInfo) -> (StageState, serde_json::Value) {
         Ok(g) => g,
         Err(refused) => return refused,
     };
-    let dev = match interlock::open_exclusive(Path::new(&grant.device()), true, true) {
+    if let Err(refused) = super::recheck(ctx, &grant) {
+        return refused;
+    }
+    // The grant holds the disk exclusively; this descriptor writes it.
+    let dev = match grant.open_for_write(true) {
         Ok(f) => f,
         Err(e) => {
             return (

@@ -23,6 +23,11 @@ pub fn write_test(grant: &WriteGrant, first: u64, last: u64, out_file: &Path) ->
     ToolCommand::new("badblocks", "e2fsprogs", Duration::from_secs(secs))
         .args([
             "-w",
+            // The agent holds the disk with O_EXCL from its check to the end
+            // of this write, which badblocks' own in-use probe sees as busy;
+            // -f lets it run under that hold (the interlock checked mounts,
+            // swap and holders, and nobody can take the disk meanwhile).
+            "-f",
             "-b",
             &BLOCK.to_string(),
             "-e",
