@@ -4,6 +4,13 @@
 //! config when nothing listens there, through `exec`'s daemon), and undo
 //! both on release.
 //!
+//! The hold ends at its deadline even when the coordinator is gone, and
+//! when its owner is dropped (a SIGTERM in host mode); stale hold keys of
+//! an earlier boot are removed at start. The key must be exactly one
+//! `ssh-ed25519` key without options; the file is replaced atomically
+//! (a temp file in the same directory with the original's owner and mode,
+//! synced, renamed, the directory synced).
+//!
 //! Never: touch another line of the authorized-keys file, stop an SSH server
 //! it did not start, or enable password logins.
 
@@ -44,10 +51,13 @@ pub enum HoldError {
     },
     #[error("{0}")]
     Server(String),
+    #[error("the hold key is refused: {0}")]
+    BadKey(String),
 }
 
-/// A hold in place: undone by [`Held::end`].
+/// A hold in place: undone by [`Held::end`], or when dropped.
 pub struct Held {
+    ended: bool,
     authorized_keys: PathBuf,
     marker: String,
     server: Option<Daemon>,
@@ -56,15 +66,78 @@ pub struct Held {
     pub ssh_error: Option<String>,
 }
 
+/// What every hold key's marker starts with.
+const MARKER_PREFIX: &str = "vetting-hold-";
+
 /// The comment that marks our line in the authorized-keys file.
 fn marker(run_id: i64) -> String {
-    format!("vetting-hold-run-{run_id}")
+    format!("{MARKER_PREFIX}run-{run_id}")
 }
 
-/// Appends `public_key` (marked with the run) unless it is already there.
-fn install_key(path: &Path, public_key: &str, marker: &str) -> std::io::Result<()> {
+/// The key line to install: exactly one `ssh-ed25519` key, no options, no
+/// second line; its own comment is dropped (ours marks the line).
+pub fn check_public_key(key: &str) -> Result<String, String> {
+    let key = key.trim();
+    if key.contains(['\n', '\r', '\0']) {
+        return Err("more than one line".into());
+    }
+    let mut words = key.split_whitespace();
+    let (Some(kind), Some(blob)) = (words.next(), words.next()) else {
+        return Err("not a public key line".into());
+    };
+    if kind != "ssh-ed25519" {
+        return Err(format!(
+            "{:?} is not ssh-ed25519 (options such as command= are refused)",
+            kind.chars().take(40).collect::<String>()
+        ));
+    }
+    // base64 of: string "ssh-ed25519" + string of 32 bytes = 51 bytes.
+    let b64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    if blob.len() != 68 || !blob.starts_with("AAAAC3NzaC1lZDI1NTE5") || !blob.chars().all(b64) {
+        return Err("the ssh-ed25519 key data is malformed".into());
+    }
+    Ok(format!("{kind} {blob}"))
+}
+
+/// Replaces `path` with `text`: a temp file in the same directory with the
+/// original's owner and mode (0600 for a new file), synced, renamed over
+/// it, the directory synced.
+fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let old = std::fs::metadata(path).ok();
+    let mode = old.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0o600);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("authorized_keys");
+    let tmp = dir.join(format!(".{name}.vetting-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        if let Some(m) = &old {
+            std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+        }
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Adds `key` (marked with the run) unless our line is already there.
+fn install_key(path: &Path, key: &str, marker: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = path.parent() {
         if !parent.exists() {
             std::fs::DirBuilder::new()
@@ -73,44 +146,46 @@ fn install_key(path: &Path, public_key: &str, marker: &str) -> std::io::Result<(
                 .create(parent)?;
         }
     }
-    let existing = std::fs::read_to_string(path).unwrap_or_default();
-    if existing.lines().any(|l| l.ends_with(marker)) {
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    if text.lines().any(|l| l.ends_with(marker)) {
         return Ok(());
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    let sep = if existing.is_empty() || existing.ends_with('\n') {
-        ""
-    } else {
-        "\n"
-    };
-    let key = public_key.trim();
-    // The coordinator's key may carry its own comment; ours goes last.
-    writeln!(f, "{sep}{key} {marker}")?;
-    f.sync_all()
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{key} {marker}\n"));
+    replace_file(path, &text)
 }
 
-/// Removes exactly our line(s) from the file, keeping every other byte.
-fn remove_key(path: &Path, marker: &str) -> std::io::Result<()> {
+/// Removes every line whose last word `matches`, keeping every other byte;
+/// returns how many went.
+fn remove_lines(path: &Path, matches: impl Fn(&str) -> bool) -> std::io::Result<usize> {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
+        return Ok(0);
     };
-    let kept: Vec<&str> = text
+    let mut removed = 0;
+    let kept: String = text
         .split_inclusive('\n')
-        .filter(|l| !l.trim_end().ends_with(marker))
+        .filter(|l| {
+            let ours = l.split_whitespace().last().is_some_and(&matches);
+            removed += ours as usize;
+            !ours
+        })
         .collect();
-    let out = kept.concat();
-    if out != text {
-        let tmp = path.with_extension("vetting-tmp");
-        std::fs::write(&tmp, out)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, path)?;
+    if removed > 0 {
+        replace_file(path, &kept)?;
     }
-    Ok(())
+    Ok(removed)
+}
+
+fn remove_key(path: &Path, marker: &str) -> std::io::Result<()> {
+    remove_lines(path, |w| w == marker).map(drop)
+}
+
+/// Removes hold keys an earlier boot of this agent left (a crash, a power
+/// cut during a hold); returns how many.
+pub fn remove_stale_keys(path: &Path) -> std::io::Result<usize> {
+    remove_lines(path, |w| w.starts_with(MARKER_PREFIX))
 }
 
 /// Whether an SSH server answers on `port` (its banner starts with `SSH-`).
@@ -235,11 +310,13 @@ async fn start_server(opts: &HoldOptions) -> Result<Daemon, String> {
 /// host stays held either way).
 pub async fn begin(opts: &HoldOptions, run_id: i64, public_key: &str) -> Result<Held, HoldError> {
     let marker = marker(run_id);
-    install_key(&opts.authorized_keys, public_key, &marker).map_err(|source| HoldError::Key {
+    let key = check_public_key(public_key).map_err(HoldError::BadKey)?;
+    install_key(&opts.authorized_keys, &key, &marker).map_err(|source| HoldError::Key {
         path: opts.authorized_keys.display().to_string(),
         source,
     })?;
     let mut held = Held {
+        ended: false,
         authorized_keys: opts.authorized_keys.clone(),
         marker,
         server: None,
@@ -264,6 +341,7 @@ pub async fn begin(opts: &HoldOptions, run_id: i64, public_key: &str) -> Result<
 impl Held {
     /// Removes the key and stops the SSH server this hold started.
     pub async fn end(mut self) {
+        self.ended = true;
         if let Err(e) = remove_key(&self.authorized_keys, &self.marker) {
             tracing::error!(error = %e, "could not remove the hold key from {}", self.authorized_keys.display());
         }
@@ -273,24 +351,85 @@ impl Held {
     }
 }
 
+impl Drop for Held {
+    /// A hold dropped without [`Held::end`] (its task cancelled, a SIGTERM
+    /// in host mode) is undone all the same; the server's daemon kills its
+    /// process group when dropped.
+    fn drop(&mut self) {
+        if !self.ended {
+            if let Err(e) = remove_key(&self.authorized_keys, &self.marker) {
+                tracing::error!(error = %e, "could not remove the hold key from {}", self.authorized_keys.display());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f vetting-run-7";
+
     #[test]
-    fn our_key_line_is_added_once_and_removed_alone() {
+    fn our_key_line_is_added_once_and_removed_alone_keeping_owner_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ssh/authorized_keys");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "ssh-ed25519 AAAAother admin@site").unwrap();
-        install_key(&path, "ssh-ed25519 AAAAhold vetting-run-7\n", &marker(7)).unwrap();
-        install_key(&path, "ssh-ed25519 AAAAhold vetting-run-7", &marker(7)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let key = check_public_key(&format!("{KEY}\n")).unwrap();
+        install_key(&path, &key, &marker(7)).unwrap();
+        install_key(&path, &key, &marker(7)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.ends_with(" vetting-hold-run-7\n"), "{text}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "the file's mode is kept");
         remove_key(&path, &marker(7)).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "ssh-ed25519 AAAAother admin@site\n"
         );
+        // No temp file is left beside it.
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn only_one_plain_ed25519_key_is_accepted() {
+        assert!(check_public_key(KEY).is_ok());
+        let blob = KEY.split_whitespace().nth(1).unwrap();
+        for bad in [
+            format!("command=\"/bin/sh\" ssh-ed25519 {blob}"),
+            format!("no-pty ssh-ed25519 {blob}"),
+            format!("ssh-ed25519 {blob}\nssh-ed25519 {blob}"),
+            format!("ssh-ed25519 {blob}\rcommand=x"),
+            format!("ssh-rsa {blob}"),
+            "ssh-ed25519 AAAA".to_string(),
+            String::new(),
+        ] {
+            assert!(check_public_key(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stale_hold_keys_of_any_run_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authorized_keys");
+        std::fs::write(
+            &path,
+            "ssh-ed25519 AAAAa admin\nssh-ed25519 AAAAb vetting-hold-run-3\nssh-ed25519 AAAAc vetting-hold-run-9\n",
+        )
+        .unwrap();
+        assert_eq!(remove_stale_keys(&path).unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "ssh-ed25519 AAAAa admin\n"
+        );
+        assert_eq!(remove_stale_keys(&dir.path().join("none")).unwrap(), 0);
     }
 }

@@ -24,6 +24,8 @@ pub struct RunFacts {
     pub live_breach: Option<String>,
     pub hold_public_key: Option<String>,
     pub release_power: Option<Power>,
+    /// When the run began to hold its host.
+    pub held_at: Option<Timestamp>,
 }
 
 /// A skipped stage's reason as stored: `skipped: CAUSE`.
@@ -451,7 +453,11 @@ pub fn transition_level(to: RunState, event: RunEvent) -> EventLevel {
 }
 
 /// The directive for a run in its current state.
-pub fn directive_for(facts: &RunFacts, pass_power: Power) -> Directive {
+pub fn directive_for(
+    facts: &RunFacts,
+    pass_power: Power,
+    hold_timeout: std::time::Duration,
+) -> Directive {
     match facts.state {
         RunState::Queued => Directive::Wait { secs: 5 },
         RunState::Running => match &facts.live_breach {
@@ -463,6 +469,9 @@ pub fn directive_for(facts: &RunFacts, pass_power: Power) -> Directive {
         RunState::FailedHolding => match &facts.hold_public_key {
             Some(key) => Directive::Hold {
                 public_key: key.clone(),
+                until: facts
+                    .held_at
+                    .map(|t| t.plus_millis(hold_timeout.as_millis() as i64)),
             },
             // The key is being made; ask again shortly.
             None => Directive::Wait { secs: 2 },
@@ -662,6 +671,8 @@ mod tests {
         assert_eq!((ended.state, ended.run_event), (StageState::Failed, None));
     }
 
+    const HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
     #[test]
     fn directives_by_state() {
         let base = RunFacts {
@@ -671,14 +682,15 @@ mod tests {
             live_breach: None,
             hold_public_key: None,
             release_power: None,
+            held_at: None,
         };
-        assert_eq!(directive_for(&base, Power::None), Directive::Continue);
+        assert_eq!(directive_for(&base, Power::None, HOLD), Directive::Continue);
         let hot = RunFacts {
             live_breach: Some("temp too high".into()),
             ..base.clone()
         };
         assert_eq!(
-            directive_for(&hot, Power::None),
+            directive_for(&hot, Power::None, HOLD),
             Directive::AbortStage {
                 reason: "temp too high".into()
             }
@@ -689,17 +701,20 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(
-            directive_for(&held, Power::None),
+            directive_for(&held, Power::None, HOLD),
             Directive::Wait { secs: 2 }
         );
         let keyed = RunFacts {
             hold_public_key: Some("ssh-ed25519 AAAA".into()),
+            held_at: Some(Timestamp::from_unix_millis(1_000)),
             ..held
         };
+        // The deadline: when the hold began plus the hold timeout.
         assert_eq!(
-            directive_for(&keyed, Power::None),
+            directive_for(&keyed, Power::None, HOLD),
             Directive::Hold {
-                public_key: "ssh-ed25519 AAAA".into()
+                public_key: "ssh-ed25519 AAAA".into(),
+                until: Some(Timestamp::from_unix_millis(61_000)),
             }
         );
         let passed = RunFacts {
@@ -708,7 +723,7 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(
-            directive_for(&passed, Power::Poweroff),
+            directive_for(&passed, Power::Poweroff, HOLD),
             Directive::Done {
                 power: Power::Poweroff
             }
@@ -720,7 +735,7 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(
-            directive_for(&released, Power::None),
+            directive_for(&released, Power::None, HOLD),
             Directive::Release {
                 power: Power::Reboot
             }
@@ -731,7 +746,7 @@ mod tests {
         };
         // Its running stage ended with it; `done` stops the agent's work.
         assert_eq!(
-            directive_for(&aborted, Power::None),
+            directive_for(&aborted, Power::None, HOLD),
             Directive::Done { power: Power::None }
         );
         let cancelled = RunFacts {
@@ -740,7 +755,7 @@ mod tests {
             ..base
         };
         assert_eq!(
-            directive_for(&cancelled, Power::Poweroff),
+            directive_for(&cancelled, Power::Poweroff, HOLD),
             Directive::Done { power: Power::None }
         );
     }

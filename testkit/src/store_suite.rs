@@ -255,7 +255,7 @@ fn a_critical_breach_aborts_live_and_fails_the_stage(store: &dyn Store) {
     );
     assert!(
         matches!(
-            gate::directive_for(&facts, Power::None),
+            gate::directive_for(&facts, Power::None, std::time::Duration::from_secs(60)),
             Directive::AbortStage { .. }
         ),
         "{facts:?}"

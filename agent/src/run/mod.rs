@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use common::mac::Mac;
 use common::run_state::RunState;
 use common::stage::{Stage, StageState};
+use common::time::Timestamp;
 use common::wire::{
     ClaimResponse, Directive, DirectiveResponse, Heartbeat, HoldReport, Power, StageFinish,
     StagePlan, StageStart, StageVerdict,
@@ -107,6 +108,16 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
         .with_context(|| format!("creating {}", opts.work_dir.display()))?;
     let client =
         Arc::new(Client::new(&opts.coordinator, &opts.trust).map_err(|e| anyhow::anyhow!("{e}"))?);
+    // A hold this agent's earlier boot left (a crash, a power cut).
+    match crate::hold::remove_stale_keys(&opts.hold.authorized_keys) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(n, file = %opts.hold.authorized_keys.display(), "removed stale hold keys")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, file = %opts.hold.authorized_keys.display(), "could not check for stale hold keys")
+        }
+    }
     let claim = Arc::new(claim::claim(&client, &opts).await?);
     tracing::info!(run = claim.run_id, host = %claim.host, profile = %claim.profile, resume_from = claim.resume_from, "claimed");
     let mut session = RunSession::start(client, claim.clone(), &opts)?;
@@ -428,15 +439,32 @@ impl RunSession {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     self.ask(Directive::Done { power: Power::None }).await
                 }
-                Directive::Hold { public_key } => self.hold(&public_key, opts).await,
+                Directive::Hold { public_key, until } => self.hold(&public_key, until, opts).await,
                 Directive::Release { power } | Directive::Done { power } => return power,
             }
         }
     }
 
-    /// Holds the host for debugging until the coordinator says otherwise;
-    /// returns that answer, with the hold undone.
-    async fn hold(&self, public_key: &str, opts: &BootOptions) -> Directive {
+    /// Holds the host for debugging until the coordinator says otherwise
+    /// or the hold's deadline passes (then the key goes and the SSH server
+    /// stops, whether or not the coordinator answers); returns what to do
+    /// next, with the hold undone.
+    async fn hold(
+        &self,
+        public_key: &str,
+        until: Option<Timestamp>,
+        opts: &BootOptions,
+    ) -> Directive {
+        // On the coordinator's clock, as `until` is.
+        let deadline = until.map(|u| {
+            let left = u.unix_millis() - self.clock.now().unix_millis();
+            tokio::time::Instant::now() + Duration::from_millis(left.max(0) as u64)
+        });
+        let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400);
+        let deadline_at = deadline.unwrap_or(far);
+        if tokio::time::Instant::now() >= deadline_at {
+            return self.after_hold_deadline().await;
+        }
         let held = crate::hold::begin(&opts.hold, self.claim.run_id, public_key).await;
         let (ssh_port, ssh_error) = match &held {
             Ok(h) => (h.ssh_port, h.ssh_error.clone()),
@@ -457,23 +485,56 @@ impl RunSession {
             }
             tracing::warn!(hold_ip = %ip, ?ssh_port, ?ssh_error, "host held for debugging; waiting for release");
         }
-        let next = loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            match self
+        let beat = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match self
+                    .client
+                    .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
+                    .await
+                {
+                    Ok(d)
+                        if matches!(
+                            d.directive,
+                            Directive::Hold { .. } | Directive::Wait { .. }
+                        ) => {}
+                    Ok(d) => break d.directive,
+                    Err(e) => tracing::warn!(error = %e, "heartbeat during hold failed"),
+                }
+            }
+        };
+        let next = tokio::time::timeout_at(deadline_at, beat).await;
+        if let Ok(h) = held {
+            h.end().await;
+        }
+        match next {
+            Ok(d) => d,
+            Err(_) => {
+                tracing::warn!("the hold's deadline passed: key removed, SSH server stopped");
+                self.after_hold_deadline().await
+            }
+        }
+    }
+
+    /// After a hold's deadline the coordinator ends the run (Failed, power
+    /// off); its answer is awaited a minute, then the hold timeout's power
+    /// off is carried out without it.
+    async fn after_hold_deadline(&self) -> Directive {
+        for _ in 0..30 {
+            if let Ok(d) = self
                 .client
                 .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
                 .await
             {
-                Ok(d) if matches!(d.directive, Directive::Hold { .. } | Directive::Wait { .. }) => {
+                if !matches!(d.directive, Directive::Hold { .. } | Directive::Wait { .. }) {
+                    return d.directive;
                 }
-                Ok(d) => break d.directive,
-                Err(e) => tracing::warn!(error = %e, "heartbeat during hold failed"),
             }
-        };
-        if let Ok(h) = held {
-            h.end().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        next
+        Directive::Release {
+            power: Power::Poweroff,
+        }
     }
 
     /// Sends what is left, reports the count of samples produced, and stops

@@ -72,11 +72,26 @@ impl Power {
 #[serde(tag = "directive", rename_all = "snake_case")]
 pub enum Directive {
     Continue,
-    Wait { secs: u64 },
-    Hold { public_key: String },
-    AbortStage { reason: String },
-    Release { power: Power },
-    Done { power: Power },
+    Wait {
+        secs: u64,
+    },
+    /// Hold the host for SSH until `until` (coordinator time): then the
+    /// agent removes the key and stops the SSH server it started on its
+    /// own, even with the coordinator gone.
+    Hold {
+        public_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Timestamp>,
+    },
+    AbortStage {
+        reason: String,
+    },
+    Release {
+        power: Power,
+    },
+    Done {
+        power: Power,
+    },
 }
 
 // ---- agent side -----------------------------------------------------------
@@ -582,8 +597,16 @@ mod tests {
             (
                 Directive::Hold {
                     public_key: "ssh-ed25519 AAAA".into(),
+                    until: None,
                 },
                 r#"{"directive":"hold","public_key":"ssh-ed25519 AAAA"}"#,
+            ),
+            (
+                Directive::Hold {
+                    public_key: "ssh-ed25519 AAAA".into(),
+                    until: Some(Timestamp::from_unix_millis(1_795_000_000_000)),
+                },
+                r#"{"directive":"hold","public_key":"ssh-ed25519 AAAA","until":"2026-11-18T11:06:40.000Z"}"#,
             ),
             (
                 Directive::AbortStage {

@@ -131,7 +131,7 @@ impl AppState {
         } else {
             facts
         };
-        let d = gate::directive_for(&facts, self.config.pass_power);
+        let d = gate::directive_for(&facts, self.config.pass_power, self.config.hold_timeout);
         Ok((facts, d))
     }
 }

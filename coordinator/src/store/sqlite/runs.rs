@@ -158,11 +158,16 @@ static LIVE_ABORT_KINDS: LazyLock<String> = LazyLock::new(|| {
 
 /// What the gate needs to know about a run to answer its agent.
 pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
-    let (state, hold_public_key, release_power): (String, Option<String>, Option<String>) = tx
+    let (state, hold_public_key, release_power, held_at): (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = tx
         .query_row(
-            "SELECT state, hold_public_key, release_power FROM runs WHERE id = ?1",
+            "SELECT state, hold_public_key, release_power, held_at FROM runs WHERE id = ?1",
             [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("run {run_id} not found")))?;
@@ -203,6 +208,7 @@ pub fn facts(tx: &Connection, run_id: i64) -> StoreResult<RunFacts> {
         live_breach,
         hold_public_key,
         release_power,
+        held_at: held_at.and_then(|t| t.parse().ok()),
     })
 }
 
