@@ -280,7 +280,9 @@ pub fn ensure_hold_key(
     };
     let facts = match store.set_hold_key(facts.run_id, &public, &artifact, now) {
         Ok(f) => f,
-        Err(crate::store::StoreError::Conflict(_)) => {
+        Err(
+            crate::store::StoreError::Conflict(_) | crate::store::StoreError::RunFinished { .. },
+        ) => {
             // Released while the key was being made: no hold, no key.
             let _ = std::fs::remove_file(&path);
             return Ok(store.facts(facts.run_id)?);

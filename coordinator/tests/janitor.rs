@@ -127,3 +127,41 @@ async fn old_artifact_files_are_pruned_but_rows_shared_files_and_live_hold_keys_
         .unwrap();
     assert_eq!(unpruned, 0);
 }
+
+/// What a crash leaves in the artifact directory goes after an hour:
+/// upload temp files and files no row names (a hold key whose row was never
+/// written). Files rows name, and young leftovers, stay.
+#[tokio::test]
+async fn leftovers_older_than_an_hour_are_swept_and_named_files_stay() {
+    let coord = TestCoordinator::start().await;
+    coord.add_host("node-l", "52:54:00:00:00:32", None).await;
+    coord.start_run("node-l", json!({})).await;
+    let agent = coord.agent("52:54:00:00:00:32", "boot-l").await;
+    agent.start_stage(0).await;
+    let (st, kept) = agent
+        .upload("dmesg", Some(0), b"a row names me".to_vec())
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let dir = coord.stop().await;
+    let artifacts = dir.path().join("artifacts");
+    let tmp = artifacts.join(".upload-0123abcd.tmp");
+    let orphan_key = artifacts.join("f".repeat(64));
+    std::fs::write(&tmp, b"half an upload").unwrap();
+    std::fs::write(&orphan_key, b"-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    let store = SqliteStore::open(&dir.path().join("vetting.db"), now).unwrap();
+    let kept_path = kept["path"].as_str().unwrap().to_string();
+    // Young: nothing goes.
+    let swept = janitor::sweep_leftovers(&store, &artifacts, std::time::SystemTime::now()).unwrap();
+    assert!(swept.is_empty(), "{swept:?}");
+    // Two hours on: the temp file and the orphan go, the named file stays.
+    let later = std::time::SystemTime::now() + Duration::from_secs(7200);
+    let mut swept = janitor::sweep_leftovers(&store, &artifacts, later).unwrap();
+    swept.sort();
+    let mut want = vec![tmp.display().to_string(), orphan_key.display().to_string()];
+    want.sort();
+    assert_eq!(swept, want);
+    assert!(std::path::Path::new(&kept_path).exists());
+    assert!(!tmp.exists() && !orphan_key.exists());
+}

@@ -523,9 +523,10 @@ pub async fn serve(
     for &port in &config.iperf3_ports {
         background.spawn("iperf3 server", crate::iperf::supervise(port));
     }
-    if let Some(retention) = config.artifact_retention {
-        background.spawn("janitor", crate::janitor::run(store, retention));
-    }
+    background.spawn(
+        "janitor",
+        crate::janitor::run(store, config.artifact_retention, config.artifacts_dir()),
+    );
     let tls = match &config.tls {
         Some(t) => {
             let id = crate::tls::load_or_make(&config, t).context("setting up TLS")?;

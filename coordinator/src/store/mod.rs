@@ -377,6 +377,8 @@ pub trait Store: Send + Sync + 'static {
         artifact: &NewArtifact,
         now: Timestamp,
     ) -> StoreResult<common::wire::ArtifactInfo>;
+    /// Whether any artifact row names the file at `path`.
+    fn artifact_path_known(&self, path: &str) -> StoreResult<bool>;
     /// Whether [`Store::record_agent_artifact`] would take one more now.
     fn check_agent_artifact(&self, run_id: i64) -> StoreResult<()>;
     fn record_artifact(

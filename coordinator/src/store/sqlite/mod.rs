@@ -446,6 +446,16 @@ impl Store for SqliteStore {
         self.write(|tx| artifacts::record_agent_artifact(tx, artifact, now))
     }
 
+    fn artifact_path_known(&self, path: &str) -> StoreResult<bool> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM artifacts WHERE path = ?1)",
+                [path],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     fn check_agent_artifact(&self, run_id: i64) -> StoreResult<()> {
         self.read(|tx| artifacts::check_agent_artifact(tx, run_id))
     }
