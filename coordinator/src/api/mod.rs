@@ -416,6 +416,14 @@ pub fn router(state: AppState) -> Router {
             .returns::<Vec<Measurement>>(),
         )
         .get(
+            &p("/runs/{id}/events"),
+            operator::events,
+            Doc::new(A::Operator, "A run's events, oldest first, one page at a time")
+                .query("after", "integer", false, "the last event id already seen")
+                .query("limit", "integer", false, "page size, 1 to 10000 (default 1000)")
+                .returns::<Vec<Event>>(),
+        )
+        .get(
             &p("/runs/{id}/series"),
             operator::series,
             Doc::new(

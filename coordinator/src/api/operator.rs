@@ -387,6 +387,39 @@ pub async fn measurements(
     Ok(Json(rows))
 }
 
+/// Events per page of `GET /runs/{id}/events`, by default and at most.
+const EVENTS_PAGE: u32 = 1_000;
+const EVENTS_PAGE_MAX: u32 = 10_000;
+
+/// `GET /runs/{id}/events?after=&limit=`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// A run's events, oldest first, one page at a time.
+pub async fn events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    _: Operator,
+    AppQuery(q): AppQuery<EventsQuery>,
+) -> Result<Json<Vec<common::wire::Event>>, ApiError> {
+    let run_id = parse_id(&id, "run id")?;
+    let limit = q.limit.unwrap_or(EVENTS_PAGE);
+    if !(1..=EVENTS_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {EVENTS_PAGE_MAX}, got {limit}"
+        )));
+    }
+    let after = q.after.unwrap_or(0).max(0);
+    Ok(Json(
+        app.db(move |s| Ok(s.events_page(run_id, after, limit)?))
+            .await?,
+    ))
+}
+
 /// `GET /runs/{id}/series`: every measured series of a run with its count,
 /// range, mean and latest value, by kind and key.
 pub async fn series(

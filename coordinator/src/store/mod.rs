@@ -287,6 +287,8 @@ pub trait Store: Send + Sync + 'static {
     fn ignore_diff(&self, run_id: i64, field: &str, now: Timestamp) -> StoreResult<usize>;
     fn record_event(&self, event: &NewEvent, now: Timestamp) -> StoreResult<()>;
     fn events(&self, run_id: i64) -> StoreResult<Vec<Event>>;
+    /// Oldest first: at most `limit` of the run's events with an id above `after`.
+    fn events_page(&self, run_id: i64, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
     /// One page of a run's stored measurements, oldest first.
     fn measurements(
         &self,

@@ -98,3 +98,52 @@ async fn dashboard_logins_are_throttled_per_address() {
     let page = resp.text().await.unwrap();
     assert!(page.contains("Too many login attempts"), "{page}");
 }
+
+#[tokio::test]
+async fn runs_and_events_come_a_page_at_a_time() {
+    let coord = TestCoordinator::start().await;
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let mac = format!("52:54:00:00:20:1{i}");
+        coord.add_host(&format!("node-p{i}"), &mac, None).await;
+        ids.push(
+            coord
+                .start_run(&format!("node-p{i}"), serde_json::json!({}))
+                .await,
+        );
+        coord.agent(&mac, "boot-p").await;
+    }
+    let id_list = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, first) = coord.op_get("/runs?limit=2").await;
+    assert_eq!(id_list(&first), [ids[2], ids[1]], "newest first");
+    let (_, rest) = coord
+        .op_get(&format!("/runs?limit=2&before={}", ids[1]))
+        .await;
+    assert_eq!(id_list(&rest), [ids[0]]);
+    let (_, all) = coord.op_get(&format!("/runs/{}/events", ids[0])).await;
+    let all = id_list(&all);
+    assert!(all.len() >= 2, "{all:?}");
+    let (_, one) = coord
+        .op_get(&format!("/runs/{}/events?limit=1", ids[0]))
+        .await;
+    assert_eq!(id_list(&one), all[..1]);
+    let (_, next) = coord
+        .op_get(&format!("/runs/{}/events?after={}&limit=1", ids[0], all[0]))
+        .await;
+    assert_eq!(id_list(&next), all[1..2]);
+    let (st, body) = coord
+        .op_get(&format!("/runs/{}/events?limit=0", ids[0]))
+        .await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request"))
+    );
+    let (st, _) = coord.op_get("/runs/999/events").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

@@ -284,6 +284,13 @@ impl Store for SqliteStore {
         self.read(|tx| runs::events(tx, run_id))
     }
 
+    fn events_page(&self, run_id: i64, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        self.read(|tx| {
+            runs::state_of(tx, run_id)?;
+            runs::events_page(tx, run_id, after, limit)
+        })
+    }
+
     fn measurements(
         &self,
         run_id: i64,

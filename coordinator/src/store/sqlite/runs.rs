@@ -384,11 +384,21 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 }
 
 pub fn events(tx: &Connection, run_id: i64) -> StoreResult<Vec<Event>> {
-    let mut stmt = tx.prepare_cached("SELECT * FROM events WHERE run_id = ?1 ORDER BY id")?;
-    let rows = stmt
-        .query_map([run_id], row_to_event)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    events_page(tx, run_id, 0, u32::MAX)
+}
+
+/// Oldest first: at most `limit` events with an id above `after`.
+pub fn events_page(
+    tx: &Connection,
+    run_id: i64,
+    after: i64,
+    limit: u32,
+) -> StoreResult<Vec<Event>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT * FROM events WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map((run_id, after, limit), row_to_event)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 pub fn detail(tx: &Connection, run_id: i64) -> StoreResult<RunDetail> {
