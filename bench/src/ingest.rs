@@ -22,7 +22,14 @@ use common::wire::{RunCreate, StageFinish, StageOutcome};
 use coordinator::store::sqlite::SqliteStore;
 use coordinator::store::{ClaimAttempt, NewHost, Store};
 
-use crate::daemon::{client, post, start_daemon, Daemon};
+use crate::daemon::{client, post, start_daemon_with, Daemon};
+
+/// The simulated fleet claims from one address (this machine), which a
+/// real fleet does not: the per-address claim limit is lifted for it.
+const ONE_ADDRESS_FLEET: &[(&str, &str)] = &[
+    ("VET_CLAIM_RATE", "1000000"),
+    ("VET_CLAIM_BURST", "1000000"),
+];
 
 pub(crate) const SPEC: &str = "thresholds:\n  - {stage: CPUStress, kind: temp, key: \"coretemp/*\", op: lt, threshold: 90, unit: C, severity: critical}\n";
 
@@ -213,7 +220,7 @@ pub(crate) fn percentiles(mut lat: Vec<Duration>) -> (f64, f64, f64) {
 
 pub(crate) async fn http_unpaced(n: usize, samples: usize) -> anyhow::Result<Rate> {
     let http = client(n)?;
-    let d = start_daemon(&http).await?;
+    let d = start_daemon_with(&http, ONE_ADDRESS_FLEET).await?;
     let runs = agents(&http, &d, n).await?;
     let per_agent = samples / n / 500;
     let base = chrono::Utc::now().timestamp_millis();
@@ -253,7 +260,7 @@ pub(crate) async fn http_unpaced(n: usize, samples: usize) -> anyhow::Result<Rat
 
 pub(crate) async fn fleet(n: usize, secs: u64) -> anyhow::Result<Rate> {
     let http = client(n)?;
-    let d = Arc::new(start_daemon(&http).await?);
+    let d = Arc::new(start_daemon_with(&http, ONE_ADDRESS_FLEET).await?);
     let runs = agents(&http, &d, n).await?;
     let base = chrono::Utc::now().timestamp_millis();
     let start = tokio::time::Instant::now() + Duration::from_millis(500);
