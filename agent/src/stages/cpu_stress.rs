@@ -4,7 +4,7 @@
 
 use common::measurement::Kind;
 
-use super::{StageCtx, StageReport};
+use super::{StageCtx, StageReport, ToolEnd};
 use crate::tools::{interrupts, stress_ng};
 
 /// Machine checks so far, from /proc/interrupts.
@@ -19,31 +19,28 @@ pub async fn stress(
     stressors: &[&str],
     secs: u64,
     tag: &str,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ToolEnd> {
     let yaml = ctx
         .work_dir
         .join(format!("stress-ng-{tag}-{}.yaml", ctx.stage.ordinal()));
     let _ = std::fs::remove_file(&yaml);
     let cmd = stress_ng::command(stressors, secs, &yaml);
-    let out = ctx
-        .run_tool(&cmd)
-        .await
-        .map_err(|e| super::tool_failure(&e))?;
+    let out = ctx.run_tool(&cmd).await.map_err(|e| ToolEnd::of(&e))?;
     let bytes = std::fs::read(&yaml).map_err(|e| {
-        format!(
+        ToolEnd::Failed(format!(
             "stress-ng wrote no metrics ({e}); stderr: {}",
             out.stderr_tail
-        )
+        ))
     })?;
-    let parsed = stress_ng::parse(&bytes).map_err(|e| e.to_string())?;
+    let parsed = stress_ng::parse(&bytes).map_err(|e| ToolEnd::Failed(e.to_string()))?;
     for m in &parsed.measurements {
         ctx.emit(m.kind, m.key.clone(), m.value);
     }
     if !out.status.success() {
-        return Err(format!(
+        return Err(ToolEnd::Failed(format!(
             "stress-ng exited with {} (verify failure or stressor error): {}",
             out.status, out.stderr_tail
-        ));
+        )));
     }
     Ok(serde_json::json!({"metrics": parsed.measurements, "notes": parsed.notes}))
 }
@@ -63,6 +60,6 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     }
     match result {
         Ok(summary) => StageReport::passed(summary),
-        Err(e) => StageReport::failed(e),
+        Err(e) => e.report(),
     }
 }

@@ -14,12 +14,7 @@ use crate::tools::fio::{self, read_job, write_job};
 
 async fn fio_pass(ctx: &StageCtx, disk: &str, cmd: ToolCommand) -> (StageState, serde_json::Value) {
     let out = match ctx.run_tool(&cmd).await {
-        Err(e) => {
-            return (
-                StageState::Failed,
-                serde_json::json!({"reason": super::tool_failure(&e)}),
-            )
-        }
+        Err(e) => return super::tool_error_step(&e),
         Ok(out) => out,
     };
     let ended = ctx.clock.now();

@@ -44,12 +44,7 @@ async fn one(ctx: &StageCtx, i: usize, d: &DiskInfo) -> (StageState, serde_json:
         let cmd = badblocks::write_test(&grant, first, last, &out_file);
         let out = match ctx.run_tool(&cmd).await {
             Ok(o) => o,
-            Err(e) => {
-                return (
-                    StageState::Failed,
-                    json!({"reason": super::tool_failure(&e)}),
-                )
-            }
+            Err(e) => return super::tool_error_step(&e),
         };
         let listed = match std::fs::read_to_string(&out_file) {
             Ok(t) => t,

@@ -105,7 +105,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         if let Ok(summary) = &mut result {
             match run_memtester(ctx, (total - stress_secs).max(1)).await {
                 Ok(m) => summary["memtester"] = m,
-                Err(e) => result = Err(e),
+                Err(e) => result = Err(super::ToolEnd::Failed(e)),
             }
         }
     }
@@ -119,6 +119,6 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
             summary["edac_controllers"] = serde_json::json!(before.len());
             StageReport::passed(summary)
         }
-        Err(e) => StageReport::failed(e),
+        Err(e) => e.report(),
     }
 }

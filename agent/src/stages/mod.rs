@@ -409,6 +409,47 @@ pub async fn destructive_grant(
     })
 }
 
+/// A tool error as a sub-step's state and summary: a tool that is not
+/// installed skips the sub-step (so the run passes at best incompletely),
+/// any other error fails it.
+pub fn tool_error_step(e: &ToolError) -> (StageState, serde_json::Value) {
+    match e {
+        ToolError::NotInstalled { .. } => (
+            StageState::Skipped,
+            serde_json::json!({"reason": e.to_string(), "tool_missing": true}),
+        ),
+        _ => (
+            StageState::Failed,
+            serde_json::json!({"reason": tool_failure(e)}),
+        ),
+    }
+}
+
+/// Why a stage's own tool gave no result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolEnd {
+    /// Not installed: the stage is skipped, not passed.
+    Missing(String),
+    /// It ran and failed (or could not run): the stage fails.
+    Failed(String),
+}
+
+impl ToolEnd {
+    pub fn of(e: &ToolError) -> Self {
+        match e {
+            ToolError::NotInstalled { .. } => ToolEnd::Missing(e.to_string()),
+            _ => ToolEnd::Failed(tool_failure(e)),
+        }
+    }
+
+    pub fn report(self) -> StageReport {
+        match self {
+            ToolEnd::Missing(why) => StageReport::skipped(why),
+            ToolEnd::Failed(why) => StageReport::failed(why),
+        }
+    }
+}
+
 /// A tool error as a stage failure line.
 pub fn tool_failure(e: &ToolError) -> String {
     match e {
@@ -416,5 +457,61 @@ pub fn tool_failure(e: &ToolError) -> String {
             format!("{e}: {stderr_tail}")
         }
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_skips_without_absence_and_a_broken_one_fails() {
+        let missing = ToolError::NotInstalled {
+            tool: "fio",
+            package: "fio",
+        };
+        let (state, summary) = tool_error_step(&missing);
+        assert_eq!(state, StageState::Skipped);
+        assert_eq!(summary["tool_missing"], true);
+        let timed_out = ToolError::TimedOut {
+            tool: "fio",
+            after: std::time::Duration::from_secs(1),
+            stderr_tail: String::new(),
+        };
+        assert_eq!(tool_error_step(&timed_out).0, StageState::Failed);
+
+        // Every disk's sub-step skipped for the tool: the stage is skipped,
+        // and not for want of hardware, so the run passes only incompletely.
+        let now = common::time::Timestamp::from_unix_millis(0);
+        let subs = (0..2)
+            .map(|i| {
+                sub_step(
+                    i,
+                    format!("d{i} fio read"),
+                    None,
+                    state,
+                    now,
+                    now,
+                    summary.clone(),
+                )
+            })
+            .collect();
+        let report = StageReport::from_sub_steps(subs, serde_json::json!({}));
+        assert_eq!(
+            (report.outcome, report.absent),
+            (StageOutcome::Skipped, false)
+        );
+        let nothing = StageReport::from_sub_steps(Vec::new(), serde_json::json!({}));
+        assert_eq!(
+            (nothing.outcome, nothing.absent),
+            (StageOutcome::Skipped, true)
+        );
+
+        let end = ToolEnd::of(&missing).report();
+        assert_eq!((end.outcome, end.absent), (StageOutcome::Skipped, false));
+        assert_eq!(
+            ToolEnd::of(&timed_out).report().outcome,
+            StageOutcome::Failed
+        );
     }
 }

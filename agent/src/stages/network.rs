@@ -41,10 +41,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
         let port = ports[i % ports.len()];
         let cmd = iperf3::client(&host, port, secs);
         let (state, summary) = match ctx.run_tool(&cmd).await {
-            Err(e) => (
-                StageState::Failed,
-                serde_json::json!({"reason": super::tool_failure(&e)}),
-            ),
+            Err(e) => super::tool_error_step(&e),
             Ok(out) => match iperf3::parse(&out.stdout, Some(&nic.name)) {
                 Err(e) => (
                     StageState::Failed,

@@ -162,8 +162,7 @@ pub async fn run(ctx: &StageCtx) -> StageReport {
     let subs = super::per_disk(ctx, "SMART", |_, d| async move {
         let cmd = smartctl::command(&["--json=c", "-x"], d, Duration::from_secs(120));
         match ctx.run_tool(&cmd).await {
-            Err(e @ ToolError::NotInstalled { .. }) => (StageState::Failed, json!({"reason": e.to_string()})),
-            Err(e) => (StageState::Failed, json!({"reason": super::tool_failure(&e)})),
+            Err(e) => super::tool_error_step(&e),
             Ok(out) => match smartctl::parse(&out.stdout, Some(&d.name)) {
                 Err(e) => (StageState::Failed, json!({"reason": e.to_string(), "stderr": out.stderr_tail})),
                 Ok(r) if !r.errors.is_empty() => (
