@@ -8,6 +8,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use common::measurement::Kind;
 use common::run_state::RunState;
 use common::stage::{Stage, StageState};
 use common::time::Timestamp;
@@ -23,27 +24,33 @@ pub const MAX_SERIES_PER_RUN: usize = 10_000;
 
 /// Refuses a batch that would take the run past [`MAX_SERIES_PER_RUN`].
 fn check_series_limit(tx: &Connection, run_id: i64, batch: &MeasurementBatch) -> StoreResult<()> {
+    // Each distinct series of the batch once (a batch of 500 samples names
+    // a few dozen), not a lookup per sample on the write path.
+    let named: std::collections::HashSet<(Kind, &str)> = batch
+        .samples
+        .iter()
+        .map(|s| (s.kind, s.key.as_str()))
+        .collect();
     let mut exists = tx.prepare_cached(
         "SELECT 1 FROM series_stats WHERE run_id = ?1 AND kind = ?2 AND key = ?3",
     )?;
-    let mut new = std::collections::HashSet::new();
-    for s in &batch.samples {
-        if !new.contains(&(s.kind, s.key.as_str()))
-            && exists
-                .query_row((run_id, s.kind.as_str(), &s.key), |_| Ok(()))
-                .optional()?
-                .is_none()
+    let mut new = 0usize;
+    for (kind, key) in named {
+        if exists
+            .query_row((run_id, kind.as_str(), key), |_| Ok(()))
+            .optional()?
+            .is_none()
         {
-            new.insert((s.kind, s.key.as_str()));
+            new += 1;
         }
     }
-    if new.is_empty() {
+    if new == 0 {
         return Ok(());
     }
     let held: i64 = tx
         .prepare_cached("SELECT COUNT(*) FROM series_stats WHERE run_id = ?1")?
         .query_row([run_id], |r| r.get(0))?;
-    let total = held as usize + new.len();
+    let total = held as usize + new;
     if total > MAX_SERIES_PER_RUN {
         return Err(StoreError::OverLimit {
             code: "too_many_series",
