@@ -144,15 +144,22 @@ impl Client {
             .json(req)
             .send()
             .await;
-        let claim: ClaimResponse = match Self::answer(resp).await {
-            Err(UplinkError::Transient(why)) => {
-                return Err(self.untrusted().unwrap_or(UplinkError::Transient(why)))
-            }
-            other => other?,
-        };
+        let claim: ClaimResponse = self.pinned(Self::answer(resp).await)?;
         *self.token.write().unwrap_or_else(|p| p.into_inner()) = claim.token.clone();
         *self.run_id.write().unwrap_or_else(|p| p.into_inner()) = claim.run_id;
         Ok(claim)
+    }
+
+    /// A failed connection whose cause was the pin refusing the server's
+    /// certificate, said as [`UplinkError::Untrusted`] (the requests that
+    /// report it: the claim and the host heartbeat, before any run data).
+    fn pinned<T>(&self, answer: Result<T, UplinkError>) -> Result<T, UplinkError> {
+        match answer {
+            Err(UplinkError::Transient(why)) => {
+                Err(self.untrusted().unwrap_or(UplinkError::Transient(why)))
+            }
+            other => other,
+        }
     }
 
     /// The pin refused the server's certificate since the last call.
@@ -185,12 +192,7 @@ impl Client {
             .json(hb)
             .send()
             .await;
-        match Self::answer(resp).await {
-            Err(UplinkError::Transient(why)) => {
-                Err(self.untrusted().unwrap_or(UplinkError::Transient(why)))
-            }
-            other => other,
-        }
+        self.pinned(Self::answer(resp).await)
     }
 
     fn run_url(&self, path: &str) -> String {
