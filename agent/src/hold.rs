@@ -30,6 +30,10 @@ pub struct HoldOptions {
     pub ssh_port: u16,
     /// Where our sshd's config, host key and pid file live.
     pub dir: PathBuf,
+    /// After a hold's deadline: how long to wait for the coordinator's
+    /// verdict, and then again for it to take the sample count, before the
+    /// hold timeout's power-off is carried out without it.
+    pub grace: std::time::Duration,
 }
 
 impl HoldOptions {
@@ -38,6 +42,7 @@ impl HoldOptions {
             authorized_keys: "/root/.ssh/authorized_keys".into(),
             ssh_port: 22,
             dir,
+            grace: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -273,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     authorized_keys: a.authorized_keys,
                     ssh_port: a.ssh_port,
                     dir: a.work_dir.join("ssh"),
+                    grace: Duration::from_secs(60),
                 },
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -1,6 +1,7 @@
 //! A hold always ends: the `hold` directive carries its deadline, and the
 //! agent alone removes the key and stops the SSH server it started when the
-//! deadline passes, though the coordinator was killed during the hold.
+//! deadline passes, though the coordinator was killed during the hold; and
+//! then the node powers off though the coordinator never comes back.
 
 mod support;
 
@@ -8,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use support::{free_port, options, Coord, Loop};
+use std::sync::Arc;
+
+use common::wire::Power;
+use support::{free_port, options, Coord, Loop, RecordedPower};
 use vet_agent::run::boot;
 
 fn listening(port: u16) -> bool {
@@ -33,7 +37,11 @@ async fn a_hold_ends_at_its_deadline_with_the_coordinator_gone() {
         .operator()
         .start_run("e2e-held", json!({"non_destructive": true}))
         .await;
-    let opts = options(&coord, dir.path(), mac, &disk.0);
+    let mut opts = options(&coord, dir.path(), mac, &disk.0);
+    let grace = Duration::from_secs(3);
+    opts.hold.grace = grace;
+    let power = Arc::new(RecordedPower::default());
+    opts.power = power.clone();
     let (keys_file, ssh_port) = (opts.hold.authorized_keys.clone(), opts.hold.ssh_port);
     // A key an earlier boot left behind goes at start.
     std::fs::create_dir_all(keys_file.parent().unwrap()).unwrap();
@@ -85,6 +93,14 @@ async fn a_hold_ends_at_its_deadline_with_the_coordinator_gone() {
         gone > hold_timeout / 2,
         "ended long before its deadline: {gone:?}"
     );
-    agent.abort();
-    let _ = agent.await;
+    // The coordinator stays gone: the agent waits its grace for a verdict,
+    // again for the sample count, then carries out the hold timeout's
+    // power-off instead of keeping the node up for ever.
+    let end = tokio::time::timeout(grace * 2 + Duration::from_secs(60), agent)
+        .await
+        .expect("the agent never ended after the hold's deadline")
+        .unwrap()
+        .expect("the agent's run ended in an error");
+    assert_eq!(end.power, Power::Poweroff);
+    assert_eq!(*power.0.lock().unwrap(), vec![Power::Poweroff]);
 }

@@ -123,7 +123,22 @@ pub async fn boot(opts: BootOptions) -> anyhow::Result<RunEnd> {
     let mut session = RunSession::start(client, claim.clone(), &opts)?;
     let last = session.run_stages(&opts).await?;
     let power = session.obey(last, &opts).await;
-    let (state, produced) = session.finish().await?;
+    let (state, produced) = if session.unanswered {
+        // The coordinator did not answer after a hold's deadline: the node
+        // powers off whether or not it comes back for the sample count.
+        match tokio::time::timeout(opts.hold.grace, session.finish()).await {
+            Ok(end) => end?,
+            Err(_) => {
+                tracing::warn!(
+                    "the coordinator is still unreachable after the hold's deadline; \
+                     ending without reporting the sample count"
+                );
+                (RunState::Failed, 0)
+            }
+        }
+    } else {
+        session.finish().await?
+    };
     if power != Power::None {
         opts.power.act(power).await;
     }
@@ -149,6 +164,9 @@ struct RunSession {
     uplink: Uplink,
     /// The heartbeat, the sidecar and the kernel-log watch.
     tasks: JoinSet<()>,
+    /// Set when a hold's deadline passed and the coordinator never said
+    /// what next: the run then ends without waiting on it for ever.
+    unanswered: bool,
     /// The uplink's sealer and sender (aborted when dropped).
     _uplink_tasks: UplinkTasks,
     /// The ordinal of the running stage (`None` between stages), which the
@@ -216,6 +234,7 @@ impl RunSession {
             inventory,
             uplink,
             tasks,
+            unanswered: false,
             _uplink_tasks: uplink_tasks,
             stage,
             from_heartbeat,
@@ -450,7 +469,7 @@ impl RunSession {
     /// stops, whether or not the coordinator answers); returns what to do
     /// next, with the hold undone.
     async fn hold(
-        &self,
+        &mut self,
         public_key: &str,
         until: Option<Timestamp>,
         opts: &BootOptions,
@@ -463,7 +482,7 @@ impl RunSession {
         let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400);
         let deadline_at = deadline.unwrap_or(far);
         if tokio::time::Instant::now() >= deadline_at {
-            return self.after_hold_deadline().await;
+            return self.after_hold_deadline(opts.hold.grace).await;
         }
         let held = crate::hold::begin(&opts.hold, self.claim.run_id, public_key).await;
         let (ssh_port, ssh_error) = match &held {
@@ -511,16 +530,17 @@ impl RunSession {
             Ok(d) => d,
             Err(_) => {
                 tracing::warn!("the hold's deadline passed: key removed, SSH server stopped");
-                self.after_hold_deadline().await
+                self.after_hold_deadline(opts.hold.grace).await
             }
         }
     }
 
     /// After a hold's deadline the coordinator ends the run (Failed, power
-    /// off); its answer is awaited a minute, then the hold timeout's power
-    /// off is carried out without it.
-    async fn after_hold_deadline(&self) -> Directive {
-        for _ in 0..30 {
+    /// off); its answer is awaited for the hold's grace, then the hold
+    /// timeout's power off is carried out without it.
+    async fn after_hold_deadline(&mut self, grace: Duration) -> Directive {
+        let give_up = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < give_up {
             if let Ok(d) = self
                 .client
                 .post::<_, DirectiveResponse>("/heartbeat", &Heartbeat { stage: None })
@@ -532,6 +552,7 @@ impl RunSession {
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+        self.unanswered = true;
         Directive::Release {
             power: Power::Poweroff,
         }

@@ -372,6 +372,7 @@ pub fn options(coord: &Coord, dir: &Path, mac: &str, disk: &str) -> BootOptions 
             authorized_keys: dir.join("ssh/authorized_keys"),
             ssh_port: free_port(),
             dir: dir.join("agent/ssh"),
+            grace: std::time::Duration::from_secs(60),
         },
     }
 }
