@@ -41,6 +41,53 @@ fn digest_outside_swap_slots(p: &Path) -> blake3::Hash {
     h.finalize()
 }
 
+/// `mount`'s error for `dev` at `at`, or `Ok` (then unmounted again).
+fn try_mount(dev: &str, at: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "ext4", "-o", "ro", dev])
+        .arg(at)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let _ = std::process::Command::new("umount").arg(at).status();
+        return Ok(());
+    }
+    Err(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The pids of running `badblocks` processes that name `dev`.
+fn badblocks_on(dev: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"badblocks"))
+                    && args.iter().any(|a| *a == dev.as_bytes())
+            })
+        })
+        .collect()
+}
+
+/// Tries to mount `dev` while a badblocks that writes it is running, and
+/// returns mount's error when that badblocks was still running after the
+/// attempt; `None` when no write was under way throughout.
+fn mount_while_written(dev: &str, at: &Path) -> Option<String> {
+    let before = badblocks_on(dev);
+    if before.is_empty() {
+        return None;
+    }
+    let r = try_mount(dev, at);
+    let during = before.iter().any(|p| badblocks_on(dev).contains(p));
+    match r {
+        Ok(()) => panic!("{dev} mounted while badblocks wrote it"),
+        Err(e) if during => Some(e),
+        Err(_) => None,
+    }
+}
+
 fn stage<'a>(d: &'a Value, name: &str) -> &'a Value {
     d["stages"]
         .as_array()
@@ -104,10 +151,25 @@ async fn destructive_stages_write_only_what_the_interlock_allows() {
         .collect();
     opts.disks = Some(Selector::new(&format!("{{{}}}", names.join(","))).unwrap());
     let started = Instant::now();
-    let end = tokio::time::timeout(Duration::from_secs(600), boot(opts))
-        .await
-        .expect("run ends")
-        .expect("boot");
+    let mut agent = tokio::spawn(tokio::time::timeout(Duration::from_secs(600), boot(opts)));
+    // While badblocks writes the clean disk, a mount of it fails because the
+    // disk is held, not because it carries no filesystem: the two refusals
+    // read differently (checked again after the run, when nothing holds it).
+    let probe = dir.path().join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    let mut busy_mount = None;
+    let end = loop {
+        tokio::select! {
+            r = &mut agent => break r.unwrap().expect("run ends").expect("boot"),
+            _ = tokio::time::sleep(Duration::from_millis(20)), if busy_mount.is_none() => {
+                busy_mount = mount_while_written(&clean.0, &probe);
+            }
+        }
+    };
+    let busy = busy_mount.expect("never saw badblocks write the clean disk");
+    assert!(busy.contains("busy"), "mount during the write: {busy}");
+    let after = try_mount(&clean.0, &probe).expect_err("nothing mounts a patterned disk");
+    assert!(!after.contains("busy"), "mount after the run: {after}");
     eprintln!("destructive quick run took {:?}", started.elapsed());
     let d = coord.get(&format!("/runs/{}", run)).await;
     assert_eq!(
