@@ -65,7 +65,7 @@ fn badblocks_on(dev: &str) -> Vec<u32> {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
                 args.first().is_some_and(|a| a.ends_with(b"badblocks"))
-                    && args.iter().any(|a| *a == dev.as_bytes())
+                    && args.contains(&dev.as_bytes())
             })
         })
         .collect()
