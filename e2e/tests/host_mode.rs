@@ -264,3 +264,72 @@ async fn a_run_in_place_that_fails_part_way_leaves_no_task_posting_for_it() {
     let end = agent.await.unwrap().unwrap();
     assert!(end.runs.is_empty(), "{:?}", end.runs);
 }
+
+/// Host mode stopped (SIGTERM resolves its shutdown future) while a run in
+/// place holds the host: the hold is undone on the way out, its key
+/// removed and its SSH server stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_host_mode_during_a_hold_undoes_the_hold() {
+    use vet_agent::host_mode::{self, HostModeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = support::Loop::new(dir.path(), 64);
+    let coord = Coord::start_with(dir.path(), 0, |c| {
+        c.heartbeat_timeout = Duration::from_secs(20);
+        c.iperf3_ports = vec![support::free_port()];
+    })
+    .await;
+    let mac = "52:54:00:e2:e1:24";
+    // No machine does 10^15 bogo-ops per second: CPUStress fails, the host is held.
+    let spec = "thresholds:\n  - {stage: CPUStress, kind: stress, key: 'cpu/bogo_ops_per_s', op: gt, threshold: 1.0e15, unit: ops/s, severity: critical}\n";
+    coord.operator().add_host("prod-4", mac, Some(spec)).await;
+    let token = coord.post("/hosts/prod-4/token", json!({})).await;
+    let run = coord
+        .operator()
+        .start_run("prod-4", json!({"non_destructive": true}))
+        .await;
+    let mut runs = support::options(&coord, dir.path(), mac, &disk.0);
+    runs.kmsg = None;
+    let (keys_file, ssh_port) = (runs.hold.authorized_keys.clone(), runs.hold.ssh_port);
+    let opts = HostModeOptions {
+        coordinator: coord.base.clone(),
+        token: token["token"].as_str().unwrap().into(),
+        roots: vet_agent::host::Roots::default(),
+        macs: Some(vec![mac.parse().unwrap()]),
+        boot_id: Some("prod-4-boot".into()),
+        runs,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(host_mode::run(opts, async {
+        let _ = stopped.await;
+    }));
+    support::wait_run(&coord, run, Duration::from_secs(300), "held", |d| {
+        d["state"] == "FailedHolding" && !d["hold_ip"].is_null()
+    })
+    .await;
+    let marker = format!("vetting-hold-run-{run}");
+    let keys = std::fs::read_to_string(&keys_file).unwrap();
+    assert!(keys.contains(&marker), "{keys}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_ok(),
+        "no SSH server for the hold"
+    );
+
+    stop.send(()).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("host mode did not stop")
+        .unwrap()
+        .unwrap();
+    assert!(end.runs.is_empty(), "{:?}", end.runs);
+    let keys = std::fs::read_to_string(&keys_file).unwrap_or_default();
+    assert!(!keys.contains(&marker), "the hold key stayed: {keys}");
+    // The SSH server is killed with its process group on the way out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the hold's SSH server outlived host mode"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
