@@ -53,6 +53,9 @@ pub struct RawConfig {
     pub tls_san: Option<Vec<String>>,
     /// Open connections at most; more wait in the listen queue.
     pub max_connections: Option<usize>,
+    /// `"breaches"` (default): a threshold evaluation row only for a
+    /// breach, passes counted; `"all"`: the seed's row per evaluation.
+    pub evaluations: Option<String>,
 }
 
 impl RawConfig {
@@ -159,6 +162,9 @@ impl RawConfig {
         if let Some(v) = get("VET_MAX_CONNECTIONS") {
             self.max_connections = Some(num("VET_MAX_CONNECTIONS", v)?);
         }
+        if let Some(v) = get("VET_EVALUATIONS") {
+            self.evaluations = Some(v);
+        }
         if let Some(v) = get("VET_IPERF3_HOST") {
             self.iperf3_host = Some(v);
         }
@@ -195,6 +201,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Open connections at most (the daemon raises its open-file limit).
     pub max_connections: usize,
+    /// Which threshold evaluations get a row.
+    pub evaluations: crate::store::Evaluations,
 }
 
 /// `serve --tls`: the operator's certificate and key, or (both `None`) a
@@ -228,6 +236,7 @@ impl Config {
             claim_burst: 100,
             tls: None,
             max_connections: 4096,
+            evaluations: Default::default(),
         }
     }
 
@@ -302,6 +311,9 @@ impl Config {
         if let Some(b) = raw.claim_burst {
             anyhow::ensure!(b >= 1, "claim_burst: must be at least 1");
             c.claim_burst = b;
+        }
+        if let Some(e) = &raw.evaluations {
+            c.evaluations = e.parse().map_err(|m| anyhow::anyhow!("evaluations: {m}"))?;
         }
         if let Some(n) = raw.max_connections {
             anyhow::ensure!(n >= 16, "max_connections: {n} is below the minimum of 16");

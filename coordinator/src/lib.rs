@@ -23,6 +23,7 @@ pub mod auth;
 pub mod background;
 pub mod config;
 pub mod gate;
+pub mod ingest;
 pub mod iperf;
 pub mod janitor;
 pub mod lifecycle;

@@ -1,5 +1,5 @@
 //! Prometheus metrics: counters the API updates as it works (samples
-//! ingested, batch latency) and, at scrape time, what the store says (runs
+//! ingested, batch latency, group commits) and, at scrape time, what the store says (runs
 //! by state, held hosts, how long since each host and running agent was
 //! heard from). Rendered in the Prometheus text exposition format 0.0.4.
 //!
@@ -24,6 +24,8 @@ pub struct Counters {
     /// Per bucket (not cumulative); the last slot is +Inf.
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_micros: AtomicU64,
+    /// Group commits: transactions the batches were written in.
+    groups: AtomicU64,
 }
 
 impl Counters {
@@ -40,6 +42,13 @@ impl Counters {
         self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         self.latency_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    /// Records one group commit (one transaction).
+    pub fn group(&self) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -114,6 +123,11 @@ pub fn render(counters: &Counters, snap: &Snapshot, now: Timestamp) -> String {
         o,
         "vetting_batch_latency_seconds_count {}",
         counters.batches.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        o,
+        "# HELP vetting_batch_groups_total Transactions the batches were written in (group commit: fewer than batches under load).\n# TYPE vetting_batch_groups_total counter\nvetting_batch_groups_total {}",
+        counters.groups.load(Ordering::Relaxed)
     );
     o.push_str("# HELP vetting_host_last_seen_age_seconds Seconds since the host was last heard from.\n# TYPE vetting_host_last_seen_age_seconds gauge\n");
     for (host, seen) in &snap.hosts {

@@ -150,24 +150,25 @@ async fn healthy_run_passes_every_stage() {
         "{transitions:?}"
     );
 
-    // Every in-stage sample was evaluated; the temp rules matched.
+    // Every in-stage sample was evaluated (the temp rules matched) and
+    // counted; none breached, so none has an evaluation row.
     let db = coord.db();
-    let evals: i64 = db
+    let (evaluated, breached): (i64, i64) = db
         .query_row(
-            "SELECT COUNT(*) FROM threshold_evaluations WHERE run_id = ?1",
+            "SELECT SUM(c.evaluated), SUM(c.breaches) FROM threshold_counts c
+             JOIN thresholds t ON t.id = c.threshold_id WHERE t.run_id = ?1",
             [run],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert!(evals >= 40, "{evals}");
-    let breaches: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM threshold_evaluations WHERE passed = 0",
-            [],
-            |r| r.get(0),
-        )
+    assert!(evaluated >= 40, "{evaluated}");
+    assert_eq!(breached, 0);
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM threshold_evaluations", [], |r| {
+            r.get(0)
+        })
         .unwrap();
-    assert_eq!(breaches, 0);
+    assert_eq!(rows, 0, "passes are counted, not written");
     let fw: String = db
         .query_row(
             "SELECT version FROM firmware_snapshots WHERE run_id = ?1",

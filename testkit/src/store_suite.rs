@@ -38,6 +38,10 @@ pub const CHECKS: &[Check] = &[
         batches_are_numbered_resends_acknowledged_gaps_refused,
     ),
     (
+        "a_group_of_batches_is_judged_batch_by_batch",
+        a_group_of_batches_is_judged_batch_by_batch,
+    ),
+    (
         "a_critical_breach_aborts_live_and_fails_the_stage",
         a_critical_breach_aborts_live_and_fails_the_stage,
     ),
@@ -236,6 +240,86 @@ fn batches_are_numbered_resends_acknowledged_gaps_refused(store: &dyn Store) {
         series.iter().map(|s| s.count).sum::<i64>(),
         3,
         "a resend stored again"
+    );
+}
+
+/// One group commit of several runs' batches: a refused batch in the
+/// middle (a gap; an unknown stage) changes nothing, its neighbours — before
+/// and after it, of its own run too — are stored and acknowledged.
+fn a_group_of_batches_is_judged_batch_by_batch(store: &dyn Store) {
+    let (_, a) = host_with_run(store, "ga", mac(8));
+    claimed(store, mac(8), 0);
+    let (_, b) = host_with_run(store, "gb", mac(9));
+    claimed(store, mac(9), 0);
+    for run in [a, b] {
+        store.start_stage(run, 0, t(3), t(3)).unwrap();
+    }
+    let batch = |seq: u64, key: &str, stage: u32| MeasurementBatch {
+        seq,
+        samples: (0..4)
+            .map(|_| sample(Kind::Temp, key, 40.0, Some(stage)))
+            .collect(),
+    };
+    let (a1, a2, bad_stage, b_gap, b1) = (
+        batch(1, "coretemp/Core 0", 0),
+        batch(2, "coretemp/Core 1", 0),
+        batch(2, "coretemp/Core 9", 99),
+        batch(5, "coretemp/Core 9", 0),
+        batch(1, "coretemp/Core 2", 0),
+    );
+    let group = [(a, &a1), (b, &b_gap), (a, &bad_stage), (a, &a2), (b, &b1)];
+    let answers = store.append_batches(&group, t(5)).unwrap();
+    assert_eq!(answers.len(), group.len());
+    assert!(
+        matches!(
+            answers[1],
+            Err(StoreError::BatchGap {
+                got: 5,
+                expected: 1
+            })
+        ),
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(answers[2], Err(StoreError::Invalid(_))),
+        "{:?}",
+        answers[2]
+    );
+    for i in [0, 3, 4] {
+        let (ack, _) = answers[i].as_ref().expect("a neighbour was refused");
+        assert_eq!((ack.stored, ack.duplicate), (4, false), "batch {i}");
+    }
+    let keys = |run| {
+        let mut k: Vec<(String, i64)> = store
+            .series(run)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.key, s.count))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(a),
+        [("coretemp/Core 0".into(), 4), ("coretemp/Core 1".into(), 4)]
+    );
+    assert_eq!(keys(b), [("coretemp/Core 2".into(), 4)]);
+    // What was refused took no number: run a's next is 3, run b's 2.
+    let (ack, _) = store
+        .append_batch(a, &batch(3, "coretemp/Core 3", 0), t(6))
+        .unwrap();
+    assert!(!ack.duplicate);
+    let gap = store.append_batch(b, &batch(3, "coretemp/Core 3", 0), t(6));
+    assert!(
+        matches!(
+            gap,
+            Err(StoreError::BatchGap {
+                got: 3,
+                expected: 2
+            })
+        ),
+        "{gap:?}"
     );
 }
 

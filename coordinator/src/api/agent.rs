@@ -222,9 +222,7 @@ pub async fn batch(
         common::measurement::check_key(&s.key)
             .map_err(|e| ApiError::BadRequest(format!("sample {i} ({}): {e}", s.kind)))?;
     }
-    let (mut ack, facts) = app
-        .db(move |s| Ok(s.append_batch(run_id, &batch, now())?))
-        .await?;
+    let (mut ack, facts) = app.ingest.append(run_id, batch).await?;
     let (_, directive) = app.directive(facts).await?;
     ack.directive = directive;
     // A resend stores nothing new.

@@ -48,19 +48,31 @@ pub struct AppState {
     /// Claims looked up in the store at once: a flood of claims waits here
     /// (cheaply) instead of filling the blocking pool ahead of batches.
     pub claim_slots: Arc<tokio::sync::Semaphore>,
+    /// Measurement batches go through here: group commit.
+    pub ingest: Arc<crate::ingest::Ingest>,
     operator_hash: Arc<str>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: Config, operator_token: &str) -> Self {
+    /// Also starts the store's writer thread (group commit).
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        operator_token: &str,
+    ) -> std::io::Result<Self> {
+        let counters: Arc<crate::metrics::Counters> = Arc::default();
+        let ingest = Arc::new(crate::ingest::Ingest::start(
+            store.clone(),
+            counters.clone(),
+        )?);
         let claim_limit = Arc::new(limit::PerAddress::new(
             config.claim_rate,
             config.claim_burst,
         ));
-        Self {
+        Ok(Self {
             store,
             config: Arc::new(config),
-            counters: Arc::default(),
+            counters,
             sessions: Arc::default(),
             claim_limit,
             login_limit: Arc::new(limit::PerAddress::new(
@@ -68,8 +80,9 @@ impl AppState {
                 limit::LOGIN_BURST,
             )),
             claim_slots: Arc::new(tokio::sync::Semaphore::new(limit::CLAIMS_AT_ONCE)),
+            ingest,
             operator_hash: auth::hash_token(operator_token).into(),
-        }
+        })
     }
 
     /// Runs blocking store work off the async workers.
@@ -502,9 +515,12 @@ pub async fn serve(
         .with_context(|| format!("creating {}", config.artifacts_dir().display()))?;
     let token = auth::load_or_create_operator_token(&config.operator_token_path())?;
     let db_path = config.db_path();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, now()))
-        .await?
-        .with_context(|| format!("opening database in {}", dir.display()))?;
+    let evaluations = config.evaluations;
+    let store = tokio::task::spawn_blocking(move || {
+        SqliteStore::open(&db_path, now()).map(|s| s.with_evaluations(evaluations))
+    })
+    .await?
+    .with_context(|| format!("opening database in {}", dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     // The webhook cursor starts before any request is answered, so a run
     // changed in the first moments after startup is still notified (the
@@ -513,7 +529,8 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || cursor_store.webhook_enqueue(&urls, now()))
         .await?
         .context("starting the webhook event cursor")?;
-    let state = AppState::new(store.clone(), config.clone(), &token);
+    let state = AppState::new(store.clone(), config.clone(), &token)
+        .context("starting the store's writer thread")?;
     let mut background = Supervisor::default();
     let config_arc = Arc::new(config.clone());
     background.spawn(

@@ -66,6 +66,29 @@ pub enum StoreError {
 /// naming the backend's type in the trait.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Which threshold evaluations get a `threshold_evaluations` row. Passes
+/// are counted in `threshold_counts` either way, so every reader (gate,
+/// reports, `run show`, `/metrics`) answers the same under both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Evaluations {
+    /// Breaches only (`passed = 0`): one row per sample instead of four.
+    #[default]
+    Breaches,
+    /// The seed's row per evaluated sample, passes too.
+    All,
+}
+
+impl std::str::FromStr for Evaluations {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "breaches" => Ok(Evaluations::Breaches),
+            "all" => Ok(Evaluations::All),
+            _ => Err(format!("{s:?}: want \"breaches\" or \"all\"")),
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// An `events` row to write.
@@ -323,12 +346,30 @@ pub trait Store: Send + Sync + 'static {
         diffs: Option<ComputedDiffs>,
         now: Timestamp,
     ) -> StoreResult<StageResult>;
+    /// Appends several runs' batches in one transaction (group commit),
+    /// durable when this returns. Each batch is judged alone, in order: a
+    /// refused one changes nothing and its neighbours are stored. The outer
+    /// error is the group's (nothing of it was stored).
+    fn append_batches(
+        &self,
+        group: &[(i64, &MeasurementBatch)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<StoreResult<(BatchAck, RunFacts)>>>;
+    /// One batch as a group of one.
     fn append_batch(
         &self,
         run_id: i64,
         batch: &MeasurementBatch,
         now: Timestamp,
-    ) -> StoreResult<(BatchAck, RunFacts)>;
+    ) -> StoreResult<(BatchAck, RunFacts)> {
+        self.append_batches(&[(run_id, batch)], now)?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(StoreError::Corrupt(
+                    "a group of one batch got no answer".into(),
+                ))
+            })
+    }
     fn heartbeat(&self, run_id: i64, now: Timestamp) -> StoreResult<RunFacts>;
     fn facts(&self, run_id: i64) -> StoreResult<RunFacts>;
     fn record_firmware(

@@ -43,8 +43,8 @@ use common::wire::{
 };
 
 use super::{
-    ClaimAttempt, ClaimOutcome, ComputedDiffs, DueDelivery, NewArtifact, NewHost, NewRun,
-    ReportInputs, RowCounts, RunFacts, StageResult, Store, StoreError, StoreResult,
+    ClaimAttempt, ClaimOutcome, ComputedDiffs, DueDelivery, Evaluations, NewArtifact, NewHost,
+    NewRun, ReportInputs, RowCounts, RunFacts, StageResult, Store, StoreError, StoreResult,
 };
 
 /// Runs whose frozen thresholds are kept in memory at most.
@@ -61,6 +61,7 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: pool::ReadPool,
     thresholds: Mutex<HashMap<i64, Arc<Vec<FrozenRule>>>>,
+    evaluations: Evaluations,
 }
 
 /// Every rusqlite failure is a backend failure of the store.
@@ -83,12 +84,24 @@ impl SqliteStore {
             )));
         }
         configure(&writer)?;
+        // The writer's page cache holds the index pages a fleet's runs
+        // insert into (1,000 runs interleave); readers keep the default.
+        writer.pragma_update(None, "cache_size", -65536)?;
+        // One multi-row statement per chunk size, besides the others.
+        writer.set_prepared_statement_cache_capacity(64);
         migrate(&mut writer, now)?;
         Ok(Self {
             writer: Mutex::new(writer),
             readers: pool::ReadPool::new(path),
             thresholds: Mutex::new(HashMap::new()),
+            evaluations: Evaluations::default(),
         })
+    }
+
+    /// Which threshold evaluations get a row (breaches only by default).
+    pub fn with_evaluations(mut self, evaluations: Evaluations) -> Self {
+        self.evaluations = evaluations;
+        self
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Connection> {
@@ -347,16 +360,15 @@ impl Store for SqliteStore {
         self.write(|tx| stages::finish_stage(tx, run_id, ordinal, report, diffs, now))
     }
 
-    fn append_batch(
+    fn append_batches(
         &self,
-        run_id: i64,
-        batch: &MeasurementBatch,
+        group: &[(i64, &MeasurementBatch)],
         now: Timestamp,
-    ) -> StoreResult<(BatchAck, RunFacts)> {
+    ) -> StoreResult<Vec<StoreResult<(BatchAck, RunFacts)>>> {
         let mut conn = self.lock_writer();
-        let rules = self.frozen_rules(&conn, run_id)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = batches::append(&tx, run_id, batch, &rules, now)?;
+        let rules = |c: &Connection, run_id| self.frozen_rules(c, run_id);
+        let out = batches::append_group(&tx, group, rules, self.evaluations, now)?;
         tx.commit()?;
         Ok(out)
     }
