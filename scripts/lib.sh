@@ -6,13 +6,13 @@
 phase() {
   local name=$1; shift
   local start=$SECONDS status=0
-  echo "==> [$name] $*"
+  echo "==> [$name] $*" >&2
   "$@" || status=$?
   if [ "$status" -ne 0 ]; then
-    echo "==> [$name] failed (status $status) after $((SECONDS - start)) s"
+    echo "==> [$name] failed (status $status) after $((SECONDS - start)) s" >&2
     return "$status"
   fi
-  echo "==> [$name] done in $((SECONDS - start)) s"
+  echo "==> [$name] done in $((SECONDS - start)) s" >&2
 }
 
 # Builds go to a target directory shared between clones on this machine,

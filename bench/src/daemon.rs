@@ -68,11 +68,20 @@ pub(crate) async fn start_daemon_with(
     http: &reqwest::Client,
     env: &[(&str, &str)],
 ) -> anyhow::Result<Daemon> {
+    start_daemon_bin(http, &coordinator_binary()?, env).await
+}
+
+/// [`start_daemon_with`] of the coordinator binary `bin`.
+pub(crate) async fn start_daemon_bin(
+    http: &reqwest::Client,
+    bin: &std::path::Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Daemon> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(coordinator_binary()?)
+    let child = Command::new(bin)
         .args([
             "serve",
             "--listen",

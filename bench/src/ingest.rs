@@ -1,12 +1,13 @@
 //! `vet-bench ingest`: how fast measurements get into the store.
 //!
-//! (a) bare SQLite: the rows the coordinator writes per sample (measurement
-//!     and threshold evaluations, plus the batch ledger row) inserted in
-//!     batches of 500 with the same schema and indices: the physical limit.
+//! (a) bare SQLite: the rows the coordinator writes for the same samples
+//!     (measurements, evaluation rows, summaries, the batch ledger row) in
+//!     batches of 500, same schema, indices and durability: the limit.
 //! (b) the real `vet-coordinator` binary over HTTP on loopback, unpaced,
 //!     N concurrent simulated agents, batches of 500, thresholds present.
 //! (c) a fleet: 1000 simulated agents, each one batch of 200 samples per second.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,9 +21,9 @@ use common::stage::Stage;
 use common::time::Timestamp;
 use common::wire::{RunCreate, StageFinish, StageOutcome};
 use coordinator::store::sqlite::SqliteStore;
-use coordinator::store::{ClaimAttempt, NewHost, Store};
+use coordinator::store::{ClaimAttempt, Evaluations, NewHost, Store};
 
-use crate::daemon::{client, post, start_daemon_with, Daemon};
+use crate::daemon::{client, post, start_daemon_bin, Daemon};
 
 /// The simulated fleet claims from one address (this machine), which a
 /// real fleet does not: the per-address claim limit is lifted for it.
@@ -38,93 +39,198 @@ pub(crate) fn sample_json(i: usize, base_ms: i64) -> Value {
     json!({"ts": ts.to_string(), "kind": "temp", "key": format!("coretemp/Core {}", i % 32), "value": 40.0 + (i % 40) as f64, "unit": "C", "stage": 4})
 }
 
-/// A store with one host and one claimed run whose CPUStress stage runs.
-pub(crate) fn prepared_store(path: &Path) -> anyhow::Result<(SqliteStore, i64)> {
+/// A store with `runs` hosts, each with one claimed run whose CPUStress
+/// stage runs; their run ids.
+pub(crate) fn prepared_store(path: &Path, runs: usize) -> anyhow::Result<(SqliteStore, Vec<i64>)> {
     let now = Timestamp::from_datetime(chrono::Utc::now());
     let store = SqliteStore::open(path, now)?;
-    store.create_host(
-        &NewHost {
-            name: "bench".into(),
-            mac: "52:54:00:be:00:01".parse()?,
-            wol: None,
-            expected_spec_yaml: SPEC.into(),
-            notes: String::new(),
-        },
-        now,
-    )?;
-    let run = coordinator::lifecycle::create_run(
-        &store,
-        &RunCreate {
-            host: "bench".into(),
-            profile: Profile::Quick,
-            non_destructive: true,
-            overrides: Default::default(),
-            require_all_disks: false,
-        },
-        now,
-    )?;
-    let attempt = ClaimAttempt::new(vec!["52:54:00:be:00:01".parse()?], "b", "", "bench");
-    store.claim(&attempt, now)?;
-    for o in 0..4 {
-        store.start_stage(run.id, o, now, now)?;
-        let finish = StageFinish {
-            outcome: StageOutcome::Passed,
-            absent: false,
-            reason: None,
-            at: None,
-            summary: None,
-            sub_steps: vec![],
-        };
-        store.finish_stage(run.id, o, &finish, None, now)?;
+    let mut ids = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let mac = format!("52:54:be:{:02x}:{:02x}:01", i >> 8 & 0xff, i & 0xff);
+        let name = format!("bench-{i}");
+        store.create_host(
+            &NewHost {
+                name: name.clone(),
+                mac: mac.parse()?,
+                wol: None,
+                expected_spec_yaml: SPEC.into(),
+                notes: String::new(),
+            },
+            now,
+        )?;
+        let run = coordinator::lifecycle::create_run(
+            &store,
+            &RunCreate {
+                host: name,
+                profile: Profile::Quick,
+                non_destructive: true,
+                overrides: Default::default(),
+                require_all_disks: false,
+            },
+            now,
+        )?;
+        let attempt = ClaimAttempt::new(vec![mac.parse()?], "b", "", "bench");
+        store.claim(&attempt, now)?;
+        for o in 0..4 {
+            store.start_stage(run.id, o, now, now)?;
+            let finish = StageFinish {
+                outcome: StageOutcome::Passed,
+                absent: false,
+                reason: None,
+                at: None,
+                summary: None,
+                sub_steps: vec![],
+            };
+            store.finish_stage(run.id, o, &finish, None, now)?;
+        }
+        store.start_stage(run.id, Stage::CpuStress.ordinal(), now, now)?;
+        ids.push(run.id);
     }
-    store.start_stage(run.id, Stage::CpuStress.ordinal(), now, now)?;
-    Ok((store, run.id))
+    Ok((store, ids))
 }
 
-pub(crate) fn bare_sqlite(samples: usize) -> anyhow::Result<f64> {
+/// (a): the rows the coordinator writes for the same batches — each
+/// sample's measurement, the evaluation rows `evaluations` keeps (none in
+/// breach-only mode: every sample here passes), the batch's summary upserts
+/// (`series_stats`, `series_rollups`, `threshold_counts`) and its ledger
+/// row — one transaction per batch, with the coordinator's durability
+/// (`synchronous=FULL`, WAL).
+pub(crate) fn bare_sqlite(
+    samples: usize,
+    shape: Shape,
+    evaluations: Evaluations,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("vetting.db");
-    let (store, run_id) = prepared_store(&path)?;
+    let (store, runs) = prepared_store(&path, shape.runs)?;
     drop(store);
     let mut db = rusqlite::Connection::open(&path)?;
     db.pragma_update(None, "journal_mode", "WAL")?;
-    db.pragma_update(None, "synchronous", "NORMAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
     db.pragma_update(None, "foreign_keys", "ON")?;
-    let stage_id: i64 = db.query_row(
-        "SELECT id FROM stages WHERE run_id = ?1 AND ordinal = 4",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    // The rules a temp sample of CPUStress matches (same as the coordinator's).
-    let rule_ids: Vec<i64> = db
-        .prepare("SELECT id FROM thresholds WHERE run_id = ?1 AND kind = 'temp' AND stage_name IN ('*', 'CPUStress')")?
-        .query_map([run_id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    // Per run: its CPUStress stage and the rules a temp sample of it matches
+    // (the same as the coordinator's).
+    let mut per_run = Vec::with_capacity(runs.len());
+    for &run_id in &runs {
+        let stage_id: i64 = db.query_row(
+            "SELECT id FROM stages WHERE run_id = ?1 AND ordinal = 4",
+            [run_id],
+            |r| r.get(0),
+        )?;
+        let rule_ids: Vec<i64> = db
+            .prepare("SELECT id FROM thresholds WHERE run_id = ?1 AND kind = 'temp' AND stage_name IN ('*', 'CPUStress')")?
+            .query_map([run_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        per_run.push((run_id, stage_id, rule_ids, 0i64));
+    }
     let base = chrono::Utc::now().timestamp_millis();
     let start = Instant::now();
-    let mut seq = 0i64;
-    for chunk in (0..samples).collect::<Vec<_>>().chunks(500) {
-        seq += 1;
+    let all: Vec<usize> = (0..samples).collect();
+    let batches: Vec<&[usize]> = all.chunks(shape.batch).collect();
+    let per_tx = shape.per_tx.max(1);
+    for (t, group) in batches.chunks(per_tx).enumerate() {
         let tx = db.transaction()?;
-        {
+        for (j, &chunk) in group.iter().enumerate() {
+            let (run_id, stage_id, rule_ids, seq) = &mut per_run[(t * per_tx + j) % runs.len()];
+            *seq += 1;
             let mut m = tx.prepare_cached("INSERT INTO measurements (run_id, stage_id, ts, kind, key, value, unit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
             let mut e = tx.prepare_cached(
                 "INSERT INTO threshold_evaluations (run_id, threshold_id, stage_name, kind, key, ts, observed, passed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let mut stats: HashMap<String, SeriesStat> = HashMap::new();
+            let mut rollups: HashMap<(String, i64), (i64, f64, f64, f64)> = HashMap::new();
             for &i in chunk {
-                let ts = Timestamp::from_unix_millis(base + i as i64).to_string();
+                let ms = base + i as i64;
+                let ts = Timestamp::from_unix_millis(ms).to_string();
                 let key = format!("coretemp/Core {}", i % 32);
                 let value = 40.0 + (i % 40) as f64;
-                m.execute((run_id, stage_id, &ts, "temp", &key, value, "C"))?;
-                for id in &rule_ids {
-                    e.execute((run_id, id, "CPUStress", "temp", &key, &ts, value, true))?;
+                m.execute((*run_id, *stage_id, &ts, "temp", &key, value, "C"))?;
+                if evaluations == Evaluations::All {
+                    for id in rule_ids.iter() {
+                        e.execute((*run_id, id, "CPUStress", "temp", &key, &ts, value, true))?;
+                    }
                 }
+                let s = stats
+                    .entry(key.clone())
+                    .or_insert((0, value, value, 0.0, ms, ms, value));
+                *s = (
+                    s.0 + 1,
+                    s.1.min(value),
+                    s.2.max(value),
+                    s.3 + value,
+                    s.4.min(ms),
+                    ms,
+                    value,
+                );
+                let r = rollups
+                    .entry((key, ms / 10_000 * 10_000))
+                    .or_insert((0, value, value, 0.0));
+                *r = (r.0 + 1, r.1.min(value), r.2.max(value), r.3 + value);
             }
-            tx.execute("INSERT INTO batches (run_id, seq, sample_count, received_at) VALUES (?1, ?2, ?3, ?4)", (run_id, seq, chunk.len() as i64, base.to_string()))?;
+            let mut stat = tx.prepare_cached(
+                "INSERT INTO series_stats (run_id, kind, key, unit, n, lo, hi, total, first_ms, last_ms, last_value)
+                 VALUES (?1, 'temp', ?2, 'C', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (run_id, kind, key) DO UPDATE SET n = n + excluded.n,
+                   lo = min(lo, excluded.lo), hi = max(hi, excluded.hi), total = total + excluded.total,
+                   first_ms = min(first_ms, excluded.first_ms), last_value = excluded.last_value,
+                   last_ms = max(last_ms, excluded.last_ms)",
+            )?;
+            for (key, s) in &stats {
+                stat.execute((*run_id, key, s.0, s.1, s.2, s.3, s.4, s.5, s.6))?;
+            }
+            let mut roll = tx.prepare_cached(
+                "INSERT INTO series_rollups (run_id, kind, key, bucket_ms, n, lo, hi, total)
+                 VALUES (?1, 'temp', ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (run_id, kind, key, bucket_ms) DO UPDATE SET n = n + excluded.n,
+                   lo = min(lo, excluded.lo), hi = max(hi, excluded.hi), total = total + excluded.total",
+            )?;
+            for ((key, bucket), r) in &rollups {
+                roll.execute((*run_id, key, bucket, r.0, r.1, r.2, r.3))?;
+            }
+            let mut counts = tx.prepare_cached(
+                "INSERT INTO threshold_counts (threshold_id, evaluated, breaches) VALUES (?1, ?2, 0)
+                 ON CONFLICT (threshold_id) DO UPDATE SET evaluated = evaluated + excluded.evaluated",
+            )?;
+            for id in rule_ids.iter() {
+                counts.execute((id, chunk.len() as i64))?;
+            }
+            tx.execute("INSERT INTO batches (run_id, seq, sample_count, received_at) VALUES (?1, ?2, ?3, ?4)", (*run_id, *seq, chunk.len() as i64, base.to_string()))?;
         }
         tx.commit()?;
     }
     Ok(samples as f64 / start.elapsed().as_secs_f64())
+}
+
+/// How bare SQLite's batches are laid out: (b)'s one run with batches of
+/// 500, or the fleet's runs taking turns with batches of 200.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) runs: usize,
+    pub(crate) batch: usize,
+    /// Batches per transaction: 1 as (a) is defined; more shows what one
+    /// commit per group could reach at best.
+    pub(crate) per_tx: usize,
+}
+
+/// A series' summary in one batch: (n, lo, hi, total, first ms, last ms, last value).
+type SeriesStat = (i64, f64, f64, f64, i64, i64, f64);
+
+/// Which coordinator binary a scenario runs, and its settings.
+pub(crate) struct Setup {
+    pub(crate) binary: std::path::PathBuf,
+    pub(crate) evaluations: Evaluations,
+}
+
+impl Setup {
+    async fn start(&self, http: &reqwest::Client) -> anyhow::Result<Daemon> {
+        let evaluations = match self.evaluations {
+            Evaluations::Breaches => "breaches",
+            Evaluations::All => "all",
+        };
+        let mut env = ONE_ADDRESS_FLEET.to_vec();
+        env.push(("VET_EVALUATIONS", evaluations));
+        start_daemon_bin(http, &self.binary, &env).await
+    }
 }
 
 /// Registers `n` hosts, starts and claims their runs, and brings each to a
@@ -218,9 +324,9 @@ pub(crate) fn percentiles(mut lat: Vec<Duration>) -> (f64, f64, f64) {
     (at(0.5), at(0.99), at(1.0))
 }
 
-pub(crate) async fn http_unpaced(n: usize, samples: usize) -> anyhow::Result<Rate> {
+pub(crate) async fn http_unpaced(setup: &Setup, n: usize, samples: usize) -> anyhow::Result<Rate> {
     let http = client(n)?;
-    let d = start_daemon_with(&http, ONE_ADDRESS_FLEET).await?;
+    let d = setup.start(&http).await?;
     let runs = agents(&http, &d, n).await?;
     let per_agent = samples / n / 500;
     let base = chrono::Utc::now().timestamp_millis();
@@ -258,9 +364,9 @@ pub(crate) async fn http_unpaced(n: usize, samples: usize) -> anyhow::Result<Rat
     })
 }
 
-pub(crate) async fn fleet(n: usize, secs: u64) -> anyhow::Result<Rate> {
+pub(crate) async fn fleet(setup: &Setup, n: usize, secs: u64) -> anyhow::Result<Rate> {
     let http = client(n)?;
-    let d = Arc::new(start_daemon_with(&http, ONE_ADDRESS_FLEET).await?);
+    let d = Arc::new(setup.start(&http).await?);
     let runs = agents(&http, &d, n).await?;
     let base = chrono::Utc::now().timestamp_millis();
     let start = tokio::time::Instant::now() + Duration::from_millis(500);

@@ -17,10 +17,10 @@ mod agent;
 mod claims;
 mod daemon;
 mod ingest;
+mod ingest_cmd;
 mod report;
 
 use agent::agent_bench;
-use ingest::{bare_sqlite, fleet, http_unpaced};
 use report::report_bench;
 
 #[derive(Parser)]
@@ -79,6 +79,18 @@ enum Cmd {
         /// Agents in the fleet (c).
         #[arg(long, default_value_t = 1000)]
         fleet_agents: usize,
+        /// The store behind the coordinator: sqlite (postgres: not yet).
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+        /// Evaluation rows: breaches (the default) or all.
+        #[arg(long, default_value = "breaches")]
+        evaluations: String,
+        /// Also print one JSON object, as the last line.
+        #[arg(long)]
+        json: bool,
+        /// Another vet-coordinator build to run (b) and (c) against too.
+        #[arg(long)]
+        before: Option<std::path::PathBuf>,
     },
 }
 
@@ -132,36 +144,20 @@ fn main() -> anyhow::Result<()> {
             samples,
             fleet_secs,
             fleet_agents,
-        } => {
-            let rt = tokio::runtime::Runtime::new()?;
-            let a = bare_sqlite(samples)?;
-            println!(
-                "(a) bare SQLite          {:>10.0} samples/s  ({samples} samples, batches of 500)",
-                a
-            );
-            let mut b_rates = Vec::new();
-            for agents in [10usize, 100] {
-                let r = rt.block_on(http_unpaced(agents, samples))?;
-                println!(
-                    "(b) coordinator N={agents:<4}  {:>10.0} samples/s  ratio to (a) {:>5.1} %  batch latency p50 {:>7.1} ms  p99 {:>7.1} ms",
-                    r.rate,
-                    100.0 * r.rate / a,
-                    r.p50_ms,
-                    r.p99_ms
-                );
-                b_rates.push(r);
-            }
-            let c = rt.block_on(fleet(fleet_agents, fleet_secs))?;
-            println!(
-                "(c) fleet {fleet_agents} agents × 200 samples/s for {fleet_secs} s: offered {:.0} samples/s, acknowledged {:.0} samples/s ({:.1} %), batch latency p50 {:.1} ms p99 {:.1} ms, max {:.1} ms",
-                c.offered,
-                c.rate,
-                100.0 * c.rate / c.offered,
-                c.p50_ms,
-                c.p99_ms,
-                c.max_ms
-            );
-            Ok(())
-        }
+            store,
+            evaluations,
+            json,
+            before,
+        } => ingest_cmd::run(ingest_cmd::Opts {
+            samples,
+            fleet_secs,
+            fleet_agents,
+            store,
+            evaluations: evaluations
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--evaluations {e}"))?,
+            json,
+            before,
+        }),
     }
 }
