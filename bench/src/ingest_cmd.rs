@@ -33,6 +33,27 @@ fn say(json: bool, line: String) {
     }
 }
 
+/// Writes back what earlier scenarios left dirty in the page cache, so
+/// their writeback does not slow the next one down.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+/// Puts `part` at the top of `out` for this build, under "before" for the other.
+fn merge(out: &mut serde_json::Value, label: &str, part: serde_json::Value) {
+    let target = if label == "now" {
+        &mut *out
+    } else {
+        &mut out["before"]
+    };
+    if target.is_null() {
+        *target = json!({});
+    }
+    for (k, v) in part.as_object().into_iter().flatten() {
+        target[k] = v.clone();
+    }
+}
+
 fn fleet_json(r: &Rate, agents: usize) -> serde_json::Value {
     json!({
         "agents": agents,
@@ -52,55 +73,44 @@ pub(crate) fn run(o: Opts) -> anyhow::Result<()> {
         o.store
     );
     let rt = tokio::runtime::Runtime::new()?;
-    let one_run = Shape {
-        runs: 1,
-        batch: 500,
-        per_tx: 1,
-    };
-    let a = bare_sqlite(o.samples, one_run, o.evaluations)?;
-    say(o.json, format!(
-        "(a) bare SQLite            {a:>10.0} samples/s  ({} samples, one run, batches of 500, synchronous=FULL)",
-        o.samples
-    ));
-    // The fleet's shape: its runs take turns, 200-sample batches, five
-    // seconds' worth of what the fleet offers.
-    let fleet_shape = Shape {
-        runs: o.fleet_agents,
-        batch: 200,
-        per_tx: 1,
-    };
-    let a_fleet = bare_sqlite(o.fleet_agents * 200 * 5, fleet_shape, o.evaluations)?;
-    say(o.json, format!(
-        "(a) bare SQLite, fleet shape {a_fleet:>8.0} samples/s  ({} runs taking turns, batches of 200, one transaction each)",
-        o.fleet_agents
-    ));
-    let grouped = Shape {
-        per_tx: o.fleet_agents,
-        ..fleet_shape
-    };
-    let a_grouped = bare_sqlite(o.fleet_agents * 200 * 5, grouped, o.evaluations)?;
-    say(o.json, format!(
-        "(a) same, {} batches per transaction {a_grouped:>8.0} samples/s  (the best one commit per group can do)",
-        o.fleet_agents
-    ));
     let mut builds = vec![("now", coordinator_binary()?)];
     if let Some(b) = &o.before {
         builds.push(("before", b.clone()));
     }
-    let mut out = json!({
-        "bare_samples_per_s": a.round(),
-        "bare_fleet_shape_samples_per_s": a_fleet.round(),
-        "bare_fleet_shape_grouped_samples_per_s": a_grouped.round(),
-        "store": o.store,
-    });
-    for (label, binary) in builds {
-        let setup = Setup {
-            binary,
-            evaluations: o.evaluations,
-        };
+    let setups: Vec<(&str, Setup)> = builds
+        .into_iter()
+        .map(|(label, binary)| {
+            let evaluations = o.evaluations;
+            (
+                label,
+                Setup {
+                    binary,
+                    evaluations,
+                },
+            )
+        })
+        .collect();
+    // (a), then (b) right after it: the same rows, the same amount.
+    settle();
+    let a = bare_sqlite(
+        o.samples,
+        Shape {
+            runs: 1,
+            batch: 500,
+            per_tx: 1,
+        },
+        o.evaluations,
+    )?;
+    say(o.json, format!(
+        "(a) bare SQLite            {a:>10.0} samples/s  ({} samples, one run, batches of 500, synchronous=FULL)",
+        o.samples
+    ));
+    let mut out = json!({"bare_samples_per_s": a.round(), "store": o.store});
+    for (label, setup) in &setups {
         let mut headline = None;
         for agents in [10usize, 100] {
-            let r = rt.block_on(http_unpaced(&setup, agents, o.samples))?;
+            settle();
+            let r = rt.block_on(http_unpaced(setup, agents, o.samples))?;
             say(o.json, format!(
                 "(b) {label:<6} N={agents:<4}      {:>10.0} samples/s  ratio to (a) {:>5.1} %  batch latency p50 {:>7.1} ms  p99 {:>7.1} ms",
                 r.rate,
@@ -110,7 +120,48 @@ pub(crate) fn run(o: Opts) -> anyhow::Result<()> {
             ));
             headline.get_or_insert(r.rate);
         }
-        let c = rt.block_on(fleet(&setup, o.fleet_agents, o.fleet_secs))?;
+        let http = headline.unwrap_or(f64::NAN);
+        let part = json!({
+            "http_samples_per_s": http.round(),
+            "http_vs_bare": ((http / a) * 1000.0).round() / 1000.0,
+        });
+        merge(&mut out, label, part);
+    }
+    // The fleet's shape: its runs take turns, 200-sample batches, five
+    // seconds' worth of what the fleet offers; one transaction per batch,
+    // then as many batches per transaction as there are agents (the best
+    // one commit per group can do).
+    let fleet_shape = Shape {
+        runs: o.fleet_agents,
+        batch: 200,
+        per_tx: 1,
+    };
+    for (shape, name, key) in [
+        (
+            fleet_shape,
+            "one transaction each",
+            "bare_fleet_shape_samples_per_s",
+        ),
+        (
+            Shape {
+                per_tx: o.fleet_agents,
+                ..fleet_shape
+            },
+            "a transaction per round of all runs",
+            "bare_fleet_shape_grouped_samples_per_s",
+        ),
+    ] {
+        settle();
+        let r = bare_sqlite(o.fleet_agents * 200 * 5, shape, o.evaluations)?;
+        say(o.json, format!(
+            "(a) bare SQLite, fleet shape {r:>8.0} samples/s  ({} runs taking turns, batches of 200, {name})",
+            o.fleet_agents
+        ));
+        out[key] = json!(r.round());
+    }
+    for (label, setup) in &setups {
+        settle();
+        let c = rt.block_on(fleet(setup, o.fleet_agents, o.fleet_secs))?;
         say(o.json, format!(
             "(c) {label:<6} fleet {} agents × 200 samples/s for {} s: offered {:.0} samples/s, acknowledged {:.0} samples/s ({:.1} %), batch latency p50 {:.1} ms p99 {:.1} ms, max {:.1} ms",
             o.fleet_agents,
@@ -122,19 +173,11 @@ pub(crate) fn run(o: Opts) -> anyhow::Result<()> {
             c.p99_ms,
             c.max_ms
         ));
-        let http = headline.unwrap_or(f64::NAN);
-        let part = json!({
-            "http_samples_per_s": http.round(),
-            "http_vs_bare": ((http / a) * 1000.0).round() / 1000.0,
-            "fleet": fleet_json(&c, o.fleet_agents),
-        });
-        if label == "now" {
-            for (k, v) in part.as_object().into_iter().flatten() {
-                out[k] = v.clone();
-            }
-        } else {
-            out["before"] = part;
-        }
+        merge(
+            &mut out,
+            label,
+            json!({"fleet": fleet_json(&c, o.fleet_agents)}),
+        );
     }
     if o.json {
         println!("{out}");

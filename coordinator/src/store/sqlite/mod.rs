@@ -336,7 +336,13 @@ impl Store for SqliteStore {
         if !self.read(|tx| claim::any_claimable(tx, &attempt.macs))? {
             return Ok(ClaimOutcome::NothingQueued);
         }
-        self.write(|tx| claim::claim(tx, attempt, now))
+        let outcome = self.write(|tx| claim::claim(tx, attempt, now))?;
+        if let ClaimOutcome::Claimed(c) = &outcome {
+            // Its batches are judged by its rules: compiled now, on a
+            // reader, not by the writer when the first batch comes.
+            self.read(|tx| self.frozen_rules(tx, c.run.id))?;
+        }
+        Ok(outcome)
     }
 
     fn start_stage(
