@@ -382,6 +382,25 @@ mod tests {
     }
 
     #[test]
+    fn evaluations_are_breaches_by_default_all_on_request_and_nothing_else() {
+        let c = Config::resolve(RawConfig::default()).unwrap();
+        assert_eq!(c.evaluations, crate::store::Evaluations::Breaches);
+        let raw: RawConfig = toml::from_str("evaluations = \"all\"").unwrap();
+        assert_eq!(
+            Config::resolve(raw).unwrap().evaluations,
+            crate::store::Evaluations::All
+        );
+        let raw = RawConfig::default()
+            .overlay_env(|k| (k == "VET_EVALUATIONS").then(|| "passes".into()))
+            .unwrap();
+        let err = Config::resolve(raw).unwrap_err().to_string();
+        assert!(
+            err.starts_with("evaluations:") && err.contains("\"passes\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn webhooks_come_from_the_file_or_the_environment_and_must_be_http() {
         let raw: RawConfig =
             toml::from_str("webhooks = [\"https://hooks.example/a\"]\nwebhook_backoff_s = 30")

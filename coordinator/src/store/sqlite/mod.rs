@@ -339,8 +339,11 @@ impl Store for SqliteStore {
         let outcome = self.write(|tx| claim::claim(tx, attempt, now))?;
         if let ClaimOutcome::Claimed(c) = &outcome {
             // Its batches are judged by its rules: compiled now, on a
-            // reader, not by the writer when the first batch comes.
-            self.read(|tx| self.frozen_rules(tx, c.run.id))?;
+            // reader, not by the writer when the first batch comes. The
+            // claim stands either way (the writer loads them if this fails).
+            if let Err(e) = self.read(|tx| self.frozen_rules(tx, c.run.id)) {
+                tracing::warn!(run = c.run.id, "loading the run's thresholds ahead: {e}");
+            }
         }
         Ok(outcome)
     }
