@@ -73,14 +73,7 @@ pub(crate) fn prepared_store(path: &Path, runs: usize) -> anyhow::Result<(Sqlite
         store.claim(&attempt, now)?;
         for o in 0..4 {
             store.start_stage(run.id, o, now, now)?;
-            let finish = StageFinish {
-                outcome: StageOutcome::Passed,
-                absent: false,
-                reason: None,
-                at: None,
-                summary: None,
-                sub_steps: vec![],
-            };
+            let finish = StageFinish::of(StageOutcome::Passed);
             store.finish_stage(run.id, o, &finish, None, now)?;
         }
         store.start_stage(run.id, Stage::CpuStress.ordinal(), now, now)?;

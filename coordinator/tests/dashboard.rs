@@ -40,17 +40,7 @@ async fn held_run(coord: &TestCoordinator) -> i64 {
         .collect();
     agent.send(samples).await;
     let (_, v) = agent
-        .finish_with(
-            4,
-            StageFinish {
-                outcome: StageOutcome::Passed,
-                absent: false,
-                reason: None,
-                at: None,
-                summary: None,
-                sub_steps: vec![],
-            },
-        )
+        .finish_with(4, StageFinish::of(StageOutcome::Passed))
         .await;
     assert_eq!(
         v["state"], "failed",

@@ -30,14 +30,7 @@ fn at(t0: Timestamp, ms: i64, kind: Kind, key: &str, value: f64) -> Sample {
 }
 
 fn passed() -> StageFinish {
-    StageFinish {
-        outcome: StageOutcome::Passed,
-        absent: false,
-        reason: None,
-        at: None,
-        summary: None,
-        sub_steps: vec![],
-    }
+    StageFinish::of(StageOutcome::Passed)
 }
 
 /// Drives one run through `store`: four stages pass, CPUStress gets three

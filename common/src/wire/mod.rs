@@ -238,6 +238,20 @@ pub struct StageFinish {
     pub sub_steps: Vec<SubStepReport>,
 }
 
+impl StageFinish {
+    /// A report of `outcome` alone: no reason, summary or sub-steps.
+    pub fn of(outcome: StageOutcome) -> Self {
+        StageFinish {
+            outcome,
+            absent: false,
+            reason: None,
+            at: None,
+            summary: None,
+            sub_steps: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StageVerdict {
