@@ -30,9 +30,10 @@ async fn a_hold_ends_at_its_deadline_with_the_coordinator_gone() {
     })
     .await;
     let mac = "52:54:00:e2:e1:06";
-    // No machine does 10^15 bogo-ops per second: CPUStress fails, the host is held.
-    let spec = "thresholds:\n  - {stage: CPUStress, kind: stress, key: 'cpu/bogo_ops_per_s', op: gt, threshold: 1.0e15, unit: ops/s, severity: critical}\n";
-    coord.operator().add_host("e2e-held", mac, Some(spec)).await;
+    coord
+        .operator()
+        .add_host("e2e-held", mac, Some(support::HELD_AT_CPU_STRESS))
+        .await;
     let run = coord
         .operator()
         .start_run("e2e-held", json!({"non_destructive": true}))

@@ -105,9 +105,37 @@ async fn host_mode_heartbeats_until_stopped_and_quits_on_a_revoked_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/host.token"));
 }
 
+/// Host mode in this process for `mac` with `token`, stopped by the
+/// returned sender (what SIGTERM does to the binary).
+fn in_process(
+    coordinator: &str,
+    token: &str,
+    mac: &str,
+    boot_id: &str,
+    runs: vet_agent::run::BootOptions,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<
+        Result<vet_agent::host_mode::HostModeEnd, vet_agent::host_mode::HostModeError>,
+    >,
+) {
+    let opts = vet_agent::host_mode::HostModeOptions {
+        coordinator: coordinator.into(),
+        token: token.into(),
+        roots: vet_agent::host::Roots::default(),
+        macs: Some(vec![mac.parse().unwrap()]),
+        boot_id: Some(boot_id.into()),
+        runs,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(vet_agent::host_mode::run(opts, async {
+        let _ = stopped.await;
+    }));
+    (stop, agent)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructive_ones() {
-    use vet_agent::host_mode::{self, HostModeOptions};
     let dir = tempfile::tempdir().unwrap();
     let disk = support::Loop::new(dir.path(), 64);
     // Host heartbeats every 5 s (a quarter of the timeout); the run's agent
@@ -127,18 +155,13 @@ async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructi
         .await;
 
     let runs = support::options(&coord, dir.path(), mac, &disk.0);
-    let opts = HostModeOptions {
-        coordinator: coord.base.clone(),
-        token: token["token"].as_str().unwrap().into(),
-        roots: vet_agent::host::Roots::default(),
-        macs: Some(vec![mac.parse().unwrap()]),
-        boot_id: Some("prod-2-boot".into()),
+    let (stop, agent) = in_process(
+        &coord.base,
+        token["token"].as_str().unwrap(),
+        mac,
+        "prod-2-boot",
         runs,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(host_mode::run(opts, async {
-        let _ = stopped.await;
-    }));
+    );
 
     let d = support::wait_run(
         &coord,
@@ -197,7 +220,6 @@ async fn host_mode_runs_queued_non_destructive_runs_in_place_and_never_destructi
 /// the silent-agent sweep aborts the run while the host keeps heartbeating.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_in_place_that_fails_part_way_leaves_no_task_posting_for_it() {
-    use vet_agent::host_mode::{self, HostModeOptions};
     let dir = tempfile::tempdir().unwrap();
     let disk = support::Loop::new(dir.path(), 64);
     // The quick profile heartbeats every 5 s; 12 s of silence is a dead agent.
@@ -217,18 +239,13 @@ async fn a_run_in_place_that_fails_part_way_leaves_no_task_posting_for_it() {
 
     let mut runs = support::options(&coord, dir.path(), mac, &disk.0);
     runs.kmsg = None;
-    let opts = HostModeOptions {
-        coordinator: proxy,
-        token: token["token"].as_str().unwrap().into(),
-        roots: vet_agent::host::Roots::default(),
-        macs: Some(vec![mac.parse().unwrap()]),
-        boot_id: Some("prod-3-boot".into()),
+    let (stop, agent) = in_process(
+        &proxy,
+        token["token"].as_str().unwrap(),
+        mac,
+        "prod-3-boot",
         runs,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(host_mode::run(opts, async {
-        let _ = stopped.await;
-    }));
+    );
 
     let d = support::wait_run(
         &coord,
@@ -270,7 +287,6 @@ async fn a_run_in_place_that_fails_part_way_leaves_no_task_posting_for_it() {
 /// removed and its SSH server stopped.
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_host_mode_during_a_hold_undoes_the_hold() {
-    use vet_agent::host_mode::{self, HostModeOptions};
     let dir = tempfile::tempdir().unwrap();
     let disk = support::Loop::new(dir.path(), 64);
     let coord = Coord::start_with(dir.path(), 0, |c| {
@@ -279,9 +295,10 @@ async fn stopping_host_mode_during_a_hold_undoes_the_hold() {
     })
     .await;
     let mac = "52:54:00:e2:e1:24";
-    // No machine does 10^15 bogo-ops per second: CPUStress fails, the host is held.
-    let spec = "thresholds:\n  - {stage: CPUStress, kind: stress, key: 'cpu/bogo_ops_per_s', op: gt, threshold: 1.0e15, unit: ops/s, severity: critical}\n";
-    coord.operator().add_host("prod-4", mac, Some(spec)).await;
+    coord
+        .operator()
+        .add_host("prod-4", mac, Some(support::HELD_AT_CPU_STRESS))
+        .await;
     let token = coord.post("/hosts/prod-4/token", json!({})).await;
     let run = coord
         .operator()
@@ -290,18 +307,13 @@ async fn stopping_host_mode_during_a_hold_undoes_the_hold() {
     let mut runs = support::options(&coord, dir.path(), mac, &disk.0);
     runs.kmsg = None;
     let (keys_file, ssh_port) = (runs.hold.authorized_keys.clone(), runs.hold.ssh_port);
-    let opts = HostModeOptions {
-        coordinator: coord.base.clone(),
-        token: token["token"].as_str().unwrap().into(),
-        roots: vet_agent::host::Roots::default(),
-        macs: Some(vec![mac.parse().unwrap()]),
-        boot_id: Some("prod-4-boot".into()),
+    let (stop, agent) = in_process(
+        &coord.base,
+        token["token"].as_str().unwrap(),
+        mac,
+        "prod-4-boot",
         runs,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(host_mode::run(opts, async {
-        let _ = stopped.await;
-    }));
+    );
     support::wait_run(&coord, run, Duration::from_secs(300), "held", |d| {
         d["state"] == "FailedHolding" && !d["hold_ip"].is_null()
     })

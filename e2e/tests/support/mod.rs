@@ -339,6 +339,10 @@ pub fn vetctl(coord: &Coord, args: &[&str]) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// A host spec no machine passes: 10^15 bogo-ops per second at CPUStress
+/// (critical), so the run fails there and the host is held.
+pub const HELD_AT_CPU_STRESS: &str = "thresholds:\n  - {stage: CPUStress, kind: stress, key: 'cpu/bogo_ops_per_s', op: gt, threshold: 1.0e15, unit: ops/s, severity: critical}\n";
+
 /// A power control that records what it was asked to do.
 #[derive(Default)]
 pub struct RecordedPower(pub std::sync::Mutex<Vec<common::wire::Power>>);
